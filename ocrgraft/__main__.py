@@ -1,0 +1,3 @@
+from ocrgraft.converter.cli import main
+
+raise SystemExit(main())

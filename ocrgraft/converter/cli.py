@@ -1,0 +1,232 @@
+"""The `ocrgraft` command: one verb per job, one clear line on stderr for every error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+EPILOG = """shapes: NAME:MIN[,OPT,MAX] with dims joined by x, repeat per input, e.g.
+  --shapes x:1x3x48x32,1x3x48x320,8x3x48x1280
+passes: comma-separated names, arguments in parentheses, e.g.
+  -p eliminate-identity,fold-constants,fix-dims(x.0=1)"""
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _tolerance(args):
+    from ocrgraft.converter.verify import FP32, Tolerance
+    return Tolerance(atol=args.atol if args.atol is not None else FP32.atol,
+                     rtol=args.rtol if args.rtol is not None else FP32.rtol)
+
+
+def cmd_convert(args) -> int:
+    from ocrgraft.converter.convert import convert
+    from ocrgraft.converter.recipes import list_recipes
+
+    if args.list:
+        for r in list_recipes():
+            print(f"{r.name:16s} {r.description}")
+        return 0
+    t = time.perf_counter()
+    conv = convert(args.model, onnx=args.onnx, target=args.target, out=args.out, passes=args.passes,
+                   shapes=args.shapes, tolerance=_tolerance(args), progress=_progress)
+    r = conv.report
+    verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
+    print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
+    print(f"wrote {conv.out_dir}/ (model.onnx, stages/, report.json, report.md) in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from ocrgraft.converter.modelio import load, save
+    from ocrgraft.converter.pipeline import Pipeline
+
+    src, dst = Path(args.input), Path(args.output)
+    if dst.resolve() == src.resolve():
+        raise _err("OUT must differ from IN: the input file is never modified")
+    model = load(src)
+    result = Pipeline(args.passes, tolerance=_tolerance(args), stages_dir=args.stages, progress=_progress).run(
+        model, args.shapes)
+    save(result.model, dst)
+    checked = [s for s in result.stages[1:] if s.verified == "yes"]
+    print(f"wrote {dst}: {result.rewrites} rewrites, {result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
+          f"{len(checked)} stage(s) verified on {len(result.cases)} inputs")
+    return 0
+
+
+def cmd_passes(args) -> int:
+    from ocrgraft.passes import list_passes
+    from ocrgraft.targets import get_target
+
+    if args.target:
+        get_target(args.target)
+    for cls in list_passes(args.target):
+        targets = ", ".join(cls.targets) if cls.targets else "all targets"
+        print(f"{cls.name:22s} [{cls.semantics}; {targets}]\n    {cls.doc()}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from ocrgraft.converter.modelio import load
+    from ocrgraft.converter.shapes import describe_shape
+
+    model = load(args.file)
+    nodes = list(model.graph.all_nodes()) if hasattr(model.graph, "all_nodes") else list(model.graph)
+    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in model.opset_imports.items())
+    print(f"{args.file}: ir_version {model.ir_version}, opset {opsets}, producer {model.producer_name or '?'} "
+          f"{model.producer_version or ''}".rstrip())
+    for kind, values in (("input", model.graph.inputs), ("output", model.graph.outputs)):
+        for v in values:
+            dyn = [i for i, d in enumerate(v.shape or []) if not isinstance(d, int)]
+            print(f"  {kind:6s} {v.name}: {v.dtype.name if v.dtype else '?'} {describe_shape(v.shape)}"
+                  + (f"  dynamic dims {dyn}" if dyn else ""))
+    print(f"  nodes: {len(nodes)}, initializers: {len(model.graph.initializers)}")
+    for op, n in Counter(n.op_type for n in nodes).most_common():
+        print(f"    {op:24s} {n}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ocrgraft.converter.modelio import load
+    from ocrgraft.converter.shapes import ShapeSet, random_inputs
+    from ocrgraft.converter.verify import Runner, compare_outputs
+
+    a, b = load(args.a), load(args.b)
+    tol = _tolerance(args)
+    shapes = ShapeSet.parse(args.shapes).resolve(list(a.graph.inputs))
+    ra, rb = Runner(a, what=args.a), Runner(b, what=args.b)
+    failures = 0
+    print(f"{'shapes':32s} {'output':28s} {'max abs':>10s} {'max rel':>10s}  ok")
+    for i, (label, case) in enumerate(shapes.cases()):
+        feeds = random_inputs(list(a.graph.inputs), case, seed=i)
+        for d in compare_outputs(rb.run(feeds), ra.run(feeds), tol):
+            failures += not d.ok
+            where = f"{label} " + ",".join("x".join(map(str, s)) for s in case.values())
+            print(f"{where:32s} {d.name:28s} {d.max_abs:10.3g} {d.max_rel:10.3g}  {'yes' if d.ok else 'NO: ' + d.describe()}")
+    if failures:
+        raise _err(f"{failures} output comparison(s) exceed the tolerance ({tol})")
+    print(f"all outputs match within {tol}")
+    return 0
+
+
+def cmd_view(args) -> int:
+    try:
+        import netron
+    except ImportError:
+        raise _err("netron is not installed: pip install 'ocrgraft[view]' (make view installs it)") from None
+    path = Path(args.path)
+    if path.is_dir():
+        files = sorted((path / "stages").glob("*.onnx")) + ([path / "model.onnx"] if (path / "model.onnx").exists() else [])
+        if not files:
+            raise _err(f"{path} holds no stages/*.onnx or model.onnx: is it a conversion's output folder?")
+    elif path.exists():
+        files = [path]
+    else:
+        raise _err(f"no such file or folder: {path}")
+    for i, f in enumerate(files):
+        address = netron.start(str(f), address=(args.host, args.port + i), browse=args.browse)
+        print(f"{f.name:36s} http://{address[0]}:{address[1]}", flush=True)
+    if args.no_wait:
+        return 0
+    print("serving; press Ctrl-C to stop", flush=True)
+    try:
+        netron.wait()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+
+def _err(msg: str) -> Exception:
+    from ocrgraft.errors import OcrgraftError
+    return OcrgraftError(msg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocrgraft", description="Convert OCR models to ONNX and vendor targets, "
+                                "with every graph rewrite saved and verified.", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def tolerance_flags(sp):
+        sp.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
+        sp.add_argument("--rtol", type=float, help="relative tolerance (default 1e-4)")
+
+    def shape_flag(sp):
+        sp.add_argument("--shapes", action="append", metavar="NAME:MIN[,OPT,MAX]",
+                        help="input shape range to verify at; repeat per input")
+
+    c = sub.add_parser("convert", help="convert a zoo model or an ONNX file for a target", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("model", nargs="?", help="zoo model name (see --list)")
+    c.add_argument("--onnx", metavar="FILE", help="convert an existing .onnx file instead of a zoo model")
+    c.add_argument("--target", "-t", default="ort", help="ort (default), trt, ascend, sophon")
+    c.add_argument("--out", "-o", default="out", help="output root; results go to OUT/<model>-<target>/")
+    c.add_argument("--passes", "-p", help="comma-separated passes, replacing the recipe's")
+    c.add_argument("--list", action="store_true", help="list the zoo models and exit")
+    shape_flag(c)
+    tolerance_flags(c)
+    c.set_defaults(func=cmd_convert)
+
+    a = sub.add_parser("apply", help="run named passes on an ONNX file, verifying each stage", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("input", metavar="IN")
+    a.add_argument("output", metavar="OUT")
+    a.add_argument("--passes", "-p", required=True, help="comma-separated pass names")
+    a.add_argument("--stages", metavar="DIR", help="also save every stage into DIR")
+    shape_flag(a)
+    tolerance_flags(a)
+    a.set_defaults(func=cmd_apply)
+
+    ps = sub.add_parser("passes", help="list the passes with their docs")
+    ps.add_argument("--target", "-t", help="only passes this target uses")
+    ps.set_defaults(func=cmd_passes)
+
+    i = sub.add_parser("inspect", help="inputs, outputs, dynamic dims, opset and op histogram of a model")
+    i.add_argument("file")
+    i.set_defaults(func=cmd_inspect)
+
+    cp = sub.add_parser("compare", help="run two models on the same random inputs and compare outputs")
+    cp.add_argument("a", metavar="A", help="reference model")
+    cp.add_argument("b", metavar="B", help="model to check")
+    shape_flag(cp)
+    tolerance_flags(cp)
+    cp.set_defaults(func=cmd_compare)
+
+    v = sub.add_parser("view", help="serve a model, or a conversion's stages, in Netron on localhost")
+    v.add_argument("path", help="an .onnx file or an output folder out/<model>-<target>")
+    v.add_argument("--port", type=int, default=8080, help="first port (stages take consecutive ports)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--browse", action="store_true", help="also open a browser")
+    v.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
+    v.set_defaults(func=cmd_view)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ocrgraft.errors import OcrgraftError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OcrgraftError as exc:
+        if args.debug:
+            raise
+        print(f"ocrgraft: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ocrgraft: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"ocrgraft: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1

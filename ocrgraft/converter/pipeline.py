@@ -1,0 +1,211 @@
+"""Pipeline: one in-memory graph through a list of passes, each stage saved and checked.
+
+Every exact stage runs in ONNX Runtime on the same random, non-zero inputs at every shape case
+(min / opt / max) and is compared with the previous checked stage and with the source model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from ocrgraft.converter.modelio import save, to_bytes, to_ir
+from ocrgraft.converter.shapes import ShapeSet, fmt_dims, random_inputs
+from ocrgraft.converter.verify import FP32, CaseComparison, OutputDiff, Runner, Tolerance, compare_outputs
+from ocrgraft.errors import OcrgraftError, VerificationError
+from ocrgraft.passes.base import EXACT, Pass, parse_pass_list
+
+Outputs = dict[str, np.ndarray]
+SourceFn = Callable[[dict[str, np.ndarray]], Outputs]
+
+
+@dataclass
+class Case:
+    """One test point: shapes, the random inputs, and the source's outputs for them."""
+
+    label: str
+    shapes: dict[str, tuple[int, ...]]
+    feeds: dict[str, np.ndarray]
+    expected: Outputs
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({', '.join(f'{k}={fmt_dims(v)}' for k, v in self.shapes.items())})"
+
+
+@dataclass
+class Stage:
+    """What one step did and how it compares; becomes a row of the report."""
+
+    index: int
+    name: str
+    semantics: str
+    rewrites: int
+    changed: bool
+    nodes: int
+    op_delta: dict[str, int]
+    seconds: float
+    verify_seconds: float = 0.0
+    verified: str = "no"         # "yes", "unchanged", or why not
+    max_abs: float | None = None  # against the source, over every case and output
+    max_rel: float | None = None
+    max_abs_prev: float | None = None
+    file: str | None = None
+    comparisons: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class PipelineResult:
+    model: ir.Model
+    stages: list[Stage]
+    cases: list[Case]
+    tolerance: Tolerance
+    shapes: ShapeSet
+
+    @property
+    def rewrites(self) -> int:
+        return sum(s.rewrites for s in self.stages)
+
+
+def op_histogram(model: ir.Model) -> Counter:
+    return Counter(n.op_type for n in ir.traversal.RecursiveGraphIterator(model.graph))
+
+
+class Pipeline:
+    """Run passes in order on one graph, save each stage, verify each exact stage.
+
+    Pipeline(["eliminate-identity", "fold-constants"]).run(model, shapes="x:1x3x32x32,1x3x32x100")
+    """
+
+    def __init__(self, passes, *, tolerance: Tolerance = FP32, tolerances: dict[str, Tolerance] | None = None,
+                 stages_dir: str | Path | None = None, verify: bool = True, samples: int = 2, seed: int = 0,
+                 progress: Callable[[str], None] | None = None):
+        self.passes: list[Pass] = parse_pass_list(passes)
+        self.tolerance = tolerance
+        self.tolerances = tolerances or {}
+        self.stages_dir = Path(stages_dir) if stages_dir else None
+        self.verify = verify
+        self.samples = samples
+        self.seed = seed
+        self.progress = progress or (lambda msg: None)
+
+    def tolerance_for(self, p: Pass) -> Tolerance:
+        return self.tolerances.get(p.name) or p.tolerance or self.tolerance
+
+    def run(self, model, shapes=None, source: SourceFn | None = None, source_name: str = "source") -> PipelineResult:
+        """Rewrite `model` in place. `source` gives the reference outputs (default: the model as given,
+        run in ONNX Runtime); `shapes` is a ShapeSet or 'x:MIN,OPT,MAX' text."""
+        model = to_ir(model)
+        shapes = ShapeSet.parse(shapes).resolve(list(model.graph.inputs))
+        source_bytes = to_bytes(model)
+        stage0 = Stage(0, "source", EXACT, 0, False, sum(op_histogram(model).values()), {}, 0.0)
+        if self.stages_dir:
+            stage0.file = self._save(model, 0, "source")
+        cases: list[Case] = []
+        previous: dict[str, Outputs] = {}
+        if self.verify:
+            t = time.perf_counter()
+            own = Runner(source_bytes, what=f"the {source_name} model")
+            cases = self._make_cases(model, shapes, source or own.run)
+            if source is not None:   # the exported ONNX itself against the framework
+                previous = self._check(stage0, own, cases, {}, self.tolerances.get("source", self.tolerance))
+            else:
+                stage0.verified = "reference"
+                previous = {c.title: c.expected for c in cases}
+            stage0.verify_seconds = time.perf_counter() - t
+        stages = [stage0]
+        self.progress(f"[0/{len(self.passes)}] source: {stage0.nodes} nodes"
+                      + (f", {len(cases)} test inputs at {shapes.describe()}" if cases else ""))
+        for i, p in enumerate(self.passes, 1):
+            hist = op_histogram(model)
+            t = time.perf_counter()
+            try:
+                result = p(model)
+            except OcrgraftError:
+                raise
+            except Exception as exc:
+                raise OcrgraftError(f"pass '{p.name}' failed on this model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            after = op_histogram(model)
+            delta = {op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]}
+            stage = Stage(i, p.label, p.semantics, result.rewrites, result.modified, sum(after.values()), delta,
+                          time.perf_counter() - t)
+            if self.stages_dir:
+                stage.file = self._save(model, i, p.name)
+            if not self.verify:
+                stage.verified = "verification off"
+            elif p.semantics != EXACT:
+                stage.verified = f"not checked: '{p.semantics}' pass"
+            elif not result.modified:
+                stage.verified = "unchanged"
+                stage.max_abs, stage.max_rel = stages[-1].max_abs, stages[-1].max_rel
+            else:
+                t = time.perf_counter()
+                runner = Runner(model, what=f"stage {i:02d} '{p.label}'")
+                stage_cases = self._cases_for(model, shapes, cases)
+                previous = self._check(stage, runner, stage_cases, previous, self.tolerance_for(p))
+                stage.verify_seconds = time.perf_counter() - t
+            stages.append(stage)
+            self.progress(_progress_line(stage, len(self.passes)))
+        return PipelineResult(model, stages, cases, self.tolerance, shapes)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _make_cases(self, model: ir.Model, shapes: ShapeSet, source: SourceFn) -> list[Case]:
+        cases = []
+        for ci, (label, case_shapes) in enumerate(shapes.cases()):
+            for s in range(self.samples):
+                feeds = random_inputs(list(model.graph.inputs), case_shapes, seed=self.seed * 1000 + ci * 10 + s)
+                name = label if self.samples == 1 else f"{label}#{s + 1}"
+                cases.append(Case(name, case_shapes, feeds, source(feeds)))
+        return cases
+
+    def _cases_for(self, model: ir.Model, shapes: ShapeSet, cases: list[Case]) -> list[Case]:
+        """Cases whose shapes this stage accepts (a fixed dim rules out the others)."""
+        allowed = shapes.clamp(list(model.graph.inputs))
+        keep = [c for c in cases if all(c.shapes[k] in allowed.shapes.get(k, [c.shapes[k]]) for k in c.shapes)]
+        if not keep:
+            raise OcrgraftError(f"no test shape fits the model after this pass ({allowed.describe()}); "
+                                "give --shapes within the fixed dims")
+        return keep
+
+    def _check(self, stage: Stage, runner: Runner, cases: list[Case], previous: dict[str, Outputs],
+               tol: Tolerance) -> dict[str, Outputs]:
+        outputs: dict[str, Outputs] = {}
+        worst_src: list[OutputDiff] = []
+        worst_prev: list[OutputDiff] = []
+        for case in cases:
+            got = runner.run(case.feeds)
+            outputs[case.title] = got
+            for ref_name, ref in (("the previous stage", previous.get(case.title)), ("the source", case.expected)):
+                if ref is None:
+                    continue
+                cmp = CaseComparison(case.title, case.shapes, compare_outputs(got, ref, tol))
+                (worst_src if ref is case.expected else worst_prev).extend(cmp.diffs)
+                if ref is case.expected:
+                    stage.comparisons.append(cmp.to_json())
+                if not cmp.ok:
+                    raise VerificationError(
+                        f"stage {stage.index:02d} '{stage.name}' changed the outputs against {ref_name} "
+                        f"at {case.title}: {cmp.worst().describe()}; tolerance {tol}")
+        stage.verified = "yes"
+        stage.max_abs = max((d.max_abs for d in worst_src), default=None)
+        stage.max_rel = max((d.max_rel for d in worst_src), default=None)
+        stage.max_abs_prev = max((d.max_abs for d in worst_prev), default=None)
+        return outputs
+
+    def _save(self, model: ir.Model, index: int, name: str) -> str:
+        path = self.stages_dir / f"{index:02d}_{name}.onnx"
+        save(model, path)
+        return str(path)
+
+
+def _progress_line(stage: Stage, total: int) -> str:
+    err = f", max abs err {stage.max_abs:.2g}" if stage.max_abs is not None and stage.verified == "yes" else ""
+    return (f"[{stage.index}/{total}] {stage.name}: {stage.rewrites} rewrites, {stage.nodes} nodes, "
+            f"{stage.seconds:.2f}s, verified: {stage.verified}{err}")

@@ -1,0 +1,91 @@
+"""report.json (machine-readable) and report.md (for people) for one conversion."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import onnx
+import onnxruntime
+
+from ocrgraft.converter.pipeline import PipelineResult
+from ocrgraft.converter.modelio import atomic_file
+
+
+def build_report(*, model: str, target: str, source, shapes, result: PipelineResult, support, build,
+                 passes: list[str], out_dir: Path) -> dict:
+    from ocrgraft import __version__
+
+    stages = []
+    for s in result.stages:
+        row = dataclasses.asdict(s)
+        row["file"] = f"stages/{Path(s.file).name}" if s.file else None
+        stages.append(row)
+    return {
+        "model": model,
+        "target": target,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"ocrgraft": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                     "python": platform.python_version()},
+        "source": {"framework": source.framework, "location": source.location, "notes": source.notes},
+        "shapes": {k: [list(s) for s in v] for k, v in shapes.shapes.items()},
+        "tolerance": {"atol": result.tolerance.atol, "rtol": result.tolerance.rtol},
+        "test_inputs": [{"label": c.label, "shapes": {k: list(v) for k, v in c.shapes.items()}} for c in result.cases],
+        "passes": passes,
+        "stages": stages,
+        "all_verified": all(s.verified in ("yes", "unchanged", "reference") for s in result.stages),
+        "support": {"table": support.table, "ok": support.ok, "unsupported": support.unsupported},
+        "build": dataclasses.asdict(build),
+        "final_model": "model.onnx",
+    }
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    with atomic_file(out_dir / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    with atomic_file(out_dir / "report.md") as tmp:
+        tmp.write_text(render_markdown(report))
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _err(x) -> str:
+    return "–" if x is None else f"{x:.2g}"
+
+
+def render_markdown(r: dict) -> str:
+    lines = [f"# {r['model']} → {r['target']}", ""]
+    src = r["source"]
+    lines += [f"- source: {src['framework']} `{src['location']}`"]
+    lines += [f"- note: {n}" for n in src["notes"]]
+    lines += [f"- test shapes: " + "; ".join(f"{k}: " + ", ".join("x".join(map(str, s)) for s in v)
+                                             for k, v in r["shapes"].items()),
+              f"- test inputs: {len(r['test_inputs'])} random, non-zero",
+              f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}",
+              f"- every stage verified: **{'yes' if r['all_verified'] else 'no'}**", "",
+              "## Stages", "",
+              "| # | pass | kind | rewrites | nodes | op changes | time (s) | verified | max abs err | max rel err |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in r["stages"]:
+        delta = ", ".join(f"{op} {n:+d}" for op, n in s["op_delta"].items()) or "–"
+        name = f"[{s['name']}]({s['file']})" if s["file"] else s["name"]
+        lines.append(f"| {s['index']:02d} | {name} | {s['semantics']} | {s['rewrites']} | {s['nodes']} | {delta} | "
+                     f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | {_err(s['max_rel'])} |")
+    sup, b = r["support"], r["build"]
+    lines += ["", "## Target", "", f"- support check ({sup['table']}): " + ("all ops supported" if sup["ok"] else
+                                                                            "unsupported: " + "; ".join(sup["unsupported"]))]
+    lines += [f"- build: {'done' if b['built'] else 'not built'}: {b['summary']}"]
+    if b["command"]:
+        lines += ["", "```sh", b["command"], "```"]
+    for k, v in b["details"].items():
+        lines.append(f"- {k}: {v}")
+    lines += ["", f"_ocrgraft {r['versions']['ocrgraft']}, onnx {r['versions']['onnx']}, "
+                  f"onnxruntime {r['versions']['onnxruntime']}, {r['created']}_", ""]
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""Running models in ONNX Runtime and comparing outputs element by element, naming the worst one."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from ocrgraft.converter.modelio import to_bytes
+from ocrgraft.errors import OcrgraftError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Element-wise: |got - expected| <= atol + rtol * |expected| (numpy.allclose's rule)."""
+
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+    def __str__(self) -> str:
+        return f"atol {self.atol:g}, rtol {self.rtol:g}"
+
+
+FP32 = Tolerance()
+
+
+@dataclass
+class OutputDiff:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    worst_index: tuple[int, ...]
+    got: float
+    expected: float
+    ok: bool
+    problem: str = ""
+
+    def describe(self) -> str:
+        if self.problem:
+            return f"output '{self.name}': {self.problem}"
+        idx = ",".join(str(i) for i in self.worst_index)
+        return (f"output '{self.name}' worst element [{idx}] = {self.got:.6g} (expected {self.expected:.6g}), "
+                f"abs err {self.max_abs:.3g}, rel err {self.max_rel:.3g}")
+
+
+@dataclass
+class CaseComparison:
+    """One test point (shape case + sample) against one reference."""
+
+    label: str
+    shapes: dict[str, tuple[int, ...]]
+    diffs: list[OutputDiff]
+
+    @property
+    def ok(self) -> bool:
+        return all(d.ok for d in self.diffs)
+
+    def worst(self) -> OutputDiff:
+        bad = [d for d in self.diffs if not d.ok]
+        return bad[0] if bad else max(self.diffs, key=lambda d: d.max_abs)
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "shapes": {k: list(v) for k, v in self.shapes.items()},
+                "outputs": [asdict(d) for d in self.diffs]}
+
+
+class Runner:
+    """An ONNX Runtime CPU session on an in-memory model; errors become one-line OcrgraftErrors."""
+
+    def __init__(self, model: ir.Model | bytes, what: str = "model", threads: int | None = None):
+        self.what = what
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            data = model if isinstance(model, bytes) else to_bytes(model)
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise OcrgraftError(f"ONNX Runtime cannot load {what}: {_short(exc)}") from exc
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outs = self.session.run(None, feeds)
+        except Exception as exc:
+            shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+            raise OcrgraftError(f"ONNX Runtime failed to run {self.what} at {shapes}: {_short(exc)}") from exc
+        return dict(zip(self.output_names, outs))
+
+    def latency_ms(self, feeds: dict[str, np.ndarray], repeats: int = 20, warmup: int = 3) -> float:
+        """Median wall time of repeated runs on the same inputs."""
+        for _ in range(warmup):
+            self.session.run(None, feeds)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            self.session.run(None, feeds)
+            times.append((time.perf_counter() - t) * 1e3)
+        return float(np.median(times))
+
+
+def compare_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], tol: Tolerance) -> list[OutputDiff]:
+    """Match outputs by name (by position when the names changed but the count did not)."""
+    if set(got) == set(expected):
+        pairs = [(name, got[name], expected[name]) for name in expected]
+    elif len(got) == len(expected):
+        pairs = [(f"{en}" if en == gn else f"{gn} (was {en})", g, e)
+                 for (gn, g), (en, e) in zip(got.items(), expected.items())]
+    else:
+        raise OcrgraftError(f"output count changed: expected {len(expected)} ({', '.join(expected)}), got {len(got)} ({', '.join(got)})")
+    return [diff_arrays(name, g, e, tol) for name, g, e in pairs]
+
+
+def diff_arrays(name: str, got: np.ndarray, expected: np.ndarray, tol: Tolerance) -> OutputDiff:
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.shape != expected.shape:
+        return OutputDiff(name, expected.shape, float("inf"), float("inf"), (), float("nan"), float("nan"), False,
+                          f"shape {'x'.join(map(str, got.shape))} instead of {'x'.join(map(str, expected.shape))}")
+    if got.size == 0:
+        return OutputDiff(name, got.shape, 0.0, 0.0, (), 0.0, 0.0, True)
+    g, e = got.astype(np.float64), expected.astype(np.float64)
+    exact = not (np.issubdtype(expected.dtype, np.floating) or np.issubdtype(got.dtype, np.floating))
+    nan_g, nan_e = np.isnan(g), np.isnan(e)
+    err = np.where(nan_g & nan_e, 0.0, np.abs(g - e))
+    err = np.where(nan_g ^ nan_e, np.inf, err)
+    allowed = np.zeros_like(e) if exact else tol.atol + tol.rtol * np.abs(np.nan_to_num(e))
+    excess = err - allowed
+    flat = int(np.argmax(excess))
+    idx = tuple(int(i) for i in np.unravel_index(flat, got.shape))
+    rel = err / np.maximum(np.abs(np.nan_to_num(e)), max(tol.atol, 1e-30))
+    return OutputDiff(name, got.shape, float(err.max()), float(rel.max()), idx, float(g[idx]), float(e[idx]),
+                      bool((excess <= 0).all()))
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:400] or type(exc).__name__

@@ -1,0 +1,151 @@
+"""The pass contract: a named, documented, idempotent in-place rewrite that counts what it did.
+
+Passes build on onnx_ir's pass infrastructure, so they also run inside `onnx_ir.passes.PassManager`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+from typing import ClassVar
+
+import onnx
+import onnx_ir as ir
+
+from ocrgraft.converter.verify import Tolerance
+from ocrgraft.errors import OcrgraftError
+
+EXACT = "exact"          # preserves semantics: every stage is checked in ONNX Runtime
+LEGALIZE = "legalize"    # a form only some vendor compiler wants; may not run in ONNX Runtime
+CHANGES = "changes"      # opt-in, changes the numbers on purpose; reported, never claimed equal
+SEMANTICS = (EXACT, LEGALIZE, CHANGES)
+
+
+@dataclasses.dataclass
+class PassResult(ir.passes.PassResult):
+    """What a pass did: `modified` (anything changed) and `rewrites` (how many rewrites)."""
+
+    rewrites: int = 0
+
+
+class Pass(ir.passes.InPlacePass):
+    """Base class. Subclasses set `name`, a docstring whose first line says what and why, and
+    implement `rewrite(model) -> int` (the number of rewrites; 0 means nothing changed)."""
+
+    name: ClassVar[str] = ""
+    semantics: ClassVar[str] = EXACT
+    targets: ClassVar[tuple[str, ...]] = ()   # targets whose pipeline includes it; () = every target
+    tolerance: ClassVar[Tolerance | None] = None  # overrides the run's tolerance for this pass
+
+    @classmethod
+    def doc(cls) -> str:
+        return (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+
+    @property
+    def label(self) -> str:
+        """Name plus arguments, as written on the command line."""
+        args = self.args()
+        return self.name + (f"({','.join(f'{k}={v}' for k, v in args.items())})" if args else "")
+
+    def args(self) -> dict[str, str]:
+        return {}
+
+    def rewrite(self, model: ir.Model) -> int:
+        raise NotImplementedError
+
+    def call(self, model: ir.Model) -> PassResult:
+        before = {id(n) for n in _all_nodes(model)}
+        count = int(self.rewrite(model))
+        for node in _all_nodes(model):
+            if id(node) not in before:   # so Netron shows which pass made each node
+                node.doc_string = node.doc_string or f"ocrgraft:{self.name}"
+                if not node.name:
+                    node.name = f"{self.name}/{node.op_type}_{len(before)}_{id(node) % 100000}"
+        return PassResult(model, modified=count > 0, rewrites=count)
+
+    def __call__(self, model, /) -> PassResult:
+        """Run on an onnx_ir model in place; an onnx.ModelProto or a path is loaded first."""
+        from ocrgraft.converter.modelio import to_ir
+
+        if isinstance(model, (onnx.ModelProto, str)) or hasattr(model, "__fspath__"):
+            model = to_ir(model)
+        return super().__call__(model)
+
+    def __repr__(self) -> str:
+        return f"<pass {self.label}>"
+
+
+def _all_nodes(model: ir.Model):
+    return ir.traversal.RecursiveGraphIterator(model.graph)
+
+
+_REGISTRY: dict[str, type[Pass]] = {}
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make a pass available by name to recipes, the CLI and `get_pass`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.semantics not in SEMANTICS:
+        raise ValueError(f"{cls.__name__}.semantics must be one of {SEMANTICS}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_passes(target: str | None = None) -> list[type[Pass]]:
+    """Registered passes, sorted by name; with a target, those it may use (generic ones included)."""
+    out = [c for _, c in sorted(_REGISTRY.items())]
+    if target:
+        out = [c for c in out if not c.targets or target in c.targets]
+    return out
+
+
+def get_pass(spec: str | Pass | type[Pass]) -> Pass:
+    """A pass instance from a name, `name(key=value,...)`, a class or an instance."""
+    if isinstance(spec, Pass):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, Pass):
+        return spec()
+    name, args = _parse_spec(spec)
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        near = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(_REGISTRY))})"
+        raise OcrgraftError(f"unknown pass '{name}'{hint}")
+    try:
+        return cls(**args)
+    except TypeError as exc:
+        raise OcrgraftError(f"pass '{name}' cannot take arguments {args or '(none given)'}: {exc}") from None
+
+
+def parse_pass_list(text: str | list) -> list[Pass]:
+    """'a,b(k=v,k2=v2),c' -> passes; commas inside parentheses belong to the arguments."""
+    if not isinstance(text, str):
+        return [get_pass(p) for p in text]
+    items, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    return [get_pass(p.strip()) for p in items if p.strip()]
+
+
+def _parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    spec = spec.strip()
+    if "(" not in spec:
+        return spec, {}
+    if not spec.endswith(")"):
+        raise OcrgraftError(f"bad pass '{spec}': expected name(key=value,...)")
+    name, inner = spec[:-1].split("(", 1)
+    args = {}
+    for item in filter(None, (s.strip() for s in inner.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OcrgraftError(f"bad argument '{item}' for pass '{name}': expected key=value")
+        args[key.strip()] = value.strip()
+    return name.strip(), args

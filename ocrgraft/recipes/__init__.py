@@ -1,0 +1,1 @@
+"""Recipe files (<model>.toml) for the model zoo; read by ocrgraft.converter.recipes."""

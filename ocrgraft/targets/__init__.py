@@ -1,0 +1,22 @@
+"""Targets by name. `ort` runs here; the vendor targets say plainly what they did not build."""
+
+from __future__ import annotations
+
+import difflib
+
+from ocrgraft.errors import OcrgraftError
+from ocrgraft.targets.base import BuildResult, SupportCheck, Target
+from ocrgraft.targets.ort import OrtTarget
+
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget,)}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        near = difflib.get_close_matches(name, TARGETS, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise OcrgraftError(f"unknown target '{name}' ({hint}known: {', '.join(TARGETS)})")
+    return TARGETS[name]()
+
+
+__all__ = ["BuildResult", "SupportCheck", "TARGETS", "Target", "get_target"]

@@ -1,0 +1,44 @@
+"""The target contract: what the vendor compiler accepts, which passes it needs, how to build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import onnx_ir as ir
+
+from ocrgraft.converter.pipeline import PipelineResult
+
+
+@dataclass
+class SupportCheck:
+    """The result of checking a graph against a target's op table."""
+
+    table: str                                   # which table, e.g. "ONNX Runtime 1.31 CPU"
+    unsupported: list[str] = field(default_factory=list)   # "OpType: why"
+
+    @property
+    def ok(self) -> bool:
+        return not self.unsupported
+
+
+@dataclass
+class BuildResult:
+    built: bool
+    summary: str                                  # one line for the console and the report
+    command: str | None = None                    # the exact build command (also when not run)
+    artifacts: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+
+class Target:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    passes: ClassVar[tuple[str, ...]] = ()    # run after the generic passes, before the recipe's extras
+
+    def check_support(self, model: ir.Model) -> SupportCheck:
+        raise NotImplementedError
+
+    def build(self, model_path: Path, out_dir: Path, result: PipelineResult) -> BuildResult:
+        raise NotImplementedError

@@ -1,0 +1,45 @@
+"""The reference target: the final model in ONNX Runtime (CPU), compared with the source, timed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+from ocrgraft.converter.pipeline import PipelineResult
+from ocrgraft.converter.verify import Runner, compare_outputs
+from ocrgraft.errors import OcrgraftError, VerificationError
+from ocrgraft.targets.base import BuildResult, SupportCheck, Target
+
+
+class OrtTarget(Target):
+    name = "ort"
+    description = f"ONNX Runtime {ort.__version__} on the CPU: the reference every other target is judged by"
+
+    def check_support(self, model) -> SupportCheck:
+        check = SupportCheck(table=f"ONNX Runtime {ort.__version__} CPUExecutionProvider")
+        try:
+            Runner(model, what="the final model")
+        except OcrgraftError as exc:
+            check.unsupported.append(str(exc))
+        return check
+
+    def build(self, model_path: Path, out_dir: Path, result: PipelineResult) -> BuildResult:
+        runner = Runner(model_path.read_bytes(), what="the final model")
+        worst = 0.0
+        for case in result.cases:
+            diffs = compare_outputs(runner.run(case.feeds), case.expected, result.tolerance)
+            bad = [d for d in diffs if not d.ok]
+            if bad:
+                raise VerificationError(f"target ort: final model differs from the source at {case.title}: "
+                                        f"{bad[0].describe()}; tolerance {result.tolerance}")
+            worst = max([worst] + [d.max_abs for d in diffs])
+        details = {"max_abs_vs_source": worst, "cases": len(result.cases)}
+        summary = "ran in ONNX Runtime"
+        if result.cases:
+            opt = result.cases[len(result.cases) // 2]
+            details["latency_ms"] = runner.latency_ms(opt.feeds)
+            details["latency_shapes"] = {k: list(v) for k, v in opt.shapes.items()}
+            summary = (f"ran in ONNX Runtime: matches the source on {len(result.cases)} inputs (max abs err {worst:.2g}); "
+                       f"median latency {details['latency_ms']:.2f} ms at {opt.title}")
+        return BuildResult(built=True, summary=summary, command=None, artifacts=["model.onnx"], details=details)
