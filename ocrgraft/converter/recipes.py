@@ -21,6 +21,7 @@ class Recipe:
     source: str = ""                      # onnx: a path, or package:<pkg>/<file inside it>
     shapes: ShapeSet = field(default_factory=ShapeSet)
     passes: dict[str, list[str]] = field(default_factory=dict)   # "all" and per-target extras
+    options: dict = field(default_factory=dict)   # every other table of the TOML file, for frontends and decoders
 
     def extra_passes(self, target: str) -> list[str]:
         return list(self.passes.get("all", [])) + list(self.passes.get(target, []))
@@ -57,4 +58,5 @@ def get_recipe(name: str) -> Recipe:
     model = data.get("model", {})
     shapes = {k: [v[r] for r in ("min", "opt", "max") if r in v] for k, v in data.get("inputs", {}).items()}
     return Recipe(name=name, description=model.get("description", ""), frontend=model.get("frontend", "onnx"),
-                  source=model.get("source", ""), shapes=ShapeSet.parse(shapes), passes=data.get("passes", {}))
+                  source=model.get("source", ""), shapes=ShapeSet.parse(shapes), passes=data.get("passes", {}),
+                  options={k: v for k, v in data.items() if k not in ("inputs", "passes")})
