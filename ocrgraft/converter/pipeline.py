@@ -102,7 +102,9 @@ class Pipeline:
         """Rewrite `model` in place. `source` gives the reference outputs (default: the model as given,
         run in ONNX Runtime); `shapes` is a ShapeSet or 'x:MIN,OPT,MAX' text."""
         model = to_ir(model)
-        shapes = ShapeSet.parse(shapes).resolve(list(model.graph.inputs))
+        shapes = ShapeSet.parse(shapes)
+        if self.verify:
+            shapes = shapes.resolve(list(model.graph.inputs))
         source_bytes = to_bytes(model)
         stage0 = Stage(0, "source", EXACT, 0, False, sum(op_histogram(model).values()), {}, 0.0)
         if self.stages_dir:
@@ -182,12 +184,12 @@ class Pipeline:
         for case in cases:
             got = runner.run(case.feeds)
             outputs[case.title] = got
-            for ref_name, ref in (("the previous stage", previous.get(case.title)), ("the source", case.expected)):
-                if ref is None:
-                    continue
+            prev = previous.get(case.title)
+            refs = [("the previous stage", prev, worst_prev)] if prev is not None and prev is not case.expected else []
+            for ref_name, ref, sink in refs + [("the source", case.expected, worst_src)]:
                 cmp = CaseComparison(case.title, case.shapes, compare_outputs(got, ref, tol))
-                (worst_src if ref is case.expected else worst_prev).extend(cmp.diffs)
-                if ref is case.expected:
+                sink.extend(cmp.diffs)
+                if sink is worst_src:
                     stage.comparisons.append(cmp.to_json())
                 if not cmp.ok:
                     raise VerificationError(

@@ -45,11 +45,10 @@ def infer_shapes_fresh(model: ir.Model) -> int:
 
 
 def _merge_output_shape(declared: ir.Shape | None, inferred: ir.Shape | None) -> ir.Shape | None:
-    """A proven number wins; otherwise keep the declared dim's name, never a declared stale number."""
-    if inferred is None:
-        return None if declared is None or any(isinstance(d, int) for d in declared) else declared
-    if declared is None or len(declared) != len(inferred):
-        return inferred
+    """A proven number wins; a declared number that inference cannot prove gives way to the inferred
+    (unknown) dim; a declared dim name is kept. Without an inferred rank the declaration stands."""
+    if inferred is None or declared is None or len(declared) != len(inferred):
+        return inferred if declared is None else declared
     dims = []
     for d, i in zip(declared, inferred):
         if isinstance(i, int):

@@ -1,0 +1,235 @@
+"""The command line as a user meets it: the real PP-OCRv4 conversion, apply, inspect, compare, view,
+and one clear line (no traceback, nothing written, input untouched) for every kind of bad input."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import onnx
+import pytest
+from conftest import DYN_SHAPES, make_dynamic_model
+from perturb import PerturbWeight  # noqa: F401  (registers test-perturb-weight)
+
+from ocrgraft.converter.cli import main
+from ocrgraft.converter.modelio import load
+from ocrgraft.converter.shapes import random_inputs
+from ocrgraft.converter.verify import Runner
+
+PPOCR_SHAPES = "x:1x3x48x32,1x3x48x320,8x3x48x1280"
+
+
+def run_cli(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def ppocr_conversion(tmp_path_factory, ppocr_rec):
+    out = tmp_path_factory.mktemp("out")
+    before = sha(ppocr_rec)
+    rc = main(["convert", "--onnx", str(ppocr_rec), "--target", "ort", "--shapes", PPOCR_SHAPES, "--out", str(out)])
+    assert rc == 0
+    assert sha(ppocr_rec) == before, "the input model was modified"
+    return out / "ch_PP-OCRv4_rec_infer-ort"
+
+
+def test_convert_real_ppocr_writes_the_layout(ppocr_conversion):
+    d = ppocr_conversion
+    assert sorted(p.name for p in d.iterdir()) == ["model.onnx", "report.json", "report.md", "stages"]
+    stages = sorted(p.name for p in (d / "stages").iterdir())
+    assert stages[0] == "00_source.onnx" and len(stages) == 6
+    onnx.checker.check_model(onnx.load(d / "model.onnx"))
+
+
+def test_convert_report_has_every_stage_verified(ppocr_conversion):
+    report = json.loads((ppocr_conversion / "report.json").read_text())
+    assert report["all_verified"] and report["build"]["built"]
+    assert report["shapes"] == {"x": [[1, 3, 48, 32], [1, 3, 48, 320], [8, 3, 48, 1280]]}
+    for stage in report["stages"]:
+        assert {"name", "rewrites", "nodes", "op_delta", "seconds", "verified", "max_abs", "max_rel"} <= set(stage)
+        assert stage["verified"] in ("reference", "yes", "unchanged")
+    changed = [s for s in report["stages"] if s["verified"] == "yes"]
+    assert changed and all(s["max_abs"] is not None and s["max_abs"] <= 1e-4 for s in changed)
+    assert report["stages"][-1]["nodes"] < report["stages"][0]["nodes"]
+    assert report["build"]["details"]["latency_ms"] > 0
+    md = (ppocr_conversion / "report.md").read_text()
+    assert "| 02 | [lift-constants](stages/02_lift-constants.onnx) | exact |" in md
+    assert "every stage verified: **yes**" in md
+
+
+def test_final_ppocr_model_stays_dynamic_in_batch_and_width(ppocr_conversion, ppocr_rec):
+    final = load(ppocr_conversion / "model.onnx")
+    dims = list(final.graph.inputs[0].shape)
+    assert not isinstance(dims[0], int) and not isinstance(dims[3], int)
+    ref, got = Runner(load(ppocr_rec)), Runner(final)
+    for i, shape in enumerate([(2, 3, 48, 100), (5, 3, 48, 640)]):
+        feeds = random_inputs(list(final.graph.inputs), {"x": shape}, seed=50 + i)
+        np.testing.assert_allclose(got.run(feeds)["softmax_11.tmp_0"], ref.run(feeds)["softmax_11.tmp_0"],
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_convert_zoo_recipe_by_name(tmp_path, capsys):
+    rc, out, err = run_cli(capsys, "convert", "ppocrv4-rec", "--out", tmp_path, "--passes", "eliminate-identity",
+                           "--shapes", "x:1x3x48x32,2x3x48x96")
+    assert rc == 0, err
+    assert "every stage verified" in out
+    assert (tmp_path / "ppocrv4-rec-ort" / "stages" / "01_eliminate-identity.onnx").exists()
+    assert "[1/1] eliminate-identity" in err     # progress goes to stderr
+
+
+def test_apply_keeps_batch_and_width_dynamic_and_outputs_equal(tmp_path, dynamic_model_file, capsys):
+    out = tmp_path / "out.onnx"
+    rc, stdout, err = run_cli(capsys, "apply", dynamic_model_file, out, "-p",
+                              "eliminate-identity,lift-constants,fold-constants,remove-dead-nodes", "--shapes", DYN_SHAPES)
+    assert rc == 0, err
+    assert "stage(s) verified on 6 inputs" in stdout
+    model = load(out)
+    assert [d if isinstance(d, int) else d.value for d in model.graph.inputs[0].shape] == ["batch", 3, 8, "width"]
+    src, got = Runner(load(dynamic_model_file)), Runner(model)
+    for i, shape in enumerate([(1, 3, 8, 16), (2, 3, 8, 40), (3, 3, 8, 64)]):
+        feeds = random_inputs(list(model.graph.inputs), {"x": shape}, seed=i)
+        np.testing.assert_allclose(got.run(feeds)["y"], src.run(feeds)["y"], atol=1e-5, rtol=1e-4)
+
+
+def test_passes_lists_docs_and_filters_by_target(capsys):
+    rc, out, _ = run_cli(capsys, "passes")
+    assert rc == 0 and "fold-constants" in out and "keeping dynamic dims dynamic" in out
+    rc, out, _ = run_cli(capsys, "passes", "--target", "ort")
+    assert rc == 0 and "eliminate-identity" in out
+
+
+def test_inspect_shows_io_dynamic_dims_opset_and_histogram(ppocr_rec, capsys):
+    rc, out, _ = run_cli(capsys, "inspect", ppocr_rec)
+    assert rc == 0
+    assert "opset ai.onnx 12" in out
+    assert "input  x: FLOAT [p2o.DynamicDimension.0,3,?,p2o.DynamicDimension.1]  dynamic dims [0, 2, 3]" in out
+    assert "nodes: 860" in out and "Constant" in out
+
+
+def test_compare_reports_per_output_errors(tmp_path, dynamic_model_file, capsys):
+    good = tmp_path / "good.onnx"
+    assert main(["apply", str(dynamic_model_file), str(good), "-p", "lift-constants", "--shapes", DYN_SHAPES]) == 0
+    capsys.readouterr()
+    rc, out, _ = run_cli(capsys, "compare", dynamic_model_file, good, "--shapes", DYN_SHAPES)
+    assert rc == 0 and "all outputs match" in out and out.count(" y ") == 3
+    bad = tmp_path / "bad.onnx"
+    assert main(["apply", str(dynamic_model_file), str(bad), "-p", "test-perturb-weight", "--shapes", DYN_SHAPES,
+                 "--atol", "100"]) == 0
+    capsys.readouterr()
+    rc, out, err = run_cli(capsys, "compare", dynamic_model_file, bad, "--shapes", DYN_SHAPES)
+    assert rc == 1 and "NO: output 'y' worst element" in out and "exceed the tolerance" in err
+
+
+def test_view_serves_a_model_in_netron(dynamic_model_file, capsys):
+    import netron
+
+    rc, out, _ = run_cli(capsys, "view", dynamic_model_file, "--port", "18731", "--no-wait")
+    try:
+        assert rc == 0 and "http://127.0.0.1:18731" in out
+        with urllib.request.urlopen("http://127.0.0.1:18731/", timeout=10) as page:
+            assert page.status == 200
+    finally:
+        netron.stop(("127.0.0.1", 18731))
+
+
+# ---- bad input: one line on stderr, exit 1, nothing written, input untouched ----------------------
+
+
+def _assert_clean_failure(rc, out, err, message, out_dir=None):
+    assert rc == 1
+    lines = err.strip().splitlines()   # progress lines may come first; the error is the one last line
+    assert lines[-1].startswith("ocrgraft: error: ") and message in lines[-1], err
+    assert sum("error" in line for line in lines) == 1, err
+    assert "Traceback" not in err + out
+    if out_dir is not None:
+        assert not out_dir.exists() or not any(out_dir.iterdir()), list(out_dir.iterdir())
+
+
+def test_missing_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, o, e = run_cli(capsys, "convert", "--onnx", tmp_path / "nope.onnx", "--out", out)
+    _assert_clean_failure(rc, o, e, "no such file", out)
+
+
+def test_corrupt_file(tmp_path, capsys):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(np.random.default_rng(0).bytes(5000))
+    out = tmp_path / "out"
+    rc, o, e = run_cli(capsys, "convert", "--onnx", bad, "--out", out, "--shapes", "x:1x3")
+    _assert_clean_failure(rc, o, e, "not a valid ONNX model", out)
+
+
+def test_truncated_file(tmp_path, ppocr_rec, capsys):
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(ppocr_rec.read_bytes()[: ppocr_rec.stat().st_size // 2])
+    before = sha(bad)
+    out = tmp_path / "out"
+    rc, o, e = run_cli(capsys, "convert", "--onnx", bad, "--out", out, "--shapes", PPOCR_SHAPES)
+    _assert_clean_failure(rc, o, e, "truncated", out)
+    assert sha(bad) == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "no-such-model"], "unknown model 'no-such-model'"),
+    (["convert", "ppocrv4-rec", "--target", "tpu"], "unknown target 'tpu'"),
+    (["convert", "ppocrv4-rec", "--passes", "fold-constant"], "unknown pass 'fold-constant' (did you mean 'fold-constants'?)"),
+    (["convert", "ppocrv4-rec", "--shapes", "x:1x3x48"], "has rank 4"),
+    (["convert", "ppocrv4-rec", "--shapes", "x:1x4x48x32"], "dim 1 is fixed at 3"),
+])
+def test_unknown_names_and_wrong_shapes(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    rc, o, e = run_cli(capsys, *argv, "--out", out)
+    _assert_clean_failure(rc, o, e, message, out)
+
+
+def test_open_dim_without_shapes_names_input_and_dim(tmp_path, dynamic_model_file, capsys):
+    out = tmp_path / "out"
+    rc, o, e = run_cli(capsys, "convert", "--onnx", dynamic_model_file, "--out", out)
+    _assert_clean_failure(rc, o, e, "input 'x' [batch,3,8,width] leaves dim 0 ('batch') open", out)
+
+
+def test_pass_that_breaks_numerics_writes_nothing(tmp_path, dynamic_model_file, capsys):
+    before = sha(dynamic_model_file)
+    out = tmp_path / "out"
+    rc, o, e = run_cli(capsys, "convert", "--onnx", dynamic_model_file, "--out", out, "--shapes", DYN_SHAPES,
+                       "--passes", "eliminate-identity,test-perturb-weight")
+    _assert_clean_failure(rc, o, e, "stage 02 'test-perturb-weight' changed the outputs", out)
+    dest = tmp_path / "applied.onnx"
+    rc, o, e = run_cli(capsys, "apply", dynamic_model_file, dest, "-p", "test-perturb-weight", "--shapes", DYN_SHAPES)
+    _assert_clean_failure(rc, o, e, "output 'y' worst element")
+    assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]
+    assert sha(dynamic_model_file) == before
+
+
+def test_failed_conversion_keeps_the_previous_good_output(tmp_path, dynamic_model_file, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", "--onnx", str(dynamic_model_file), "--out", str(out), "--shapes", DYN_SHAPES]) == 0
+    report = (out / "dyn-ort" / "report.json").read_bytes()
+    rc, o, e = run_cli(capsys, "convert", "--onnx", dynamic_model_file, "--out", out, "--shapes", DYN_SHAPES,
+                       "--passes", "test-perturb-weight")
+    assert rc == 1
+    assert (out / "dyn-ort" / "report.json").read_bytes() == report
+    assert sorted(p.name for p in out.iterdir()) == ["dyn-ort"]
+
+
+def test_apply_refuses_to_overwrite_its_input(dynamic_model_file, capsys):
+    before = sha(dynamic_model_file)
+    rc, o, e = run_cli(capsys, "apply", dynamic_model_file, dynamic_model_file, "-p", "lift-constants",
+                       "--shapes", DYN_SHAPES)
+    _assert_clean_failure(rc, o, e, "OUT must differ from IN")
+    assert sha(dynamic_model_file) == before
+
+
+def test_module_entry_point_prints_one_line_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ocrgraft", "convert", "--onnx", str(tmp_path / "x.onnx")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"ocrgraft: error: no such file: {tmp_path / 'x.onnx'}"

@@ -1,0 +1,124 @@
+"""The pipeline's contract: one graph through passes, stages saved, every exact stage verified."""
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from conftest import DYN_SHAPES, make_dynamic_model
+from perturb import PerturbWeight
+
+import ocrgraft
+from ocrgraft import OcrgraftError, Pipeline, VerificationError
+from ocrgraft.converter.shapes import ShapeSet, random_inputs
+from ocrgraft.converter.verify import Runner, Tolerance
+from ocrgraft.passes import GENERIC_PASSES
+
+
+def _input_dims(model: ir.Model):
+    return [d if isinstance(d, int) else d.value for d in model.graph.inputs[0].shape]
+
+
+def test_generic_pipeline_keeps_dims_dynamic_and_outputs_equal(tmp_path):
+    source = make_dynamic_model()
+    result = Pipeline(GENERIC_PASSES, stages_dir=tmp_path).run(source, DYN_SHAPES)
+    model = result.model
+    assert _input_dims(model) == ["batch", 3, 8, "width"]
+    ops = [n.op_type for n in model.graph]
+    assert "Identity" not in ops and "Constant" not in ops and "Neg" not in ops and "Add" not in ops
+    assert all(s.verified in ("reference", "yes", "unchanged") for s in result.stages)
+    # Independent of the pipeline's own check: run source and result side by side at other shapes.
+    src, out = Runner(source.SerializeToString()), Runner(model)
+    for i, shape in enumerate([(1, 3, 8, 8), (4, 3, 8, 24), (2, 3, 8, 200)]):
+        feeds = random_inputs(list(model.graph.inputs), {"x": shape}, seed=100 + i)
+        np.testing.assert_allclose(out.run(feeds)["y"], src.run(feeds)["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_stages_are_saved_in_order_and_loadable(tmp_path):
+    result = Pipeline(["eliminate-identity", "lift-constants"], stages_dir=tmp_path).run(make_dynamic_model(), DYN_SHAPES)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["00_source.onnx", "01_eliminate-identity.onnx", "02_lift-constants.onnx"]
+    assert [s.file for s in result.stages] == [str(tmp_path / n) for n in names]
+    staged = onnx.load(tmp_path / "01_eliminate-identity.onnx")
+    assert "Identity" not in {n.op_type for n in staged.graph.node}
+    assert result.stages[1].rewrites == 1 and result.stages[1].op_delta == {"Identity": -1}
+
+
+def test_stages_verified_at_every_shape_case():
+    result = Pipeline(["lift-constants"], samples=2).run(make_dynamic_model(), DYN_SHAPES)
+    assert [c.label for c in result.cases] == ["min#1", "min#2", "opt#1", "opt#2", "max#1", "max#2"]
+    assert len(result.stages[1].comparisons) == 6
+    for case in result.cases:   # random, never zeros
+        assert np.abs(case.feeds["x"]).min() >= 0.05
+
+
+def test_wrong_pass_is_caught_naming_pass_output_and_worst_element():
+    with pytest.raises(VerificationError) as err:
+        Pipeline(["eliminate-identity", PerturbWeight()]).run(make_dynamic_model(), DYN_SHAPES)
+    msg = str(err.value)
+    assert "stage 02 'test-perturb-weight'" in msg
+    assert "output 'y'" in msg and "worst element [" in msg and "abs err" in msg
+    assert "atol 1e-05, rtol 0.0001" in msg
+
+
+def test_tolerance_can_be_loosened_per_pass_and_per_run():
+    loose = Tolerance(atol=10.0, rtol=0.0)
+    Pipeline([PerturbWeight()], tolerances={"test-perturb-weight": loose}).run(make_dynamic_model(), DYN_SHAPES)
+    Pipeline([PerturbWeight()], tolerance=loose).run(make_dynamic_model(), DYN_SHAPES)
+    with pytest.raises(VerificationError):
+        Pipeline([PerturbWeight()], tolerances={"other-pass": loose}).run(make_dynamic_model(), DYN_SHAPES)
+
+
+def test_stale_static_annotation_does_not_freeze_a_dynamic_dim():
+    """An exporter's wrong 'width=100' annotation must not be folded into the graph."""
+    result = Pipeline(["fold-constants", "remove-dead-nodes", "infer-shapes"]).run(
+        make_dynamic_model(stale_width=100), "x:1x3x8x100,2x3x8x30,3x3x8x64")
+    assert _input_dims(result.model) == ["batch", 3, 8, "width"]
+
+
+def test_fix_dims_restricts_verification_to_accepted_shapes():
+    result = Pipeline(["fix-dims(x.0=2)", "fold-constants"]).run(make_dynamic_model(), DYN_SHAPES)
+    assert _input_dims(result.model) == [2, 3, 8, "width"]
+    assert result.stages[1].verified == "yes"
+    assert {c["shapes"]["x"][0] for c in result.stages[1].comparisons} == {2}
+
+
+def test_missing_shape_for_dynamic_dim_names_input_and_dim():
+    with pytest.raises(OcrgraftError, match=r"input 'x' .* leaves dim 0 \('batch'\) open"):
+        Pipeline(["lift-constants"]).run(make_dynamic_model())
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("x:1x3x8", "has rank 4"),
+    ("x:1x4x8x16", "dim 1 is fixed at 3"),
+    ("y:1x3x8x16", "the model's inputs are: x"),
+    ("x:1x3x8x0", "dims must be positive"),
+    ("x1x3x8x16", "expected NAME:MIN"),
+])
+def test_bad_shapes_are_refused(spec, message):
+    with pytest.raises(OcrgraftError, match=message):
+        Pipeline(["lift-constants"]).run(make_dynamic_model(), spec)
+
+
+def test_python_api_calls_a_pass_directly_on_a_model():
+    result = ocrgraft.get_pass("eliminate-identity")(make_dynamic_model())
+    assert result.rewrites == 1 and result.modified
+    assert isinstance(result.model, ir.Model)
+
+
+def test_shape_set_cases_and_opt():
+    s = ShapeSet.parse("x:1x3x8x16,2x3x8x40,3x3x8x64")
+    assert [label for label, _ in s.cases()] == ["min", "opt", "max"]
+    assert s.opt() == {"x": (2, 3, 8, 40)}
+    assert [label for label, _ in ShapeSet.parse("x:1x3x8x16").cases()] == ["opt"]
+
+
+def test_a_crashing_pass_becomes_one_clear_error():
+    class Broken(ocrgraft.Pass):
+        """Raises inside."""
+        name = "test-broken"
+
+        def rewrite(self, model):
+            raise KeyError("boom")
+
+    with pytest.raises(OcrgraftError, match="pass 'test-broken' failed on this model: KeyError"):
+        Pipeline([Broken()]).run(make_dynamic_model(), DYN_SHAPES)
