@@ -233,3 +233,42 @@ def test_module_entry_point_prints_one_line_and_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"ocrgraft: error: no such file: {tmp_path / 'x.onnx'}"
+
+
+def test_source_with_external_data(tmp_path, capsys):
+    """A model saved with its weights in a separate .data file converts into one self-contained file."""
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    proto = make_dynamic_model()
+    onnx.save(proto, src_dir / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.onnx.data", size_threshold=0)
+    assert (src_dir / "ext.onnx.data").exists()
+    out = tmp_path / "out"
+    rc, o, e = run_cli(capsys, "convert", "--onnx", src_dir / "ext.onnx", "--out", out, "--shapes", DYN_SHAPES)
+    assert rc == 0, e
+    final = onnx.load(out / "ext-ort" / "model.onnx", load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in final.graph.initializer)
+    (src_dir / "ext.onnx.data").unlink()
+    rc, o, e = run_cli(capsys, "convert", "--onnx", src_dir / "ext.onnx", "--out", tmp_path / "out2", "--shapes", DYN_SHAPES)
+    _assert_clean_failure(rc, o, e, "external data", tmp_path / "out2")
+
+
+def test_view_serves_every_stage_of_a_conversion(tmp_path, dynamic_model_file, capsys):
+    import netron
+
+    out = tmp_path / "out"
+    assert main(["convert", "--onnx", str(dynamic_model_file), "--out", str(out), "--shapes", DYN_SHAPES,
+                 "--passes", "eliminate-identity"]) == 0
+    capsys.readouterr()
+    rc, o, _ = run_cli(capsys, "view", out / "dyn-ort", "--port", "18741", "--no-wait")
+    addresses = [("127.0.0.1", 18741 + i) for i in range(3)]
+    try:
+        assert rc == 0
+        assert "00_source.onnx" in o and "01_eliminate-identity.onnx" in o and "model.onnx" in o
+        with urllib.request.urlopen("http://127.0.0.1:18743/", timeout=10) as page:
+            assert page.status == 200
+    finally:
+        for address in addresses:
+            netron.stop(address)
+    rc, o, e = run_cli(capsys, "view", tmp_path / "nothing-here")
+    _assert_clean_failure(rc, o, e, "no such file or folder")

@@ -25,7 +25,11 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
     if path.stat().st_size == 0:
         raise OcrgraftError(f"{path} is empty")
     try:
-        proto = onnx.load(str(path), load_external_data=True)
+        proto = onnx.load(str(path), load_external_data=False)
+        _check_external_data(proto, path)
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    except OcrgraftError:
+        raise
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise OcrgraftError(f"{path} is not a valid ONNX model (corrupt or truncated): {_first_line(exc)}") from exc
     except FileNotFoundError as exc:
@@ -39,6 +43,16 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         raise OcrgraftError(f"{path} is not a valid ONNX model: {_first_line(exc)}") from exc
     return proto
+
+
+def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if not (path.parent / location).is_file():
+                raise OcrgraftError(f"{path}: external data file '{location}' is missing "
+                                    f"(tensor '{tensor.name}' expects it next to the model)")
 
 
 def load(path: str | os.PathLike) -> ir.Model:
