@@ -33,8 +33,10 @@ def cmd_convert(args) -> int:
             print(f"{r.name:16s} {r.description}")
         return 0
     t = time.perf_counter()
+    options = {k: v for k, v in (("build", args.build), ("soc", args.soc), ("chip", args.chip),
+                                 ("quantize", args.quantize), ("calib", args.calib)) if v}
     conv = convert(args.model, onnx=args.onnx, target=args.target, out=args.out, passes=args.passes,
-                   shapes=args.shapes, tolerance=_tolerance(args), progress=_progress)
+                   shapes=args.shapes, tolerance=_tolerance(args), target_options=options, progress=_progress)
     r = conv.report
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
     print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
@@ -170,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", "-o", default="out", help="output root; results go to OUT/<model>-<target>/")
     c.add_argument("--passes", "-p", help="comma-separated passes, replacing the recipe's")
     c.add_argument("--list", action="store_true", help="list the zoo models and exit")
+    c.add_argument("--build", action="store_const", const="1", help="trt: build the engine where TensorRT and a GPU exist")
+    c.add_argument("--soc", help="ascend: --soc_version for atc (default Ascend310P3)")
+    c.add_argument("--chip", help="sophon: bm1684x (default) or bm1684")
+    c.add_argument("--quantize", help="sophon: F32 (default), F16 or INT8")
+    c.add_argument("--calib", metavar="DIR", help="sophon INT8: folder of calibration images or .npy inputs")
     shape_flag(c)
     tolerance_flags(c)
     c.set_defaults(func=cmd_convert)

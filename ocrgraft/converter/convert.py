@@ -15,7 +15,7 @@ from ocrgraft.converter.verify import FP32, Tolerance
 from ocrgraft.errors import OcrgraftError
 from ocrgraft.frontends import Source
 from ocrgraft.passes import GENERIC_PASSES
-from ocrgraft.targets import get_target
+from ocrgraft.targets import BuildContext, get_target
 
 
 @dataclass
@@ -40,7 +40,7 @@ def default_passes(recipe: Recipe, target_name: str) -> list[str]:
 
 def convert(model: str | None = None, *, onnx: str | Path | None = None, target: str = "ort", out: str | Path = "out",
             passes: str | list | None = None, shapes=None, tolerance: Tolerance = FP32,
-            progress: Callable[[str], None] = print) -> Conversion:
+            target_options: dict[str, str] | None = None, progress: Callable[[str], None] = print) -> Conversion:
     if (model is None) == (onnx is None):
         raise OcrgraftError("give a zoo model name or --onnx FILE (one of them)")
     recipe = get_recipe(model) if model else Recipe(name=Path(onnx).stem, source=str(onnx))
@@ -59,7 +59,7 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, target:
         if not support.ok:
             raise OcrgraftError(f"target {tgt.name} ({support.table}) does not support: {'; '.join(support.unsupported)}")
         progress(f"target {tgt.name}: support check passed ({support.table}); building")
-        build = tgt.build(final, tmp, result)
+        build = tgt.build(BuildContext(final, tmp, result, recipe, dict(target_options or {})))
         progress(f"target {tgt.name}: {build.summary}")
         report = build_report(model=recipe.name, target=tgt.name, source=source,
                               shapes=result.shapes, result=result, support=support, build=build,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 
 from ocrgraft.errors import OcrgraftError
-from ocrgraft.targets.base import BuildResult, SupportCheck, Target
+from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
 from ocrgraft.targets.ort import OrtTarget
 
 TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget,)}
@@ -19,4 +19,4 @@ def get_target(name: str) -> Target:
     return TARGETS[name]()
 
 
-__all__ = ["BuildResult", "SupportCheck", "TARGETS", "Target", "get_target"]
+__all__ = ["BuildContext", "BuildResult", "SupportCheck", "TARGETS", "Target", "get_target"]

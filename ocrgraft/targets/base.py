@@ -9,6 +9,7 @@ from typing import ClassVar
 import onnx_ir as ir
 
 from ocrgraft.converter.pipeline import PipelineResult
+from ocrgraft.converter.recipes import Recipe
 
 
 @dataclass
@@ -32,6 +33,17 @@ class BuildResult:
     details: dict = field(default_factory=dict)
 
 
+@dataclass
+class BuildContext:
+    """Everything a target's build step may use."""
+
+    model_path: Path          # the verified final ONNX (out_dir/model.onnx)
+    out_dir: Path             # where artifacts and scripts go
+    result: PipelineResult    # shapes, test inputs and the source's outputs for them
+    recipe: Recipe
+    options: dict[str, str] = field(default_factory=dict)   # from the CLI: build, soc, chip, quantize, calib
+
+
 class Target:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -40,5 +52,5 @@ class Target:
     def check_support(self, model: ir.Model) -> SupportCheck:
         raise NotImplementedError
 
-    def build(self, model_path: Path, out_dir: Path, result: PipelineResult) -> BuildResult:
+    def build(self, ctx: BuildContext) -> BuildResult:
         raise NotImplementedError

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import onnxruntime as ort
 
-from ocrgraft.converter.pipeline import PipelineResult
 from ocrgraft.converter.verify import Runner, compare_outputs
 from ocrgraft.errors import OcrgraftError, VerificationError
-from ocrgraft.targets.base import BuildResult, SupportCheck, Target
+from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
 
 
 class OrtTarget(Target):
@@ -24,8 +21,9 @@ class OrtTarget(Target):
             check.unsupported.append(str(exc))
         return check
 
-    def build(self, model_path: Path, out_dir: Path, result: PipelineResult) -> BuildResult:
-        runner = Runner(model_path.read_bytes(), what="the final model")
+    def build(self, ctx: BuildContext) -> BuildResult:
+        result = ctx.result
+        runner = Runner(ctx.model_path.read_bytes(), what="the final model")
         worst = 0.0
         for case in result.cases:
             diffs = compare_outputs(runner.run(case.feeds), case.expected, result.tolerance)
