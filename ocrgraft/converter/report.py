@@ -16,7 +16,7 @@ from ocrgraft.converter.modelio import atomic_file
 
 
 def build_report(*, model: str, target: str, source, shapes, result: PipelineResult, support, build,
-                 passes: list[str], out_dir: Path) -> dict:
+                 passes: list[str], out_dir: Path, parity: dict | None = None) -> dict:
     from ocrgraft import __version__
 
     stages = []
@@ -37,9 +37,11 @@ def build_report(*, model: str, target: str, source, shapes, result: PipelineRes
         "passes": passes,
         "stages": stages,
         "all_verified": all(s.verified in ("yes", "unchanged", "reference") for s in result.stages),
-        "support": {"table": support.table, "ok": support.ok, "unsupported": support.unsupported},
+        "support": {"table": support.table, "ok": support.ok, "unsupported": support.unsupported,
+                    "notes": support.notes},
         "build": dataclasses.asdict(build),
         "final_model": "model.onnx",
+        "parity": parity,     # decoded text / text mask from torch, exported and final ONNX (zoo recipes with a decoder)
     }
 
 
@@ -81,11 +83,15 @@ def render_markdown(r: dict) -> str:
     sup, b = r["support"], r["build"]
     lines += ["", "## Target", "", f"- support check ({sup['table']}): " + ("all ops supported" if sup["ok"] else
                                                                             "unsupported: " + "; ".join(sup["unsupported"]))]
+    lines += [f"  - restriction: {n}" for n in sup.get("notes", [])]
     lines += [f"- build: {'done' if b['built'] else 'not built'}: {b['summary']}"]
     if b["command"]:
         lines += ["", "```sh", b["command"], "```"]
     for k, v in b["details"].items():
         lines.append(f"- {k}: {v}")
+    if r.get("parity"):
+        from ocrgraft.converter.decode import parity_markdown
+        lines += parity_markdown(r["parity"])
     lines += ["", f"_ocrgraft {r['versions']['ocrgraft']}, onnx {r['versions']['onnx']}, "
                   f"onnxruntime {r['versions']['onnxruntime']}, {r['created']}_", ""]
     return "\n".join(lines)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import difflib
 
 from ocrgraft.errors import OcrgraftError
+from ocrgraft.targets.ascend import AscendTarget
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
 from ocrgraft.targets.ort import OrtTarget
+from ocrgraft.targets.tensorrt import TensorRTTarget
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget,)}
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget, TensorRTTarget, AscendTarget)}
 
 
-def get_target(name: str) -> Target:
+def get_target(name: str, version: str | None = None) -> Target:
     if name not in TARGETS:
         near = difflib.get_close_matches(name, TARGETS, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise OcrgraftError(f"unknown target '{name}' ({hint}known: {', '.join(TARGETS)})")
-    return TARGETS[name]()
+    return TARGETS[name](version)
 
 
 __all__ = ["BuildContext", "BuildResult", "SupportCheck", "TARGETS", "Target", "get_target"]

@@ -17,7 +17,8 @@ class SupportCheck:
     """The result of checking a graph against a target's op table."""
 
     table: str                                   # which table, e.g. "ONNX Runtime 1.31 CPU"
-    unsupported: list[str] = field(default_factory=list)   # "OpType: why"
+    unsupported: list[str] = field(default_factory=list)   # "OpType: why" -- blocks the build
+    notes: list[str] = field(default_factory=list)         # documented restrictions of ops present
 
     @property
     def ok(self) -> bool:
@@ -48,6 +49,9 @@ class Target:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     passes: ClassVar[tuple[str, ...]] = ()    # run after the generic passes, before the recipe's extras
+
+    def __init__(self, version: str | None = None):
+        self.version = version   # the toolchain version whose op table applies (targets define defaults)
 
     def check_support(self, model: ir.Model) -> SupportCheck:
         raise NotImplementedError

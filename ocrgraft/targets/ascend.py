@@ -1,0 +1,107 @@
+"""Huawei Ascend: support check against ATC's documented ONNX op list and limits, the `atc` command
+(shape ranges or gears, --soc_version) written as a script, run only where `atc` is on PATH."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+
+import onnx_ir as ir
+
+from ocrgraft.converter.shapes import fmt_dims
+from ocrgraft.errors import OcrgraftError
+from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
+from ocrgraft.targets.tables import check_against_table, load_table
+
+DEFAULT_VERSION = "8.0"
+DEFAULT_SOC = "Ascend310P3"
+MAX_POOL_KERNEL = 255   # auto-optimizer knowledge 13: the AvgPool kernel limit of the device
+
+
+def _avgpool_kernel(node) -> str | None:
+    k = node.attributes.get("kernel_shape")
+    if k is not None and max(k.as_ints()) > MAX_POOL_KERNEL:
+        return f"kernel {list(k.as_ints())} exceeds {MAX_POOL_KERNEL} (add split-pool)"
+    return None
+
+
+def _topk_k(node) -> str | None:
+    k = node.inputs[1] if len(node.inputs) > 1 else None
+    if k is not None and k.dtype == ir.DataType.INT64:
+        return "K is int64; the device takes int32 (add a TopK int32 legalization)"
+    return None
+
+
+def shape_flags(shapes: dict[str, list[tuple[int, ...]]], mode: str) -> list[str]:
+    """ATC's --input_shape plus, for gears, --dynamic_batch_size / --dynamic_image_size / --dynamic_dims."""
+    ranges, dynamic = [], {}
+    for name, options in shapes.items():
+        lo, hi = options[0], options[-1]
+        dims = []
+        for i, (a, b) in enumerate(zip(lo, hi)):
+            if a == b:
+                dims.append(str(a))
+            else:
+                dims.append(f"{a}~{b}" if mode == "range" else "-1")
+                dynamic.setdefault(name, []).append(i)
+        ranges.append(f"{name}:{','.join(dims)}" if mode != "range" else f"{name}:[{','.join(dims)}]")
+    flags = [f"--input_shape={';'.join(ranges)}"]
+    if mode == "range" or not dynamic:
+        return flags
+    gears = [{n: s[min(i, len(s) - 1)] for n, s in shapes.items()} for i in range(max(len(s) for s in shapes.values()))]
+    axes = [(n, i) for n, idx in dynamic.items() for i in idx]
+    if axes and all(i == 0 for _, i in axes):
+        flags.append("--dynamic_batch_size=" + ",".join(str(g[axes[0][0]][0]) for g in gears))
+    elif len(axes) == 2 and len(dynamic) == 1 and [i for _, i in axes] == [2, 3]:
+        name = axes[0][0]
+        flags.append("--dynamic_image_size=" + ";".join(f"{g[name][2]},{g[name][3]}" for g in gears))
+    else:
+        flags.append("--dynamic_dims=" + ";".join(",".join(str(g[n][i]) for n, i in axes) for g in gears))
+    return flags
+
+
+class AscendTarget(Target):
+    name = "ascend"
+    description = "Huawei Ascend ATC (.om): support check, atc command with shape ranges or gears; builds where atc exists"
+    passes = ()
+
+    def __init__(self, version: str | None = None):
+        self.version = version or DEFAULT_VERSION
+        load_table("ascend", self.version)
+
+    def check_support(self, model) -> SupportCheck:
+        return check_against_table(model, load_table("ascend", self.version),
+                                   {"AveragePool": _avgpool_kernel, "TopK": _topk_k})
+
+    def build(self, ctx: BuildContext) -> BuildResult:
+        settings = dict(ctx.recipe.options.get("ascend", {}))
+        soc = ctx.options.get("soc") or settings.get("soc", DEFAULT_SOC)
+        mode = settings.get("dynamic", "range")
+        if mode not in ("range", "gears"):
+            raise OcrgraftError(f"recipe [ascend] dynamic = '{mode}': expected 'range' or 'gears'")
+        shapes = ctx.result.shapes.shapes
+        input_format = "NCHW" if all(len(s[0]) == 4 for s in shapes.values()) else "ND"
+        name = ctx.recipe.name
+        parts = ["atc", "--framework=5", "--model=../model.onnx", f"--output=om/{name}", f"--input_format={input_format}",
+                 *shape_flags(shapes, mode), f"--soc_version={soc}", "--log=error"]
+        command = " ".join(shlex.quote(p) for p in parts)
+        ascend_dir = ctx.out_dir / "ascend"
+        ascend_dir.mkdir()
+        script = ascend_dir / "atc.sh"
+        script.write_text("#!/usr/bin/env bash\n# Build the Ascend offline model (.om) with ATC from the CANN toolkit.\n"
+                          "set -euo pipefail\ncd \"$(dirname \"$0\")\"\nmkdir -p om\n" + command + "\n")
+        script.chmod(0o755)
+        details = {"soc_version": soc, "cann_op_table": self.version, "dynamic": mode,
+                   "shapes": {k: [fmt_dims(s) for s in v] for k, v in shapes.items()}}
+        if shutil.which("atc") is None:
+            return BuildResult(False, "no .om built: `atc` (Huawei CANN toolkit) is not on PATH here; run ascend/atc.sh "
+                               "where CANN is installed", command, ["ascend/atc.sh"], details)
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        (ascend_dir / "atc.log").write_text(proc.stdout + proc.stderr)
+        om = ascend_dir / "om" / f"{name}.om"
+        if proc.returncode or not om.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise OcrgraftError(f"atc failed (exit {proc.returncode}): {tail[0]} (full log: ascend/atc.log)")
+        return BuildResult(True, f"built ascend/om/{name}.om with atc for {soc} (not run: needs an Ascend device)",
+                           command, ["ascend/atc.sh", f"ascend/om/{name}.om", "ascend/atc.log"], details)

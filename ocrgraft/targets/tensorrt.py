@@ -1,0 +1,149 @@
+"""NVIDIA TensorRT: support check against the ONNX parser's documented op table, an emitted
+build_engine.py (TensorRT Python API, one optimization profile per input) and trtexec command,
+and a real build + comparison only where `tensorrt` imports and a CUDA GPU is present."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from importlib import resources
+
+import numpy as np
+
+from ocrgraft.converter.shapes import fmt_dims
+from ocrgraft.converter.verify import Runner
+from ocrgraft.errors import OcrgraftError
+from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
+from ocrgraft.targets.tables import check_against_table, is_constant, load_table
+
+DEFAULT_VERSION = "10.1"
+WORKSPACE_MIB = 4096
+
+
+def _kernel_rank(node) -> str | None:
+    k = node.attributes.get("kernel_shape")
+    if k is not None and len(k.as_ints()) not in (2, 3):
+        return f"{len(k.as_ints())}-D pooling (only 2-D or 3-D)"
+    return None
+
+
+def _input_const(index: int, what: str):
+    def check(node):
+        if len(node.inputs) > index and not is_constant(node.inputs[index]):
+            return f"{what} must be an initializer"
+        return None
+    return check
+
+
+def _checks(version: str) -> dict:
+    checks = {
+        "Conv": _input_const(1, "weights W"),
+        "ConvTranspose": _input_const(1, "weights W"),
+        "Slice": _input_const(3, "axes"),
+        "Squeeze": _input_const(1, "axes"),
+        "Unsqueeze": _input_const(1, "axes"),
+        "AveragePool": _kernel_rank,
+        "MaxPool": lambda n: "the Indices output is unsupported" if len(n.outputs) > 1 and n.outputs[1].uses() else _kernel_rank(n),
+        "Resize": lambda n: "cubic mode is unsupported" if n.attributes.get("mode") and n.attributes["mode"].as_string() == "cubic" else None,
+        "TopK": _input_const(1, "K"),
+    }
+    if version.startswith("10"):
+        checks["GridSample"] = lambda n: ("input must be 4-D" if n.inputs[0].shape is not None and len(n.inputs[0].shape) != 4
+                                          else None)
+    return checks
+
+
+def tensorrt_available() -> str | None:
+    """None when an engine can be built here, else the reason it cannot."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the `tensorrt` Python package is not installed (NVIDIA's libraries are not on PyPI for this machine)"
+    if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode:
+        return "no CUDA GPU is visible (nvidia-smi finds none)"
+    return None
+
+
+class TensorRTTarget(Target):
+    name = "trt"
+    description = "NVIDIA TensorRT 8.6 / 10.x: support check, build_engine.py + trtexec; builds where a GPU and TensorRT exist"
+    passes = ()
+
+    def __init__(self, version: str | None = None):
+        self.version = version or DEFAULT_VERSION
+        load_table("tensorrt", self.version)   # an unknown version fails here, before any work
+
+    def check_support(self, model) -> SupportCheck:
+        return check_against_table(model, load_table("tensorrt", self.version), _checks(self.version))
+
+    def build(self, ctx: BuildContext) -> BuildResult:
+        opts = ctx.options
+        precision = opts.get("quantize", "fp32").lower()
+        if precision not in ("fp32", "fp16", "int8"):
+            raise OcrgraftError(f"trt: --quantize {precision} is not one of fp32, fp16, int8")
+        profiles = self.profiles(ctx)
+        trt_dir = ctx.out_dir / "trt"
+        trt_dir.mkdir()
+        config = {"onnx": "../model.onnx", "engine": "model.engine", "profiles": profiles,
+                  "fp16": precision in ("fp16", "int8"), "int8": precision == "int8", "workspace_mib": WORKSPACE_MIB,
+                  "tensorrt_version": self.version}
+        (trt_dir / "engine_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        script = resources.files("ocrgraft.targets") / "templates" / "build_engine.py"
+        (trt_dir / "build_engine.py").write_text(script.read_text())
+        self._save_check_data(ctx, trt_dir)
+        command = self.trtexec_command(profiles, precision)
+        (trt_dir / "trtexec.sh").write_text("#!/usr/bin/env bash\n# The same build with NVIDIA's trtexec.\n"
+                                            "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n" + command + "\n")
+        (trt_dir / "trtexec.sh").chmod(0o755)
+        artifacts = ["trt/build_engine.py", "trt/engine_config.json", "trt/trtexec.sh", "trt/check_inputs.npz",
+                     "trt/check_expected.npz"]
+        details = {"tensorrt_version": self.version, "precision": precision,
+                   "profiles": {k: [fmt_dims(s) for s in v] for k, v in profiles.items()}}
+        if not opts.get("build"):
+            return BuildResult(False, "no TensorRT engine built (scripts written; add --build where TensorRT and a "
+                               "GPU exist, or run trt/build_engine.py there)", command, artifacts, details)
+        why = tensorrt_available()
+        if why:
+            return BuildResult(False, f"no TensorRT engine built: {why}; run trt/build_engine.py or trt/trtexec.sh on "
+                               "a machine with TensorRT and a GPU", command, artifacts, details)
+        proc = subprocess.run([sys.executable, str(trt_dir / "build_engine.py"), "--check"], capture_output=True, text=True)
+        if proc.returncode:
+            raise OcrgraftError(f"TensorRT build failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1]}")
+        errors = json.loads(proc.stdout.strip().splitlines()[-1])["max_abs_by_output"]
+        details["max_abs_vs_onnxruntime"] = errors
+        return BuildResult(True, f"built trt/model.engine; max abs error vs ONNX Runtime {max(errors.values()):.3g}",
+                           command, artifacts + ["trt/model.engine"], details)
+
+    @staticmethod
+    def profiles(ctx: BuildContext) -> dict[str, list[list[int]]]:
+        """min / opt / max per input, from the recipe's (or --shapes') range."""
+        out = {}
+        for name, shapes in ctx.result.shapes.shapes.items():
+            lo, opt, hi = shapes[0], shapes[len(shapes) // 2], shapes[-1]
+            out[name] = [list(lo), list(opt), list(hi)]
+        return out
+
+    @staticmethod
+    def trtexec_command(profiles: dict, precision: str) -> str:
+        parts = ["trtexec", "--onnx=../model.onnx", "--saveEngine=model.engine",
+                 f"--memPoolSize=workspace:{WORKSPACE_MIB}M"]
+        for flag, idx in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
+            parts.append(f"{flag}=" + ",".join(f"{k}:{fmt_dims(v[idx])}" for k, v in profiles.items()))
+        if precision in ("fp16", "int8"):
+            parts.append("--fp16")
+        if precision == "int8":
+            parts.append("--int8")
+        return " ".join(shlex.quote(p) for p in parts)
+
+    @staticmethod
+    def _save_check_data(ctx: BuildContext, trt_dir) -> None:
+        """The test inputs and ONNX Runtime's outputs of the final model, for build_engine.py --check."""
+        runner = Runner(ctx.model_path.read_bytes(), what="the final model")
+        inputs, expected = {}, {}
+        for i, case in enumerate(ctx.result.cases):
+            inputs.update({f"{i:02d}/{k}": v for k, v in case.feeds.items()})
+            expected.update({f"{i:02d}/{k}": v for k, v in runner.run(case.feeds).items()})
+        np.savez(trt_dir / "check_inputs.npz", **inputs)
+        np.savez(trt_dir / "check_expected.npz", **expected)
