@@ -122,3 +122,40 @@ def test_a_crashing_pass_becomes_one_clear_error():
 
     with pytest.raises(OcrgraftError, match="pass 'test-broken' failed on this model: KeyError"):
         Pipeline([Broken()]).run(make_dynamic_model(), DYN_SHAPES)
+
+
+def test_a_loosened_pass_loosens_later_checks_against_the_source():
+    """After a pass with its own wider tolerance (fp16-like), exact passes compare with the source at
+    that wider tolerance, and with the previous stage at their own."""
+    loose = Tolerance(atol=10.0, rtol=0.0)
+    result = Pipeline([PerturbWeight(), "eliminate-identity", "lift-constants"],
+                      tolerances={"test-perturb-weight": loose}).run(make_dynamic_model(), DYN_SHAPES)
+    assert [s.verified for s in result.stages[1:]] == ["yes", "yes", "yes"]
+    assert result.stages[3].max_abs > 1e-3 and result.stages[3].max_abs_prev == 0.0
+
+
+def test_source_that_onnxruntime_cannot_load_is_checked_through_the_framework_reference():
+    class SetIrVersion(ocrgraft.Pass):
+        """Test only: declare an IR version ONNX Runtime reads."""
+        name = "test-ir-version"
+
+        def rewrite(self, model):
+            changed = model.ir_version != 8
+            model.ir_version = 8
+            return int(changed)
+
+    proto = make_dynamic_model()
+    proto.ir_version = 99   # too new for ONNX Runtime
+    clean = make_dynamic_model()
+    framework = Runner(clean.SerializeToString()).run   # stands for torch / paddle here
+    result = Pipeline([SetIrVersion(), "lift-constants"]).run(proto, DYN_SHAPES, source=framework, source_name="torch")
+    assert result.stages[0].verified.startswith("not checked: ONNX Runtime cannot load the torch model")
+    assert result.stages[1].verified == "yes" and result.stages[2].verified == "yes"
+
+
+def test_minus_one_dims_count_as_open():
+    proto = make_dynamic_model()
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    with pytest.raises(OcrgraftError, match=r"leaves dim 0 \('-1'\) open"):
+        Pipeline(["lift-constants"]).run(proto)
+    assert Pipeline(["lift-constants"]).run(proto, DYN_SHAPES).stages[1].verified == "yes"

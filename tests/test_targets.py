@@ -124,3 +124,13 @@ def test_ascend_avgpool_kernel_limit():
     check = get_target("ascend").check_support(model)
     assert not check.ok and "exceeds 255" in check.unsupported[0]
     assert get_target("trt").check_support(model).ok
+
+
+def test_every_target_pass_exists_and_names_its_target():
+    from ocrgraft.passes import get_pass
+    from ocrgraft.targets import TARGETS
+
+    for name, cls in TARGETS.items():
+        for spec in cls.passes:
+            p = get_pass(spec)
+            assert not p.targets or name in p.targets, f"{spec} is in {name}'s pipeline but does not list {name}"

@@ -111,15 +111,22 @@ class Pipeline:
             stage0.file = self._save(model, 0, "source")
         cases: list[Case] = []
         previous: dict[str, Outputs] = {}
+        source_tol = self.tolerances.get("source", self.tolerance)
         if self.verify:
             t = time.perf_counter()
-            own = Runner(source_bytes, what=f"the {source_name} model")
+            try:
+                own = Runner(source_bytes, what=f"the {source_name} model")
+            except OcrgraftError as exc:
+                if source is None:
+                    raise
+                own = None   # e.g. a vendor-only form; later stages are still checked against the framework
+                stage0.verified = f"not checked: {exc}"
             cases = self._make_cases(model, shapes, source or own.run)
-            if source is not None:   # the exported ONNX itself against the framework
-                previous = self._check(stage0, own, cases, {}, self.tolerances.get("source", self.tolerance))
-            else:
+            if source is None:
                 stage0.verified = "reference"
                 previous = {c.title: c.expected for c in cases}
+            elif own is not None:   # the exported ONNX itself against the framework
+                previous = self._check(stage0, own, cases, {}, source_tol, source_tol)
             stage0.verify_seconds = time.perf_counter() - t
         stages = [stage0]
         self.progress(f"[0/{len(self.passes)}] source: {stage0.nodes} nodes"
@@ -150,7 +157,10 @@ class Pipeline:
                 t = time.perf_counter()
                 runner = Runner(model, what=f"stage {i:02d} '{p.label}'")
                 stage_cases = self._cases_for(model, shapes, cases)
-                previous = self._check(stage, runner, stage_cases, previous, self.tolerance_for(p))
+                # against the source, a pass that loosened the tolerance (fp16) loosens it for all later stages
+                source_tol = Tolerance(max(source_tol.atol, self.tolerance_for(p).atol),
+                                       max(source_tol.rtol, self.tolerance_for(p).rtol))
+                previous = self._check(stage, runner, stage_cases, previous, self.tolerance_for(p), source_tol)
                 stage.verify_seconds = time.perf_counter() - t
             stages.append(stage)
             self.progress(_progress_line(stage, len(self.passes)))
@@ -177,7 +187,7 @@ class Pipeline:
         return keep
 
     def _check(self, stage: Stage, runner: Runner, cases: list[Case], previous: dict[str, Outputs],
-               tol: Tolerance) -> dict[str, Outputs]:
+               tol: Tolerance, source_tol: Tolerance) -> dict[str, Outputs]:
         outputs: dict[str, Outputs] = {}
         worst_src: list[OutputDiff] = []
         worst_prev: list[OutputDiff] = []
@@ -185,16 +195,16 @@ class Pipeline:
             got = runner.run(case.feeds)
             outputs[case.title] = got
             prev = previous.get(case.title)
-            refs = [("the previous stage", prev, worst_prev)] if prev is not None and prev is not case.expected else []
-            for ref_name, ref, sink in refs + [("the source", case.expected, worst_src)]:
-                cmp = CaseComparison(case.title, case.shapes, compare_outputs(got, ref, tol))
+            refs = [("the previous stage", prev, worst_prev, tol)] if prev is not None and prev is not case.expected else []
+            for ref_name, ref, sink, ref_tol in refs + [("the source", case.expected, worst_src, source_tol)]:
+                cmp = CaseComparison(case.title, case.shapes, compare_outputs(got, ref, ref_tol))
                 sink.extend(cmp.diffs)
                 if sink is worst_src:
                     stage.comparisons.append(cmp.to_json())
                 if not cmp.ok:
                     raise VerificationError(
                         f"stage {stage.index:02d} '{stage.name}' changed the outputs against {ref_name} "
-                        f"at {case.title}: {cmp.worst().describe()}; tolerance {tol}")
+                        f"at {case.title}: {cmp.worst().describe()}; tolerance {ref_tol}")
         stage.verified = "yes"
         stage.max_abs = max((d.max_abs for d in worst_src), default=None)
         stage.max_rel = max((d.max_rel for d in worst_src), default=None)

@@ -22,6 +22,11 @@ def parse_dims(text: str) -> tuple[int, ...]:
     return dims
 
 
+def is_static(dim) -> bool:
+    """A fixed size; a dim name, an unknown dim or a negative number (-1, as some exporters write) is open."""
+    return isinstance(dim, int) and dim >= 0
+
+
 def fmt_dims(shape) -> str:
     return "x".join(str(d) for d in shape)
 
@@ -100,11 +105,12 @@ class ShapeSet:
                 out[value.name] = self.shapes[value.name]
                 continue
             if value.name not in self.shapes:
-                open_dims = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+                open_dims = [i for i, d in enumerate(shape) if not is_static(d)]
                 if open_dims:
                     i = open_dims[0]
+                    label = shape[i] if isinstance(shape[i], int) else (shape[i].value or "?")
                     raise OcrgraftError(
-                        f"input '{value.name}' {describe_shape(shape)} leaves dim {i} ('{shape[i].value or '?'}') open: "
+                        f"input '{value.name}' {describe_shape(shape)} leaves dim {i} ('{label}') open: "
                         f"give its range with --shapes {value.name}:MIN[,OPT,MAX]")
                 out[value.name] = [tuple(int(d) for d in shape)]
                 continue
@@ -114,7 +120,7 @@ class ShapeSet:
                         f"input '{value.name}' has rank {len(shape)} {describe_shape(shape)}, "
                         f"but the shape {fmt_dims(dims)} has rank {len(dims)}")
                 for i, (want, have) in enumerate(zip(dims, shape)):
-                    if isinstance(have, int) and have != want:
+                    if is_static(have) and have != want:
                         raise OcrgraftError(
                             f"input '{value.name}' dim {i} is fixed at {have} {describe_shape(shape)}, "
                             f"but the shape {fmt_dims(dims)} gives {want}")
@@ -127,7 +133,7 @@ class ShapeSet:
         for value in inputs:
             shapes = self.shapes.get(value.name, [])
             if value.shape is not None:
-                shapes = [tuple(h if isinstance(h, int) else w for w, h in zip(s, value.shape)) for s in shapes]
+                shapes = [tuple(h if is_static(h) else w for w, h in zip(s, value.shape)) for s in shapes]
             out[value.name] = list(dict.fromkeys(shapes))
         return ShapeSet(out)
 

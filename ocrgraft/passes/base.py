@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 from typing import ClassVar
 
 import onnx
@@ -15,6 +16,11 @@ import onnx_ir as ir
 
 from ocrgraft.converter.verify import Tolerance
 from ocrgraft.errors import OcrgraftError
+
+# The libraries passes build on log every rewrite at INFO; frameworks (Paddle) that configure the root
+# logger would print them all. ocrgraft reports rewrites itself.
+for _name in ("onnx_ir", "onnxscript"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 EXACT = "exact"          # preserves semantics: every stage is checked in ONNX Runtime
 LEGALIZE = "legalize"    # a form only some vendor compiler wants; may not run in ONNX Runtime
@@ -56,9 +62,11 @@ class Pass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> PassResult:
         before = {id(n) for n in _all_nodes(model)}
+        names = {n.name for n in _all_nodes(model) if n.name}
         count = int(self.rewrite(model))
         for node in _all_nodes(model):
-            if id(node) not in before:   # so Netron shows which pass made each node
+            # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)
+            if id(node) not in before and not (node.name and node.name in names):
                 node.doc_string = node.doc_string or f"ocrgraft:{self.name}"
                 if not node.name:
                     node.name = f"{self.name}/{node.op_type}_{len(before)}_{id(node) % 100000}"

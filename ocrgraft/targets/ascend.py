@@ -64,7 +64,11 @@ def shape_flags(shapes: dict[str, list[tuple[int, ...]]], mode: str) -> list[str
 class AscendTarget(Target):
     name = "ascend"
     description = "Huawei Ascend ATC (.om): support check, atc command with shape ranges or gears; builds where atc exists"
-    passes = ()
+    # The hand-written fix.py / opt_onnx.py edits of the Ascend write-ups, as general passes: shape
+    # computations for view->Linear->view, zero LSTM states and flip->LSTM->flip folded away; GridSample
+    # decomposed (older CANN has none); pooling kernels split below the 255 limit.
+    passes = ("reshape-gemm-to-matmul", "fold-reshape-shapes", "drop-zero-rnn-state", "fold-flip-rnn",
+              "decompose-gridsample", "pool-to-reduce", "split-pool", "int64-to-int32")
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION

@@ -69,7 +69,8 @@ def tensorrt_available() -> str | None:
 class TensorRTTarget(Target):
     name = "trt"
     description = "NVIDIA TensorRT 8.6 / 10.x: support check, build_engine.py + trtexec; builds where a GPU and TensorRT exist"
-    passes = ()
+    # GridSample spelled for the model's opset with explicit attributes; INT64 narrowed where exact
+    passes = ("legalize-gridsample", "int64-to-int32")
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION

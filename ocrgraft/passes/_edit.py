@@ -1,0 +1,189 @@
+"""Small graph-editing helpers the pass families share: constants, new nodes, rewiring, dead code."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from ocrgraft.passes.folding import infer_shapes_fresh
+
+log = logging.getLogger("ocrgraft.passes")
+
+
+def opset_of(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value's constant contents (initializer or Constant node), or None; never edits the model."""
+    if value is None or value.is_graph_input():
+        return None   # an initializer that is also an input can be overridden at run time
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    node = value.producer()
+    if node is None or node.op_type != "Constant" or node.domain or len(node.attributes) != 1:
+        return None
+    attr = next(iter(node.attributes.values()))
+    if attr.name == "value":
+        return attr.as_tensor().numpy()
+    kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+    return np.asarray(attr.value, dtype=kinds[attr.name]) if attr.name in kinds else None
+
+
+def ints(node: ir.Node, name: str, default=None) -> list[int] | None:
+    found = node.attributes.get_ints(name)
+    return list(found) if found is not None else default
+
+
+def axes_of(node: ir.Node) -> list[int] | None:
+    """Axes of Squeeze/Unsqueeze/Reduce*, from the attribute (old opsets) or the constant input."""
+    found = ints(node, "axes")
+    if found is None and len(node.inputs) > 1:
+        array = const_array(node.inputs[1])
+        found = None if array is None else [int(a) for a in array.reshape(-1)]
+    return found
+
+
+def set_attr(node: ir.Node, name: str, value) -> None:
+    node.attributes[name] = ir.convenience.convert_attribute(name, value)
+
+
+def dims(value: ir.Value | None) -> list[int | None] | None:
+    """Static dims of a value (None for a dynamic dim), or None when the rank is unknown."""
+    if value is None or value.shape is None:
+        return None
+    return [d if isinstance(d, int) else None for d in value.shape]
+
+
+def same_dim(a: ir.Value, ia: int, b: ir.Value, ib: int) -> bool:
+    """Whether dim ia of a provably equals dim ib of b (the same value, number or named dim)."""
+    if a is b and ia == ib:
+        return True
+    if a.shape is None or b.shape is None or not (ia < len(a.shape) and ib < len(b.shape)):
+        return False
+    da, db = a.shape[ia], b.shape[ib]
+    if isinstance(da, int) or isinstance(db, int):
+        return da == db
+    return bool(da.value) and da.value == db.value and not str(da.value).startswith("unk__")
+
+
+def only_use(value: ir.Value) -> ir.Node | None:
+    """The single consumer of a value that is not a graph output, else None."""
+    uses = list(value.uses())
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0].node
+
+
+def ensure_shapes(model: ir.Model):
+    """Re-infer shapes (so a shape-dependent pass also works outside a pipeline); returns a function
+    that puts the old annotations back, for a pass that then changes nothing."""
+    values = [v for n in model.graph for v in n.outputs]
+    saved = [(v, v.type, v.shape) for v in values]
+    outputs = [(v, v.type, v.shape) for v in model.graph.outputs]
+    infer_shapes_fresh(model)
+
+    def restore() -> None:
+        for value, type_, shape in saved + outputs:
+            value.type, value.shape = type_, shape
+    return restore
+
+
+class Editor:
+    """Creates the nodes of one rewrite, inserted before an anchor node so the order stays valid,
+    with constants as initializers; one per pass run."""
+
+    def __init__(self, model: ir.Model, tag: str):
+        self.model = model
+        self.graph = model.graph
+        self.tag = tag
+        self.anchor: ir.Node | None = None
+        self._names: set[str] | None = None
+
+    @property
+    def opset(self) -> int:
+        return opset_of(self.model)
+
+    def at(self, anchor: ir.Node) -> Editor:
+        self.anchor = anchor
+        return self
+
+    def unique(self, hint: str) -> str:
+        if self._names is None:
+            self._names = {v.name for v in self.graph.inputs} | set(self.graph.initializers)
+            self._names |= {v.name for n in ir.traversal.RecursiveGraphIterator(self.graph) for v in n.outputs}
+        name, i = hint, 1
+        while name in self._names:
+            name, i = f"{hint}_{i}", i + 1
+        self._names.add(name)
+        return name
+
+    def op(self, op_type: str, inputs, attrs: dict | None = None, num_outputs: int = 1):
+        node = ir.node(op_type, list(inputs), attrs or None, num_outputs=num_outputs)
+        for out in node.outputs:
+            out.name = self.unique(f"{self.tag}/{op_type}")
+        self.graph.insert_before(self.anchor, node)
+        return node.outputs[0] if num_outputs == 1 else tuple(node.outputs)
+
+    def const(self, array, hint: str = "const") -> ir.Value:
+        name = self.unique(f"{self.tag}/{hint}")
+        value = ir.val(name, const_value=ir.tensor(np.asarray(array), name=name))
+        self.graph.register_initializer(value)
+        return value
+
+    def i64(self, values, hint: str = "ints") -> ir.Value:
+        return self.const(np.asarray(values, dtype=np.int64), hint)
+
+    def f32(self, values, hint: str = "floats") -> ir.Value:
+        return self.const(np.asarray(values, dtype=np.float32), hint)
+
+    def reduce(self, op_type: str, x: ir.Value, axes: list[int], keepdims: int = 1) -> ir.Value:
+        """ReduceX with axes as an attribute or an input, whichever the model's opset wants."""
+        as_input = self.opset >= (13 if op_type == "ReduceSum" else 18)
+        if as_input:
+            return self.op(op_type, [x, self.i64(axes, "axes")], {"keepdims": keepdims})
+        return self.op(op_type, [x], {"axes": list(axes), "keepdims": keepdims})
+
+    def replace(self, old: ir.Value, new: ir.Value) -> None:
+        """Make every consumer of `old` (a graph output too, keeping its name) read `new`."""
+        if old.is_graph_output():
+            if new.is_graph_input() or new.is_graph_output() or new.is_initializer():
+                new = self.op("Identity", [new])
+            name = old.name
+            old.name = self.unique(f"{name}.replaced")
+            new.name = name
+            new.type = new.type or old.type
+            new.shape = new.shape or old.shape
+        ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+
+
+def remove_unused_values(graph: ir.Graph, values) -> int:
+    """Remove what produced the given values (nodes or initializers) if nothing reads it any more."""
+    removed = remove_unused(graph, [v.producer() for v in values if v.producer() is not None])
+    for value in values:
+        if value.producer() is None and value.is_initializer() and not value.uses() \
+                and not value.is_graph_input() and not value.is_graph_output() and value.name in graph.initializers:
+            graph.initializers.pop(value.name)
+            removed += 1
+    return removed
+
+
+def remove_unused(graph: ir.Graph, nodes) -> int:
+    """Remove the given nodes if nothing reads them, then their producers that became unused."""
+    stack, removed = list(nodes), 0
+    while stack:
+        node = stack.pop()
+        if node.graph is not graph or any(v.uses() or v.is_graph_output() for v in node.outputs):
+            continue
+        inputs = [v for v in node.inputs if v is not None]
+        graph.remove(node, safe=True)
+        removed += 1
+        for value in inputs:
+            if value.producer() is not None:
+                stack.append(value.producer())
+            elif value.is_initializer() and not value.uses() and not value.is_graph_input() \
+                    and not value.is_graph_output():
+                graph.initializers.pop(value.name)
+    return removed

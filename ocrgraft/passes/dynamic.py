@@ -1,0 +1,343 @@
+"""Dynamic-shape fixes (what the Ascend CRNN fix.py did by node name, here by pattern).
+
+Exporters compute reshape targets and RNN initial states from the input's shape at run time
+(Shape -> Gather -> Unsqueeze -> Concat). Vendor compilers that build one engine for a shape range
+(ATC) schedule such chains poorly or fail on them; these rewrites remove them where the graph proves
+they are not needed, without fixing any dynamic dimension.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from ocrgraft.passes._edit import (Editor, axes_of, const_array, dims, ensure_shapes, only_use, remove_unused,
+                                   remove_unused_values, same_dim, set_attr)
+from ocrgraft.passes.base import Pass, register
+
+RNNS = ("LSTM", "GRU", "RNN")
+
+
+# -- reading shape tensors symbolically ---------------------------------------------------------------
+
+def _elements(value: ir.Value) -> list | None:
+    """The elements of a small int tensor that computes a shape: ints, ('dim', tensor, axis), None if unknown."""
+    array = const_array(value)
+    if array is not None:
+        return [int(v) for v in array.reshape(-1)] if array.ndim <= 1 and array.dtype.kind in "iu" else None
+    node = value.producer()
+    if node is None or node.domain:
+        return None
+    if node.op_type == "Shape":
+        src = node.inputs[0]
+        if src.shape is None:
+            return None
+        rank = len(src.shape)
+        start, end = (node.attributes.get_int(key, default) for key, default in (("start", 0), ("end", rank)))
+        start, end = (min(max(i + rank if i < 0 else i, 0), rank) for i in (start, end))
+        return [("dim", src, i) for i in range(start, end)]
+    if node.op_type in ("Cast", "Identity"):
+        return _elements(node.inputs[0])
+    if node.op_type == "Concat":     # an unreadable part of known length gives unknown (None) elements
+        parts = [_elements(v) or ([None] * dims(v)[0] if dims(v) and dims(v)[0] is not None else None)
+                 for v in node.inputs]
+        return None if any(p is None for p in parts) else [e for p in parts for e in p]
+    if node.op_type in ("Unsqueeze", "Squeeze", "Reshape"):
+        inner = _elements(node.inputs[0])
+        return inner if inner is not None and len(inner) == 1 else None
+    if node.op_type == "Slice" and len(node.inputs) >= 3:
+        source = _elements(node.inputs[0])
+        starts, ends, *rest = (const_array(v) if v is not None else None for v in node.inputs[1:5])
+        if source is None or starts is None or ends is None or starts.size != 1 or \
+                any(r is not None and r.reshape(-1).tolist() not in ([0], [1]) for r in rest):
+            return None   # only a plain slice along the one axis, step 1
+        return source[int(starts.reshape(-1)[0]):int(ends.reshape(-1)[0])]
+    if node.op_type == "Gather":
+        source, index = _elements(node.inputs[0]), const_array(node.inputs[1])
+        if source is None or index is None or node.attributes.get_int("axis", 0) != 0:
+            return None
+        try:
+            return [source[int(i)] for i in index.reshape(-1)]
+        except IndexError:
+            return None
+    return None
+
+
+def _is_dim(element, value: ir.Value, axis: int) -> bool:
+    """Whether a shape element provably equals dim `axis` of `value`."""
+    if isinstance(element, int):
+        return dims(value) is not None and dims(value)[axis] == element
+    return element is not None and same_dim(element[1], element[2], value, axis)
+
+
+@register
+class ReshapeGemmToMatMul(Pass):
+    """Reshape -> Gemm -> Reshape (view -> Linear -> view) becomes MatMul + Add on the unflattened tensor.
+
+    torch exports `view(T*b, h) -> nn.Linear -> view(T, b, -1)` with both reshape targets computed from
+    Shape/Gather/Mul/Concat chains at run time. MatMul broadcasts over the leading dims, so when the
+    second Reshape provably restores them the reshapes and their shape chains go, at any batch and width."""
+
+    name = "reshape-gemm-to-matmul"
+    targets = ("ascend",)
+
+    def rewrite(self, model: ir.Model) -> int:
+        restore = ensure_shapes(model)
+        edit, count = Editor(model, self.name), 0
+        for gemm in list(model.graph):
+            match = self._match(gemm)
+            if match is None:
+                continue
+            x, weight, bias, after = match
+            edit.at(after)
+            out = edit.op("MatMul", [x, edit.const(weight, "weight")])
+            if bias is not None:
+                out = edit.op("Add", [out, edit.const(bias, "bias")])
+            edit.replace(after.outputs[0], out)
+            remove_unused(model.graph, [after])
+            count += 1
+        ensure_shapes(model) if count else restore()
+        return count
+
+    @staticmethod
+    def _match(gemm: ir.Node):
+        if gemm.op_type != "Gemm" or gemm.domain or gemm.attributes.get_int("transA", 0):
+            return None
+        before, after = gemm.inputs[0].producer(), only_use(gemm.outputs[0])
+        if before is None or before.op_type != "Reshape" or after is None or after.op_type != "Reshape":
+            return None
+        weight = const_array(gemm.inputs[1])
+        if weight is None or weight.ndim != 2:
+            return None
+        weight = weight.T if gemm.attributes.get_int("transB", 0) else weight
+        k, n = weight.shape
+        x = before.inputs[0]
+        shape = dims(x)
+        target = _elements(before.inputs[1])
+        if target is None and dims(before.inputs[1]) is not None:
+            target = [None] * (dims(before.inputs[1])[0] or 0)
+        if shape is None or len(shape) < 2 or shape[-1] != k or target is None or len(target) != 2:
+            return None   # the first Reshape must flatten exactly the leading dims of x
+        restored = _elements(after.inputs[1])
+        if restored is None or len(restored) != len(shape) or restored.count(-1) > 1:
+            return None
+        for axis, element in enumerate(restored[:-1]):
+            if element != -1 and not _is_dim(element, x, axis):
+                return None   # the second Reshape must give back x's leading dims, then N
+        if restored[-1] not in (-1, n) and not (isinstance(restored[-1], tuple) and dims(restored[-1][1]) is not None
+                                                 and dims(restored[-1][1])[restored[-1][2]] == n):
+            return None
+        alpha, beta = gemm.attributes.get_float("alpha", 1.0), gemm.attributes.get_float("beta", 1.0)
+        weight = (weight * alpha).astype(weight.dtype) if alpha != 1.0 else weight
+        bias = None
+        if len(gemm.inputs) > 2 and gemm.inputs[2] is not None:
+            c = const_array(gemm.inputs[2])
+            if c is None or c.size not in (1, n) or (c.ndim == 2 and c.shape[0] != 1):
+                return None
+            bias = (c.reshape(-1) * beta).astype(c.dtype)
+        return x, np.ascontiguousarray(weight), bias, after
+
+
+def constant_target(x: ir.Value, elements: list) -> list[int] | None:
+    """A constant Reshape target equal to the computed one, using 0 (copy x's dim) and -1 (infer), or None.
+
+    Each element is a number, a dim of x at the same position (-> 0), or one left open (-> -1). Two open
+    elements are allowed when one is the original -1 and x's dims are all accounted for: its value is then
+    the product of x's static dims over the target's static dims."""
+    xd = dims(x)
+    if xd is None:
+        return None
+    out, open_ = [], []
+    for i, e in enumerate(elements):
+        if isinstance(e, int) and e > 0:
+            out.append(e)
+        elif e == 0 and i < len(xd):
+            out.append(0)
+        elif isinstance(e, tuple) and dims(e[1]) is not None and dims(e[1])[e[2]] is not None:
+            out.append(dims(e[1])[e[2]])
+        elif isinstance(e, tuple) and i < len(xd) and same_dim(e[1], e[2], x, i):
+            out.append(0)
+        else:
+            out.append(None)
+            open_.append(i)
+    if len(open_) == 1:
+        out[open_[0]] = -1
+        return out
+    if len(open_) != 2 or sum(elements[i] == -1 for i in open_) != 1:
+        return None
+    infer, other = sorted(open_, key=lambda i: elements[i] != -1)
+    e = elements[other]
+    moved = [k for k in range(len(xd)) if xd[k] is None and isinstance(e, tuple) and same_dim(e[1], e[2], x, k)]
+    copied = {i for i, v in enumerate(out) if v == 0}
+    dynamic = {k for k, d in enumerate(xd) if d is None}
+    if len(moved) != 1 or dynamic != copied | set(moved) or moved[0] in copied:
+        return None
+    known = int(np.prod([d for d in xd if d is not None]))
+    fixed = int(np.prod([v for v in out if v]))
+    if fixed == 0 or known % fixed:
+        return None
+    out[infer], out[other] = known // fixed, -1
+    return out
+
+
+@register
+class FoldReshapeShapes(Pass):
+    """Reshape targets computed at run time (Shape -> Gather -> Concat) become constants with 0 and -1, keeping dims dynamic.
+
+    The shape chains exporters emit for view/flatten make compilers that build one engine for a shape
+    range (ATC) infer shapes node by node. Where every element of the target is a number, a dim of the
+    input at the same position (0 copies it) or the one left to infer (-1), the chain is not needed."""
+
+    name = "fold-reshape-shapes"
+    targets = ("ascend", "trt", "sophon")
+
+    def rewrite(self, model: ir.Model) -> int:
+        restore = ensure_shapes(model)
+        count = 0
+        while found := self._fold(model):      # a constant target sharpens the shapes after it
+            count += found
+            ensure_shapes(model)
+        if not count:
+            restore()
+        return count
+
+    def _fold(self, model: ir.Model) -> int:
+        edit, count, dead = Editor(model, self.name), 0, []
+        for node in list(model.graph):
+            if node.op_type != "Reshape" or node.domain or node.attributes.get_int("allowzero", 0):
+                continue
+            shape = node.inputs[1]
+            if const_array(shape) is not None:
+                continue
+            elements = _elements(shape)
+            target = constant_target(node.inputs[0], elements) if elements is not None else None
+            if target is None:
+                continue
+            node.replace_input_with(1, edit.i64(target, "shape"))
+            dead.append(shape)
+            count += 1
+        remove_unused_values(model.graph, dead)
+        return count
+
+
+# -- RNN initial states --------------------------------------------------------------------------------
+
+def _is_zero(value: ir.Value) -> bool:
+    """A tensor that is all zeros whatever the input: a zero constant, or built from one by shape ops."""
+    array = const_array(value)
+    if array is not None:
+        return not np.any(array)
+    node = value.producer()
+    if node is None or node.domain:
+        return False
+    if node.op_type == "ConstantOfShape":
+        fill = node.attributes.get_tensor("value")
+        return fill is None or not np.any(fill.numpy())
+    if node.op_type in ("Expand", "Tile", "Reshape", "Unsqueeze", "Squeeze", "Cast", "Identity", "Transpose"):
+        return _is_zero(node.inputs[0])
+    return False
+
+
+@register
+class DropZeroRnnState(Pass):
+    """Drop LSTM/GRU/RNN initial states that are zeros (often built from the input's shape); zero is the default.
+
+    torch exports h0/c0 as ConstantOfShape(Concat(1, Shape(x)[1], hidden)) for a dynamic batch, or as a
+    zero constant with the example batch baked in, which breaks other batch sizes on some backends. The
+    optional inputs are removed and their shape chains with them."""
+
+    name = "drop-zero-rnn-state"
+    targets = ("ascend", "trt")
+
+    def rewrite(self, model: ir.Model) -> int:
+        count, dead = 0, []
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if node.op_type not in RNNS or node.domain:
+                continue
+            states = (5, 6) if node.op_type == "LSTM" else (5,)
+            for index in states:
+                value = node.inputs[index] if index < len(node.inputs) else None
+                if value is not None and _is_zero(value):
+                    node.replace_input_with(index, None)
+                    dead.append(value)
+                    count += 1
+            used = [i for i, v in enumerate(node.inputs) if v is not None]
+            node.resize_inputs(used[-1] + 1 if used else 0)
+        remove_unused_values(model.graph, dead)
+        return count
+
+
+# -- flip -> RNN -> flip ---------------------------------------------------------------------------------
+
+def _flipped(node: ir.Node | None, axis: int) -> ir.Value | None:
+    """The input of a Slice that reverses `axis` entirely (torch.flip), else None."""
+    if node is None or node.op_type != "Slice" or node.domain or len(node.inputs) < 5:
+        return None
+    starts, ends, axes, steps = (const_array(v) for v in node.inputs[1:5])
+    if any(a is None for a in (starts, ends, axes, steps)) or axes.size != 1:
+        return None
+    data = node.inputs[0]
+    rank = len(data.shape) if data.shape is not None else None
+    ax = int(axes.reshape(-1)[0])
+    if ax < 0 and rank is not None:
+        ax += rank
+    size = dims(data)[ax] if rank is not None and 0 <= ax < rank else None
+    end = int(ends.reshape(-1)[0])
+    whole = end <= -(2**31 - 1) or (size is not None and end <= -size - 1)
+    if ax == axis and int(starts.reshape(-1)[0]) == -1 and int(steps.reshape(-1)[0]) == -1 and whole:
+        return data
+    return None
+
+
+@register
+class FoldFlipRnn(Pass):
+    """flip -> forward LSTM/GRU/RNN -> flip becomes one reverse-direction RNN.
+
+    A backward RNN written as two unidirectional layers (the Ascend CRNN runs torch.flip around its
+    backward LSTM) is exactly a direction='reverse' RNN: the flips and their Slice nodes go."""
+
+    name = "fold-flip-rnn"
+
+    def rewrite(self, model: ir.Model) -> int:
+        restore = ensure_shapes(model)
+        count = 0
+        for rnn in list(model.graph):
+            if rnn.op_type not in RNNS or rnn.domain or rnn.attributes.get_string("direction", "forward") != "forward":
+                continue
+            if len(rnn.inputs) > 4 and rnn.inputs[4] is not None:
+                continue   # sequence_lens: reversing padded sequences is not the same
+            layout = rnn.attributes.get_int("layout", 0)
+            source = _flipped(rnn.inputs[0].producer(), layout)
+            flips = self._output_flips(rnn.outputs[0], layout)
+            if source is None or flips is None:
+                continue
+            flip_in = rnn.inputs[0].producer()
+            rnn.replace_input_with(0, source)
+            set_attr(rnn, "direction", "reverse")
+            edit = Editor(model, self.name)
+            for flip in flips:
+                edit.at(flip).replace(flip.outputs[0], flip.inputs[0])
+            remove_unused(model.graph, flips + [flip_in])
+            count += 1
+        ensure_shapes(model) if count else restore()
+        return count
+
+    @staticmethod
+    def _output_flips(y: ir.Value, time_axis: int) -> list[ir.Node] | None:
+        """The Slices that reverse the RNN output (directly or after squeezing num_directions), if every use does."""
+        if y.is_graph_output():
+            return None
+        flips = []
+        for use in y.uses():
+            node = use.node
+            if node.op_type == "Squeeze" and axes_of(node) == [time_axis + 1] and not node.outputs[0].is_graph_output():
+                inner = [u.node for u in node.outputs[0].uses()]
+                if not inner or any(_flipped(n, time_axis) is None for n in inner):
+                    return None
+                flips += inner
+            elif _flipped(node, time_axis) is not None:
+                flips.append(node)
+            else:
+                return None
+        return flips
+

@@ -1,0 +1,227 @@
+"""GridSample: decomposed into opset-11 operators for targets without it, or legalized for targets with it.
+
+GridSample exists only from opset 16 (4-D) and opset 20 (N-D, modes renamed 'linear'/'cubic'); OCR
+rectifiers (TPS in PaddleOCR StarNet/RARE, DTRB) use it with different defaults: Paddle align_corners=True
+with zeros padding, DTRB border padding, torch align_corners=False.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from ocrgraft.errors import OcrgraftError
+from ocrgraft.passes._edit import Editor, opset_of, remove_unused, set_attr
+from ocrgraft.passes.base import Pass, register
+
+LINEAR, NEAREST = ("bilinear", "linear"), ("nearest",)
+PADDINGS = ("zeros", "border", "reflection")
+
+
+def _settings(node: ir.Node) -> tuple[str, str, int]:
+    mode = node.attributes.get_string("mode", "bilinear")
+    padding = node.attributes.get_string("padding_mode", "zeros")
+    align = node.attributes.get_int("align_corners", 0)
+    return mode, padding, align
+
+
+class _Sampler:
+    """Builds the decomposition of one GridSample node; the arithmetic follows ONNX Runtime's kernel
+    step by step (denormalize, round or floor, reflect, clamp, weight) so results agree to float rounding."""
+
+    def __init__(self, edit: Editor, x: ir.Value, grid: ir.Value, padding: str, align: int):
+        self.e, self.x, self.padding, self.align = edit, x, padding, align
+        self.floats: dict[float, ir.Value] = {}
+        shape = list(x.shape) if x.shape is not None else [None] * 4
+        n, _, h, w = [d if isinstance(d, int) else None for d in shape]
+        self.shape_of_x = None
+        self.n, self.h, self.w = (self._dim(d, i) for d, i in ((n, 0), (h, 2), (w, 3)))
+        self.hf, self.wf = self._float(h, self.h), self._float(w, self.w)
+        # image as a table: [C, N*H*W]; sample points gather columns -> [C, N, Ho, Wo]
+        self.table = edit.op("Reshape", [edit.op("Transpose", [x], {"perm": [1, 0, 2, 3]}), edit.i64([0, -1], "shape")])
+        hw = edit.op("Mul", [self.h, self.w])
+        base = edit.op("Mul", [edit.op("Range", [edit.i64(0, "zero"), self.n, edit.i64(1, "one")]), hw])
+        self.base = edit.op("Reshape", [base, edit.i64([-1, 1, 1], "shape")])      # [N,1,1]: n*H*W
+        self.gx = edit.op("Gather", [grid, edit.i64(0, "index")], {"axis": 3})      # [N, Ho, Wo]
+        self.gy = edit.op("Gather", [grid, edit.i64(1, "index")], {"axis": 3})
+
+    def _dim(self, static: int | None, axis: int) -> ir.Value:
+        if static is not None:
+            return self.e.i64(static, "dim")
+        if self.shape_of_x is None:
+            self.shape_of_x = self.e.op("Shape", [self.x])
+        return self.e.op("Gather", [self.shape_of_x, self.e.i64(axis, "index")], {"axis": 0})
+
+    def _float(self, static: int | None, value: ir.Value) -> ir.Value:
+        return self.e.f32(static, "size") if static is not None else self.e.op("Cast", [value], {"to": ir.DataType.FLOAT})
+
+    def f(self, v: float) -> ir.Value:
+        if v not in self.floats:
+            self.floats[v] = self.e.f32(v, "c")
+        return self.floats[v]
+
+    def op(self, op_type, *inputs, **attrs):
+        return self.e.op(op_type, list(inputs), attrs or None)
+
+    def denormalize(self, g: ir.Value, size: ir.Value) -> ir.Value:
+        one = self.f(1.0)
+        if self.align:      # [-1, 1] -> [0, size - 1]
+            return self.op("Mul", self.op("Div", self.op("Add", g, one), self.f(2.0)), self.op("Sub", size, one))
+        return self.op("Div", self.op("Sub", self.op("Mul", self.op("Add", g, one), size), one), self.f(2.0))
+
+    def bounds(self, size: ir.Value) -> tuple[ir.Value, ir.Value]:
+        if self.align:
+            return self.f(0.0), self.op("Sub", size, self.f(1.0))
+        return self.f(-0.5), self.op("Sub", size, self.f(0.5))
+
+    def reflect(self, v: ir.Value, size: ir.Value) -> ir.Value:
+        """Reflect at the borders until inside, as ONNX Runtime does: n whole ranges, then the rest."""
+        lo, hi = self.bounds(size)
+        span = self.op("Sub", hi, lo)
+        below, above = self.op("Less", v, lo), self.op("Greater", v, hi)
+        zero = self.f(0.0)
+        dist = self.op("Where", below, self.op("Sub", lo, v), self.op("Where", above, self.op("Sub", v, hi), zero))
+        flips = self.op("Floor", self.op("Div", dist, span))
+        rest = self.op("Sub", dist, self.op("Mul", flips, span))
+        half_flips = self.op("Floor", self.op("Div", flips, self.f(2.0)))
+        odd = self.op("Greater", self.op("Sub", flips, self.op("Mul", self.f(2.0), half_flips)), self.f(0.5))
+        from_lo = self.op("Xor", below, odd)        # even flips below, odd flips above: measured from lo
+        inside = self.op("Where", from_lo, self.op("Add", lo, rest), self.op("Sub", hi, rest))
+        return self.op("Where", self.op("Or", below, above), inside, v)
+
+    def coordinate(self, g: ir.Value, size: ir.Value, nearest: bool) -> ir.Value:
+        v = self.denormalize(g, size)
+        if nearest:
+            v = self.op("Round", v)          # round half to even, like std::nearbyint
+        if self.padding == "border":
+            v = self.op("Clip", v, self.f(0.0), self.op("Sub", size, self.f(1.0)))
+        elif self.padding == "reflection":
+            v = self.reflect(v, size)
+        return v
+
+    def pixels(self, row: ir.Value, col: ir.Value) -> ir.Value:
+        """Image values at integral float coordinates [N,Ho,Wo] -> [C,N,Ho,Wo]; zeros outside if padding is zeros."""
+        clamp_r = self.op("Clip", row, self.f(0.0), self.op("Sub", self.hf, self.f(1.0)))
+        clamp_c = self.op("Clip", col, self.f(0.0), self.op("Sub", self.wf, self.f(1.0)))
+        r = self.op("Cast", clamp_r, to=ir.DataType.INT64)
+        c = self.op("Cast", clamp_c, to=ir.DataType.INT64)
+        index = self.op("Add", self.op("Add", self.base, self.op("Mul", r, self.w)), c)
+        values = self.op("Gather", self.table, index, axis=1)
+        if self.padding != "zeros":
+            return values
+        inside = self.op("And", self.op("And", self.op("Greater", row, self.f(-1.0)), self.op("Less", row, self.hf)),
+                         self.op("And", self.op("Greater", col, self.f(-1.0)), self.op("Less", col, self.wf)))
+        return self.op("Mul", values, self.op("Cast", inside, to=ir.DataType.FLOAT))
+
+    def sample(self, nearest: bool) -> ir.Value:
+        x = self.coordinate(self.gx, self.wf, nearest)
+        y = self.coordinate(self.gy, self.hf, nearest)
+        if nearest:
+            out = self.pixels(y, x)
+        else:
+            one = self.f(1.0)
+            x1, y1 = self.op("Floor", x), self.op("Floor", y)
+            x2, y2 = self.op("Add", x1, one), self.op("Add", y1, one)
+            dx2, dx1 = self.op("Sub", x2, x), self.op("Sub", x, x1)
+            dy2, dy1 = self.op("Sub", y2, y), self.op("Sub", y, y1)
+            top = self.op("Add", self.op("Mul", dx2, self.pixels(y1, x1)), self.op("Mul", dx1, self.pixels(y1, x2)))
+            bottom = self.op("Add", self.op("Mul", dx2, self.pixels(y2, x1)), self.op("Mul", dx1, self.pixels(y2, x2)))
+            out = self.op("Add", self.op("Mul", dy2, top), self.op("Mul", dy1, bottom))
+        return self.op("Transpose", out, perm=[1, 0, 2, 3])
+
+
+def _check_decomposable(node: ir.Node) -> tuple[bool, str, int]:
+    """(nearest?, padding, align_corners) of a GridSample this pass can replace; a clear error otherwise."""
+    mode, padding, align = _settings(node)
+    x, grid = node.inputs[0], node.inputs[1]
+    where = f"decompose-gridsample: GridSample {node.name or ''}".replace("  ", " ")
+    problem = None
+    if mode not in LINEAR + NEAREST:
+        problem = f"uses mode '{mode}'; only bilinear and nearest are decomposed"
+    elif padding not in PADDINGS:
+        problem = f"has unknown padding_mode '{padding}'"
+    elif x.shape is not None and len(x.shape) != 4:
+        problem = f"samples a {len(x.shape)}-D input; only 4-D (N,C,H,W) is decomposed"
+    elif any(v.dtype not in (None, ir.DataType.FLOAT) for v in (x, grid)):
+        problem = "has non-float32 inputs; only float32 is decomposed"
+    if problem:
+        raise OcrgraftError(f"{where} {problem}")
+    return mode in NEAREST, padding, align
+
+
+@register
+class DecomposeGridSample(Pass):
+    """Replace GridSample by opset-11 operators (Gather, Floor, Where...) for targets without a native GridSample.
+
+    For CANN versions before GridSample and TensorRT before 8.6. Covers bilinear and nearest sampling,
+    zeros/border/reflection padding and both align_corners values, with static or dynamic N, H and W;
+    matches ONNX Runtime's GridSample to float rounding. Also turns a GridSample grafted into an opset-11
+    graph (the Ascend StarNet script) into valid opset-11 ONNX."""
+
+    name = "decompose-gridsample"
+    targets = ("ascend", "trt")
+
+    def rewrite(self, model: ir.Model) -> int:
+        edit, count = Editor(model, self.name), 0
+        for node in list(model.graph):
+            if node.op_type != "GridSample" or node.domain:
+                continue
+            nearest, padding, align = _check_decomposable(node)
+            edit.at(node)
+            out = _Sampler(edit, node.inputs[0], node.inputs[1], padding, align).sample(nearest)
+            out.type, out.shape = node.outputs[0].type, node.outputs[0].shape
+            edit.replace(node.outputs[0], out)
+            remove_unused(model.graph, [node])
+            count += 1
+        return count
+
+
+@register
+class LegalizeGridSample(Pass):
+    """Make every GridSample valid for a target that has one: opset >= 16, mode spelled for the opset, explicit attributes.
+
+    paddle2onnx writes mode='bilinear' at opset 20, where it is 'linear' (ONNX Runtime refuses the model);
+    the Ascend StarNet script grafts a GridSample into an opset-11 graph. Defaults differ between
+    frameworks, so padding_mode and align_corners are always written out."""
+
+    name = "legalize-gridsample"
+    targets = ("ascend", "trt", "sophon")
+
+    def rewrite(self, model: ir.Model) -> int:
+        nodes = [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "GridSample" and not n.domain]
+        if not nodes:
+            return 0
+        count = 0
+        if opset_of(model) < 16:
+            _raise_opset_around(model, nodes, 16)   # the graph is rebuilt: collect the nodes again
+            nodes = [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "GridSample" and not n.domain]
+            count += 1
+        opset = opset_of(model)
+        for node in nodes:
+            mode, padding, align = _settings(node)
+            mode = {"linear": "bilinear", "cubic": "bicubic"}.get(mode, mode) if opset < 20 else \
+                {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+            changed = False
+            for key, value in (("mode", mode), ("padding_mode", padding), ("align_corners", align)):
+                attr = node.attributes.get(key)
+                if attr is None or attr.value != value:
+                    set_attr(node, key, value)
+                    changed = True
+            count += changed
+        return count
+
+
+def _raise_opset_around(model: ir.Model, nodes: list[ir.Node], opset: int) -> None:
+    """Convert the rest of the graph to `opset`, with the GridSample nodes set aside meanwhile."""
+    from ocrgraft.passes.opset import convert_opset
+
+    for node in nodes:
+        node.domain = "ocrgraft.aside"
+    model.opset_imports["ocrgraft.aside"] = 1
+    try:
+        convert_opset(model, opset)
+    finally:
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if node.domain == "ocrgraft.aside":
+                node.domain = ""
+        model.opset_imports.pop("ocrgraft.aside", None)
+

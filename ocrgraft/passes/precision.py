@@ -1,0 +1,248 @@
+"""Types and precision: INT64 constants to INT32 with range checks, FP16 with an FP32 keep-list.
+
+Both read the ONNX op schemas to decide which inputs may change type, so the result stays valid ONNX
+that ONNX Runtime checks like any other stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from ocrgraft.converter.verify import Tolerance
+from ocrgraft.errors import OcrgraftError
+from ocrgraft.passes._edit import Editor, const_array, ensure_shapes, opset_of, remove_unused_values
+from ocrgraft.passes.base import Pass, register
+
+I32 = np.iinfo(np.int32)
+F16_MAX, F16_TINY = 65504.0, 2.0**-24
+SLICE_BOUNDS = (1, 2)    # Slice starts, ends: out-of-range values only mean "from/to the end"
+
+
+def _schema(node: ir.Node, opset: int):
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
+def _type_str(schema, index: int, outputs: bool = False) -> str | None:
+    params = schema.outputs if outputs else schema.inputs
+    if index < len(params):
+        return params[index].type_str
+    if params and params[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
+        return params[-1].type_str
+    return None
+
+
+def _is_var(schema, type_str: str | None) -> bool:
+    return any(c.type_param_str == type_str for c in schema.type_constraints)
+
+
+def _allows(schema, type_str: str | None, tensor_type: str) -> bool:
+    for c in schema.type_constraints:
+        if c.type_param_str == type_str:
+            return tensor_type in c.allowed_type_strs
+    return type_str == tensor_type
+
+
+def _ints_consts(model: ir.Model):
+    """(value, array) for every INT64 constant: initializers and Constant node outputs, subgraphs included."""
+    seen = set()
+    values = list(model.graph.initializers.values())
+    values += [n.outputs[0] for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Constant"]
+    for value in values:
+        array = const_array(value)
+        if array is not None and array.dtype == np.int64 and id(value) not in seen:
+            seen.add(id(value))
+            yield value, array
+
+
+@register
+class Int64ToInt32(Pass):
+    """INT64 constants become INT32 where the op accepts it; every INT64 constant is range-checked so no cast can clamp.
+
+    TensorRT casts INT64 weights to INT32 itself and clamps values out of range with only a warning;
+    Ascend ATC wants INT32 indices. Slice bounds beyond INT32 (torch's 'to the end') are clamped, which is
+    exact; any other INT64 constant outside INT32 stops the run with its name."""
+
+    name = "int64-to-int32"
+    targets = ("trt", "ascend")
+
+    def rewrite(self, model: ir.Model) -> int:
+        self._check_ranges(model)
+        opset, edit, count = opset_of(model), Editor(model, self.name), 0
+        copies: dict[tuple[int, str], ir.Value] = {}
+        replaced = []
+        for node in list(model.graph):
+            schema = _schema(node, opset) if not node.domain else None
+            if schema is None:
+                continue
+            groups: dict[str, list[int]] = {}     # inputs that share a type variable change together
+            for i, value in enumerate(node.inputs):
+                if value is not None:
+                    groups.setdefault(_type_str(schema, i), []).append(i)
+            for type_str, indices in groups.items():
+                arrays = [const_array(node.inputs[i]) for i in indices]
+                arrays = [a if a is not None and a.dtype == np.int64 else None for a in arrays]
+                if all(a is None for a in arrays):
+                    continue
+                clamp = [node.op_type == "Slice" and i in SLICE_BOUNDS for i in indices]
+                fits = [a is not None and (c or a.size == 0 or (a.min() >= I32.min and a.max() <= I32.max))
+                        for a, c in zip(arrays, clamp)]
+                tied_to_output = any(_type_str(schema, j, True) == type_str for j in range(len(node.outputs)))
+                narrow = (_is_var(schema, type_str) and _allows(schema, type_str, "tensor(int32)")
+                          and not tied_to_output and all(fits))
+                for i, array, c in zip(indices, arrays, clamp):
+                    if array is None:
+                        continue
+                    inside = array.size == 0 or (array.min() >= I32.min and array.max() <= I32.max)
+                    if not narrow and (inside or not c):
+                        continue   # stays INT64; the range check below covers it
+                    new = np.clip(array, I32.min, I32.max).astype(np.int32 if narrow else np.int64)
+                    key = (id(node.inputs[i]), new.dtype.str)
+                    if key not in copies:
+                        copies[key] = edit.const(new, (node.inputs[i].name or "int") + (".i32" if narrow else ".clamped"))
+                    replaced.append(node.inputs[i])
+                    node.replace_input_with(i, copies[key])
+                    count += 1
+        remove_unused_values(model.graph, replaced)
+        return count
+
+    @staticmethod
+    def _check_ranges(model: ir.Model) -> None:
+        """Refuse before changing anything if an INT64 constant (other than a Slice bound) exceeds INT32."""
+        for value, array in _ints_consts(model):
+            if not array.size or I32.min <= array.min() <= array.max() <= I32.max:
+                continue
+            uses = list(value.uses())
+            if value.is_graph_output() or not all(u.node.op_type == "Slice" and u.idx in SLICE_BOUNDS for u in uses):
+                users = ", ".join(sorted({f"{u.node.op_type} input {u.idx}" for u in uses})) or "a graph output"
+                worst = array.max() if array.max() > I32.max else array.min()
+                raise OcrgraftError(f"int64-to-int32: constant '{value.name}' ({users}) holds {worst}, outside INT32; "
+                                    f"a cast to INT32 would change it")
+
+
+def _transpose_matmul(node: ir.Node) -> bool:
+    """A Transpose feeding a MatMul, or a MatMul fed by a Transpose."""
+    if node.op_type == "Transpose":
+        return any(use.node.op_type == "MatMul" for use in node.outputs[0].uses())
+    return node.op_type == "MatMul" and any(v is not None and v.producer() is not None
+                                            and v.producer().op_type == "Transpose" for v in node.inputs)
+
+
+@register
+class ToFp16(Pass):
+    """Convert float32 weights and compute to float16, keeping listed op types and overflowing constants in float32.
+
+    Inputs and outputs stay float32 (Casts at the borders). `keep` lists op types to leave in float32,
+    joined by '+', e.g. to-fp16(keep=Softmax+ReduceMean); GridSample and Range are kept by default since
+    they carry coordinates. A node reading a constant beyond float16's range (|x| > 65504, or non-zero
+    below 2^-24) stays float32. Checked against the float32 model within a 1e-2 tolerance."""
+
+    name = "to-fp16"
+    tolerance = Tolerance(atol=1e-2, rtol=1e-2)
+    DEFAULT_KEEP = ("GridSample", "Range")
+
+    def __init__(self, keep: str = ""):
+        super().__init__()
+        self.keep = tuple(k.strip() for k in keep.replace(",", "+").split("+") if k.strip())
+
+    def args(self) -> dict[str, str]:
+        return {"keep": "+".join(self.keep)} if self.keep else {}
+
+    def rewrite(self, model: ir.Model) -> int:
+        restore = ensure_shapes(model)      # the element type of every value is needed
+        opset, graph = opset_of(model), model.graph
+        edit, keep = Editor(model, self.name), set(self.keep) | set(self.DEFAULT_KEEP)
+        halves: set[int] = set()            # ids of the values this pass turned into float16
+        captured = {id(v) for n in ir.traversal.RecursiveGraphIterator(graph) if n.graph is not graph
+                    for v in n.inputs if v is not None}   # read inside If/Loop bodies: left float32
+        to16: dict[int, ir.Value] = {}
+        to32: dict[int, ir.Value] = {}
+        replaced, count = [], 0
+        for node in list(graph):
+            ins, outs = self._plan(node, opset, keep, halves)
+            if any(id(node.outputs[j]) in captured for j in outs):
+                ins, outs = set(), set()
+            edit.at(node)
+            for i, value in enumerate(node.inputs):
+                if value is None or value.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
+                    continue
+                if i in ins and value.dtype == ir.DataType.FLOAT:
+                    node.replace_input_with(i, self._half(edit, value, to16))
+                    replaced.append(value)
+                elif i not in ins and id(value) in halves:
+                    if id(value) not in to32:
+                        to32[id(value)] = edit.op("Cast", [value], {"to": ir.DataType.FLOAT})
+                        to32[id(value)].dtype = ir.DataType.FLOAT
+                    node.replace_input_with(i, to32[id(value)])
+            for j in outs:
+                node.outputs[j].dtype = ir.DataType.FLOAT16
+                halves.add(id(node.outputs[j]))
+            if ins or outs:
+                self._retype_attributes(node)
+                count += 1
+        for k, out in enumerate(list(graph.outputs)):
+            if id(out) in halves:           # the model's outputs stay float32
+                cast = ir.node("Cast", [out], {"to": ir.DataType.FLOAT})
+                graph.append(cast)
+                name, out.name = out.name, edit.unique(f"{out.name}.fp16")
+                cast.outputs[0].name, cast.outputs[0].dtype, cast.outputs[0].shape = name, ir.DataType.FLOAT, out.shape
+                graph.outputs[k] = cast.outputs[0]
+        remove_unused_values(graph, replaced)
+        ensure_shapes(model) if count else restore()
+        return count
+
+    def _plan(self, node: ir.Node, opset: int, keep: set[str], halves: set[int]) -> tuple[set[int], set[int]]:
+        """Input and output indices that become float16 if the node is converted; empty if it is kept."""
+        subgraphs = any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
+        if node.domain or node.op_type in keep or node.op_type == "Constant" or subgraphs:
+            return set(), set()
+        if node.op_type == "Cast":      # only int -> float casts move; float -> int keeps its precision
+            floating = node.inputs[0].dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
+            return (set(), {0}) if node.attributes.get_int("to") == ir.DataType.FLOAT and not floating else (set(), set())
+        if _transpose_matmul(node):
+            return set(), set()   # ONNX Runtime 1.31's CPU Transpose+MatMul fusion crashes on float16
+        schema = _schema(node, opset)
+        if schema is None:
+            return set(), set()
+        varying: dict[str, set[int]] = {"in": set(), "out": set()}
+        for kind, values in (("in", node.inputs), ("out", node.outputs)):
+            for i, value in enumerate(values):
+                if value is None or (value.dtype != ir.DataType.FLOAT and id(value) not in halves):
+                    continue
+                type_str = _type_str(schema, i, kind == "out")
+                if _is_var(schema, type_str):
+                    if not _allows(schema, type_str, "tensor(float16)"):
+                        return set(), set()
+                    varying[kind].add(i)
+        for i in varying["in"]:
+            array = const_array(node.inputs[i])
+            if array is not None and array.size:
+                mag = np.abs(array[np.isfinite(array)])
+                if (mag > F16_MAX).any() or ((mag > 0) & (mag < F16_TINY)).any():
+                    return set(), set()   # the constant would overflow or vanish in float16
+        if not varying["out"] and not any(id(node.inputs[i]) in halves for i in varying["in"]):
+            return set(), set()           # reads float32 and makes no floats: nothing to gain
+        return varying["in"], varying["out"]
+
+    @staticmethod
+    def _half(edit: Editor, value: ir.Value, cache: dict[int, ir.Value]) -> ir.Value:
+        if id(value) not in cache:
+            array = const_array(value)
+            if array is not None:
+                cache[id(value)] = edit.const(array.astype(np.float16), f"{value.name}.fp16")
+            else:
+                cache[id(value)] = edit.op("Cast", [value], {"to": ir.DataType.FLOAT16})
+                cache[id(value)].dtype = ir.DataType.FLOAT16
+        return cache[id(value)]
+
+    @staticmethod
+    def _retype_attributes(node: ir.Node) -> None:
+        if node.op_type == "Cast":
+            node.attributes["to"] = ir.convenience.convert_attribute("to", ir.DataType.FLOAT16)
+        elif node.op_type == "ConstantOfShape" and node.attributes.get_tensor("value") is not None:
+            fill = node.attributes.get_tensor("value").numpy().astype(np.float16)
+            node.attributes["value"] = ir.convenience.convert_attribute("value", ir.tensor(fill))
