@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed
 # The PP-OCR models shipped in this wheel are real external test models; its own runtime
 # dependencies (opencv, shapely, ...) are not needed, hence --no-deps.
 MODEL_WHEELS := rapidocr-onnxruntime==1.4.4
+# paddle2onnx pins an old onnx that would replace ours; it works with the current one, hence --no-deps.
+PADDLE_STAMP  := $(VENV)/.installed-paddle
+PADDLE_WHEELS := paddle2onnx==2.1.0
+PADDLE_MODELS := $(basename $(notdir $(shell grep -l '^frontend = "paddle"' ocrgraft/recipes/*.toml 2>/dev/null)))
 
 MODEL  ?=
 TARGET ?= ort
@@ -19,6 +23,8 @@ ARGS   ?=
 help:
 	@echo "make convert MODEL=<name> TARGET=<ort|trt|ascend|sophon> [ARGS='--shapes ...']"
 	@echo "make test                    run the test suite"
+	@echo "make sophon-toolchain        set up TPU-MLIR for TARGET=sophon (once; cached in ~/.cache/ocrgraft)"
+	@echo "make bench [BENCH=full]      benchmark: scale vs onnxsim/onnxslim/graphsurgeon, zoo latency, conversion cost"
 	@echo "make view MODEL=<name> TARGET=<t>   serve a conversion's stages in Netron"
 	@echo "make clean                   remove out/ and build leftovers (keeps .venv)"
 	@echo "models: run '$(BIN)/ocrgraft convert --list' after setup"
@@ -33,12 +39,39 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-convert: $(STAMP)
+$(PADDLE_STAMP): $(STAMP)
+	@echo "== installing PaddlePaddle and paddle2onnx (needed for Paddle models)"
+	$(BIN)/python -m pip install --quiet -e '.[test,paddle]'
+	$(BIN)/python -m pip install --quiet --no-deps $(PADDLE_WHEELS)
+	@touch $@
+
+# Paddle is installed only when a Paddle model is converted (a Paddle zoo model or --paddle DIR) or tested.
+NEEDS_PADDLE := $(if $(filter $(MODEL),$(PADDLE_MODELS))$(findstring --paddle,$(ARGS)),$(PADDLE_STAMP))
+
+convert: $(STAMP) $(NEEDS_PADDLE)
 	@test -n "$(MODEL)" || { echo "make convert: set MODEL=<name> (see: $(BIN)/ocrgraft convert --list)" >&2; exit 2; }
 	$(BIN)/ocrgraft convert $(MODEL) --target $(TARGET) --out $(OUT) $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(PADDLE_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# TPU-MLIR's own Python 3.10 environment for the sophon target (the first sophon conversion also sets it up).
+.PHONY: sophon-toolchain
+sophon-toolchain: $(STAMP)
+	$(BIN)/python -c 'import sys; from ocrgraft.targets.tpu_mlir_env import main; sys.exit(main())'
+
+# Benchmark (bench/run.py): the 12k-node graph and the zoo for ort by default; BENCH=full adds the
+# 48k-node graph and every target's conversion cost. Writes bench/results.json, prints markdown tables.
+BENCH       ?=
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+.PHONY: bench
+bench: $(BENCH_STAMP) $(PADDLE_STAMP)
+	BENCH=$(BENCH) $(BIN)/python bench/run.py $(ARGS)
 
 view: $(STAMP)
 	@test -n "$(MODEL)" || { echo "make view: set MODEL=<name> TARGET=<target>" >&2; exit 2; }

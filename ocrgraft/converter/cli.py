@@ -33,10 +33,11 @@ def cmd_convert(args) -> int:
             print(f"{r.name:16s} {r.description}")
         return 0
     t = time.perf_counter()
-    options = {k: v for k, v in (("build", args.build), ("soc", args.soc), ("chip", args.chip),
+    options = {k: v for k, v in (("build", args.build), ("version", args.target_version), ("soc", args.soc), ("chip", args.chip),
                                  ("quantize", args.quantize), ("calib", args.calib)) if v}
-    conv = convert(args.model, onnx=args.onnx, target=args.target, out=args.out, passes=args.passes,
-                   shapes=args.shapes, tolerance=_tolerance(args), target_options=options, progress=_progress)
+    conv = convert(args.model, onnx=args.onnx, paddle=args.paddle, target=args.target, out=args.out, passes=args.passes,
+                   shapes=args.shapes, tolerance=_tolerance(args), target_options=options,
+                   weights=args.weights, exporter=args.exporter, progress=_progress)
     r = conv.report
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
     print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
@@ -168,14 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("model", nargs="?", help="zoo model name (see --list)")
     c.add_argument("--onnx", metavar="FILE", help="convert an existing .onnx file instead of a zoo model")
+    c.add_argument("--paddle", metavar="DIR", help="convert a Paddle inference model folder (inference.json or "
+                   ".pdmodel, with .pdiparams), e.g. an exported PaddleOCR model")
     c.add_argument("--target", "-t", default="ort", help="ort (default), trt, ascend, sophon")
     c.add_argument("--out", "-o", default="out", help="output root; results go to OUT/<model>-<target>/")
     c.add_argument("--passes", "-p", help="comma-separated passes, replacing the recipe's")
     c.add_argument("--list", action="store_true", help="list the zoo models and exit")
+    c.add_argument("--weights", metavar="FILE", help="PyTorch weights: state_dict, checkpoint dict, DataParallel "
+                   "checkpoint or TorchScript .pt (default: fixed-seed random init)")
+    c.add_argument("--exporter", choices=("torchscript", "dynamo"),
+                   help="torch.onnx exporter: TorchScript (dynamo=False) or torch.export-based (default: the recipe's)")
+    c.add_argument("--target-version", help="toolchain version whose op table applies (trt: 10.1 or 8.6; ascend: 8.0 or 5.0.4)")
     c.add_argument("--build", action="store_const", const="1", help="trt: build the engine where TensorRT and a GPU exist")
     c.add_argument("--soc", help="ascend: --soc_version for atc (default Ascend310P3)")
     c.add_argument("--chip", help="sophon: bm1684x (default) or bm1684")
-    c.add_argument("--quantize", help="sophon: F32 (default), F16 or INT8")
+    c.add_argument("--quantize", help="trt: fp32 (default), fp16, int8; sophon: F32 (default), F16, INT8")
     c.add_argument("--calib", metavar="DIR", help="sophon INT8: folder of calibration images or .npy inputs")
     shape_flag(c)
     tolerance_flags(c)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ocrgraft.converter.modelio import atomic_dir, save
+from ocrgraft.converter.decode import parity_table
+from ocrgraft.converter.modelio import atomic_dir, save, to_bytes
 from ocrgraft.converter.pipeline import Pipeline, PipelineResult
 from ocrgraft.converter.recipes import Recipe, get_recipe
 from ocrgraft.converter.report import build_report, write_report
@@ -14,7 +15,7 @@ from ocrgraft.converter.shapes import ShapeSet
 from ocrgraft.converter.verify import FP32, Tolerance
 from ocrgraft.errors import OcrgraftError
 from ocrgraft.frontends import Source
-from ocrgraft.passes import GENERIC_PASSES
+from ocrgraft.passes import CLEANUP_PASSES
 from ocrgraft.targets import BuildContext, get_target
 
 
@@ -25,28 +26,48 @@ class Conversion:
     result: PipelineResult
 
 
-def load_source(recipe: Recipe) -> Source:
+def load_source(recipe: Recipe, *, target: str = "ort", weights=None, exporter: str | None = None,
+                shapes: ShapeSet | None = None) -> Source:
+    if recipe.frontend == "onnx" and weights or recipe.frontend != "torch" and exporter:
+        raise OcrgraftError(f"--weights and --exporter apply to PyTorch models; '{recipe.name}' is {recipe.frontend}")
     if recipe.frontend == "onnx":
         from ocrgraft.frontends.onnx import load_source as load_onnx
         return load_onnx(recipe.source_path(), name=recipe.name)
+    if recipe.frontend == "torch":
+        from ocrgraft.frontends.torch import load_source as load_torch
+        return load_torch(recipe, target=target, weights=weights, exporter=exporter, shapes=shapes)
+    if recipe.frontend == "paddle":
+        from ocrgraft.frontends.paddle import load_recipe_source
+        return load_recipe_source(recipe, weights)
     raise OcrgraftError(f"model '{recipe.name}': frontend '{recipe.frontend}' is not available")
 
 
 def default_passes(recipe: Recipe, target_name: str) -> list[str]:
-    """Generic clean-ups, then what the target needs, then the recipe's own extras for it."""
+    """Generic clean-ups, then what the target needs, then the recipe's own extras, then fresh shapes."""
     target = get_target(target_name)
-    return list(GENERIC_PASSES) + list(target.passes) + recipe.extra_passes(target_name)
+    return [*CLEANUP_PASSES, *target.passes, *recipe.extra_passes(target_name), "infer-shapes"]
 
 
-def convert(model: str | None = None, *, onnx: str | Path | None = None, target: str = "ort", out: str | Path = "out",
+def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle: str | Path | None = None, target: str = "ort", out: str | Path = "out",
             passes: str | list | None = None, shapes=None, tolerance: Tolerance = FP32,
-            target_options: dict[str, str] | None = None, progress: Callable[[str], None] = print) -> Conversion:
-    if (model is None) == (onnx is None):
-        raise OcrgraftError("give a zoo model name or --onnx FILE (one of them)")
-    recipe = get_recipe(model) if model else Recipe(name=Path(onnx).stem, source=str(onnx))
-    tgt = get_target(target)
-    source = load_source(recipe)
-    shape_set = ShapeSet.parse(shapes) if shapes else recipe.shapes
+            target_options: dict[str, str] | None = None, weights: str | Path | None = None,
+            exporter: str | None = None, progress: Callable[[str], None] = print) -> Conversion:
+    if sum(x is not None for x in (model, onnx, paddle)) != 1:
+        raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")
+    if model:
+        recipe = get_recipe(model)
+    elif onnx:
+        recipe = Recipe(name=Path(onnx).stem, source=str(onnx))
+    else:
+        recipe = Recipe(name=Path(paddle).resolve().name, frontend="paddle", source=str(paddle))
+    target_options = dict(target_options or {})
+    tgt = get_target(target, target_options.get("version"))
+    if tolerance == FP32 and "verify" in recipe.options:    # the recipe's stated tolerance, unless one was given
+        tolerance = Tolerance(**recipe.options["verify"])
+    override = ShapeSet.parse(shapes) if shapes else None
+    shape_set = override or recipe.shapes
+    source = load_source(recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override)
+    raw = to_bytes(source.model) if recipe.options.get("decoder") else None   # the exported model, for parity
     pass_list = passes if passes is not None else default_passes(recipe, tgt.name)
     dest = Path(out) / f"{recipe.name}-{tgt.name}"
     for note in source.notes:
@@ -55,15 +76,18 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, target:
         pipeline = Pipeline(pass_list, tolerance=tolerance, stages_dir=tmp / "stages", progress=progress)
         result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
         final = save(result.model, tmp / "model.onnx")
+        parity = parity_table(recipe.options.get("decoder"), raw, result) if raw else None
+        if parity:
+            progress(f"parity: {parity['summary']}")
         support = tgt.check_support(result.model)
         if not support.ok:
             raise OcrgraftError(f"target {tgt.name} ({support.table}) does not support: {'; '.join(support.unsupported)}")
         progress(f"target {tgt.name}: support check passed ({support.table}); building")
-        build = tgt.build(BuildContext(final, tmp, result, recipe, dict(target_options or {})))
+        build = tgt.build(BuildContext(final, tmp, result, recipe, target_options))
         progress(f"target {tgt.name}: {build.summary}")
         report = build_report(model=recipe.name, target=tgt.name, source=source,
                               shapes=result.shapes, result=result, support=support, build=build,
-                              passes=[p.label for p in pipeline.passes], out_dir=dest)
+                              passes=[p.label for p in pipeline.passes], out_dir=dest, parity=parity)
         write_report(report, tmp)
     return Conversion(dest, report, result)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import tempfile
@@ -57,7 +58,8 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
 
 def load(path: str | os.PathLike) -> ir.Model:
     """Load an .onnx file as an in-memory onnx_ir model that passes edit in place."""
-    return ir.serde.deserialize_model(load_proto(path))
+    with cycle_collector_paused():
+        return ir.serde.deserialize_model(load_proto(path))
 
 
 def to_proto(model: ir.Model | onnx.ModelProto) -> onnx.ModelProto:
@@ -73,7 +75,26 @@ def to_ir(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> ir.Model:
 
 
 def to_bytes(model: ir.Model | onnx.ModelProto) -> bytes:
-    return to_proto(model).SerializeToString()
+    with cycle_collector_paused():
+        return to_proto(model).SerializeToString()
+
+
+@contextlib.contextmanager
+def cycle_collector_paused():
+    """Building, rewriting or writing a large graph allocates hundreds of thousands of small objects, and
+    Python's cycle collector would rescan the whole heap again and again meanwhile, a cost that grows
+    faster than the graph. Afterwards the new objects, mostly the graph that lives on, are filed with the
+    oldest generation unscanned (freeze + unfreeze); the next full collection frees what is garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_freeze_count() == 0:   # never thaw what the caller froze
+            gc.freeze()
+            gc.unfreeze()
+        if enabled:
+            gc.enable()
 
 
 def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike) -> Path:

@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.converter.modelio import save, to_bytes, to_ir
+from ocrgraft.converter.modelio import atomic_file, cycle_collector_paused, to_bytes, to_ir
 from ocrgraft.converter.shapes import ShapeSet, fmt_dims, random_inputs
 from ocrgraft.converter.verify import FP32, CaseComparison, OutputDiff, Runner, Tolerance, compare_outputs
 from ocrgraft.errors import OcrgraftError, VerificationError
-from ocrgraft.passes.base import EXACT, Pass, parse_pass_list
+from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, all_nodes, parse_pass_list
 
 Outputs = dict[str, np.ndarray]
 SourceFn = Callable[[dict[str, np.ndarray]], Outputs]
@@ -52,6 +52,7 @@ class Stage:
     op_delta: dict[str, int]
     seconds: float
     verify_seconds: float = 0.0
+    save_seconds: float = 0.0    # serializing and writing the stage file
     verified: str = "no"         # "yes", "unchanged", or why not
     max_abs: float | None = None  # against the source, over every case and output
     max_rel: float | None = None
@@ -74,7 +75,7 @@ class PipelineResult:
 
 
 def op_histogram(model: ir.Model) -> Counter:
-    return Counter(n.op_type for n in ir.traversal.RecursiveGraphIterator(model.graph))
+    return Counter(n.op_type for n in all_nodes(model))
 
 
 class Pipeline:
@@ -101,14 +102,21 @@ class Pipeline:
     def run(self, model, shapes=None, source: SourceFn | None = None, source_name: str = "source") -> PipelineResult:
         """Rewrite `model` in place. `source` gives the reference outputs (default: the model as given,
         run in ONNX Runtime); `shapes` is a ShapeSet or 'x:MIN,OPT,MAX' text."""
+        with cycle_collector_paused():   # see modelio: large graphs
+            return self._run(model, shapes, source, source_name)
+
+    def _run(self, model, shapes, source: SourceFn | None, source_name: str) -> PipelineResult:
         model = to_ir(model)
         shapes = ShapeSet.parse(shapes)
         if self.verify:
             shapes = shapes.resolve(list(model.graph.inputs))
-        source_bytes = to_bytes(model)
-        stage0 = Stage(0, "source", EXACT, 0, False, sum(op_histogram(model).values()), {}, 0.0)
+        hist = op_histogram(model)
+        stage0 = Stage(0, "source", EXACT, 0, False, sum(hist.values()), {}, 0.0)
+        t = time.perf_counter()
+        source_bytes = to_bytes(model) if self.verify or self.stages_dir else None   # serialized once for both
         if self.stages_dir:
-            stage0.file = self._save(model, 0, "source")
+            stage0.file = self._save(source_bytes, 0, "source")
+            stage0.save_seconds = time.perf_counter() - t
         cases: list[Case] = []
         previous: dict[str, Outputs] = {}
         source_tol = self.tolerances.get("source", self.tolerance)
@@ -131,8 +139,8 @@ class Pipeline:
         stages = [stage0]
         self.progress(f"[0/{len(self.passes)}] source: {stage0.nodes} nodes"
                       + (f", {len(cases)} test inputs at {shapes.describe()}" if cases else ""))
+        vendor_form, changed_at = "", 0
         for i, p in enumerate(self.passes, 1):
-            hist = op_histogram(model)
             t = time.perf_counter()
             try:
                 result = p(model)
@@ -142,25 +150,40 @@ class Pipeline:
                 raise OcrgraftError(f"pass '{p.name}' failed on this model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             after = op_histogram(model)
             delta = {op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]}
+            hist = after
             stage = Stage(i, p.label, p.semantics, result.rewrites, result.modified, sum(after.values()), delta,
                           time.perf_counter() - t)
-            if self.stages_dir:
-                stage.file = self._save(model, i, p.name)
+            data = None
+            if self.stages_dir:   # one serialization for the file and the check
+                t = time.perf_counter()
+                data = to_bytes(model)
+                stage.file = self._save(data, i, p.name)
+                stage.save_seconds = time.perf_counter() - t
             if not self.verify:
                 stage.verified = "verification off"
-            elif p.semantics != EXACT:
-                stage.verified = f"not checked: '{p.semantics}' pass"
+            elif vendor_form:
+                stage.verified = f"not checked: ONNX Runtime cannot run the {vendor_form}"
+            elif p.semantics == LEGALIZE and result.modified:
+                stage.verified = "not checked: a vendor-only form ('legalize' pass)"
+                vendor_form = f"vendor-only form made at stage {i:02d}"
+            elif p.semantics == CHANGES and result.modified:
+                # changes the numbers on purpose: later stages are compared with this one, not the source
+                stage.verified = "not checked: changes the numbers on purpose ('changes' pass)"
+                runner = Runner(data or model, what=f"stage {i:02d} '{p.label}'")
+                previous = {c.title: runner.run(c.feeds) for c in self._cases_for(model, shapes, cases)}
+                changed_at = i
             elif not result.modified:
                 stage.verified = "unchanged"
                 stage.max_abs, stage.max_rel = stages[-1].max_abs, stages[-1].max_rel
             else:
                 t = time.perf_counter()
-                runner = Runner(model, what=f"stage {i:02d} '{p.label}'")
+                runner = Runner(data or model, what=f"stage {i:02d} '{p.label}'")
                 stage_cases = self._cases_for(model, shapes, cases)
                 # against the source, a pass that loosened the tolerance (fp16) loosens it for all later stages
                 source_tol = Tolerance(max(source_tol.atol, self.tolerance_for(p).atol),
                                        max(source_tol.rtol, self.tolerance_for(p).rtol))
-                previous = self._check(stage, runner, stage_cases, previous, self.tolerance_for(p), source_tol)
+                previous = self._check(stage, runner, stage_cases, previous, self.tolerance_for(p),
+                                       None if changed_at else source_tol)
                 stage.verify_seconds = time.perf_counter() - t
             stages.append(stage)
             self.progress(_progress_line(stage, len(self.passes)))
@@ -187,7 +210,9 @@ class Pipeline:
         return keep
 
     def _check(self, stage: Stage, runner: Runner, cases: list[Case], previous: dict[str, Outputs],
-               tol: Tolerance, source_tol: Tolerance) -> dict[str, Outputs]:
+               tol: Tolerance, source_tol: Tolerance | None) -> dict[str, Outputs]:
+        """Compare with the previous checked stage at `tol` and, unless `source_tol` is None (after an
+        opt-in 'changes' pass), with the source."""
         outputs: dict[str, Outputs] = {}
         worst_src: list[OutputDiff] = []
         worst_prev: list[OutputDiff] = []
@@ -196,7 +221,9 @@ class Pipeline:
             outputs[case.title] = got
             prev = previous.get(case.title)
             refs = [("the previous stage", prev, worst_prev, tol)] if prev is not None and prev is not case.expected else []
-            for ref_name, ref, sink, ref_tol in refs + [("the source", case.expected, worst_src, source_tol)]:
+            if source_tol is not None:
+                refs.append(("the source", case.expected, worst_src, source_tol))
+            for ref_name, ref, sink, ref_tol in refs:
                 cmp = CaseComparison(case.title, case.shapes, compare_outputs(got, ref, ref_tol))
                 sink.extend(cmp.diffs)
                 if sink is worst_src:
@@ -211,9 +238,10 @@ class Pipeline:
         stage.max_abs_prev = max((d.max_abs for d in worst_prev), default=None)
         return outputs
 
-    def _save(self, model: ir.Model, index: int, name: str) -> str:
+    def _save(self, data: bytes, index: int, name: str) -> str:
         path = self.stages_dir / f"{index:02d}_{name}.onnx"
-        save(model, path)
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(data)
         return str(path)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -20,3 +20,4 @@ class Source:
     reference: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     location: str = ""
     notes: list[str] = field(default_factory=list)
+    workdir: Any = None    # temporary files the reference needs, kept alive with the source

@@ -3,12 +3,14 @@
 from ocrgraft.passes.base import (
     CHANGES, EXACT, LEGALIZE, Pass, PassResult, get_pass, list_passes, parse_pass_list, register,
 )
-from ocrgraft.passes import cleanup, dims, folding  # noqa: F401  (registers the passes)
+from ocrgraft.passes import cleanup, dims, folding, fusion  # noqa: F401  (registers the passes)
 from ocrgraft.passes import dynamic, gridsample, opset, optional, pooling, precision  # noqa: F401
 
 __all__ = ["CHANGES", "CLEANUP_PASSES", "GENERIC_PASSES", "EXACT", "LEGALIZE", "Pass", "PassResult", "get_pass", "list_passes",
            "parse_pass_list", "register"]
 
 # The clean-ups every target runs first, in this order; fresh shape inference closes every pipeline.
-CLEANUP_PASSES = ("eliminate-identity", "lift-constants", "fold-constants", "remove-dead-nodes")
+# The shape-free rewrites come before fold-constants, so its shape inference and folder see the smaller graph.
+CLEANUP_PASSES = ("eliminate-identity", "lift-constants", "eliminate-reshapes", "fuse-conv-affine", "fold-constants",
+                  "remove-dead-nodes")
 GENERIC_PASSES = CLEANUP_PASSES + ("infer-shapes",)

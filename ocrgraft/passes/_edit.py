@@ -101,6 +101,7 @@ class Editor:
         self.tag = tag
         self.anchor: ir.Node | None = None
         self._names: set[str] | None = None
+        self._next: dict[str, int] = {}
 
     @property
     def opset(self) -> int:
@@ -114,9 +115,10 @@ class Editor:
         if self._names is None:
             self._names = {v.name for v in self.graph.inputs} | set(self.graph.initializers)
             self._names |= {v.name for n in ir.traversal.RecursiveGraphIterator(self.graph) for v in n.outputs}
-        name, i = hint, 1
+        name, i = hint, self._next.get(hint, 1)   # resume numbering: many constants share one hint
         while name in self._names:
             name, i = f"{hint}_{i}", i + 1
+        self._next[hint] = i
         self._names.add(name)
         return name
 
@@ -129,7 +131,7 @@ class Editor:
 
     def const(self, array, hint: str = "const") -> ir.Value:
         name = self.unique(f"{self.tag}/{hint}")
-        value = ir.val(name, const_value=ir.tensor(np.asarray(array), name=name))
+        value = ir.val(name, const_value=ir.Tensor(np.asarray(array), name=name))   # ir.tensor would probe protocols
         self.graph.register_initializer(value)
         return value
 
@@ -172,7 +174,7 @@ def remove_unused_values(graph: ir.Graph, values) -> int:
 
 def remove_unused(graph: ir.Graph, nodes) -> int:
     """Remove the given nodes if nothing reads them, then their producers that became unused."""
-    stack, removed = list(nodes), 0
+    stack, removed, constants = list(nodes), 0, {}
     while stack:
         node = stack.pop()
         if node.graph is not graph or any(v.uses() or v.is_graph_output() for v in node.outputs):
@@ -183,7 +185,9 @@ def remove_unused(graph: ir.Graph, nodes) -> int:
         for value in inputs:
             if value.producer() is not None:
                 stack.append(value.producer())
-            elif value.is_initializer() and not value.uses() and not value.is_graph_input() \
-                    and not value.is_graph_output():
-                graph.initializers.pop(value.name)
+            elif value.is_initializer():
+                constants[id(value)] = value
+    for value in constants.values():   # once each: uses() copies, and a shared constant has thousands
+        if not value.uses() and not value.is_graph_input() and not value.is_graph_output():
+            graph.initializers.pop(value.name)
     return removed

@@ -61,15 +61,17 @@ class Pass(ir.passes.InPlacePass):
         raise NotImplementedError
 
     def call(self, model: ir.Model) -> PassResult:
-        before = {id(n) for n in _all_nodes(model)}
-        names = {n.name for n in _all_nodes(model) if n.name}
+        before = all_nodes(model)   # held, so a new node cannot reuse a removed one's id
+        seen = set(map(id, before))
         count = int(self.rewrite(model))
-        for node in _all_nodes(model):
-            # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)
-            if id(node) not in before and not (node.name and node.name in names):
-                node.doc_string = node.doc_string or f"ocrgraft:{self.name}"
-                if not node.name:
-                    node.name = f"{self.name}/{node.op_type}_{len(before)}_{id(node) % 100000}"
+        new = [n for n in all_nodes(model) if id(n) not in seen]
+        if new:   # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)
+            names = {n.name for n in before if n.name}
+            for node in new:
+                if not (node.name and node.name in names):
+                    node.doc_string = node.doc_string or f"ocrgraft:{self.name}"
+                    if not node.name:
+                        node.name = f"{self.name}/{node.op_type}_{len(before)}_{id(node) % 100000}"
         return PassResult(model, modified=count > 0, rewrites=count)
 
     def __call__(self, model, /) -> PassResult:
@@ -84,8 +86,17 @@ class Pass(ir.passes.InPlacePass):
         return f"<pass {self.label}>"
 
 
-def _all_nodes(model: ir.Model):
-    return ir.traversal.RecursiveGraphIterator(model.graph)
+def all_nodes(model: ir.Model | ir.Graph) -> list[ir.Node]:
+    """Every node, those in If/Loop bodies included, as a list (passes walk it before and after)."""
+    nodes = list(model.graph if isinstance(model, ir.Model) else model)
+    for node in nodes:   # the list grows by each body found, which is scanned in turn
+        for attr in node.attributes.data.values():
+            if attr.type is ir.AttributeType.GRAPH:
+                nodes.extend(attr.value)
+            elif attr.type is ir.AttributeType.GRAPHS:
+                for graph in attr.value:
+                    nodes.extend(graph)
+    return nodes
 
 
 _REGISTRY: dict[str, type[Pass]] = {}

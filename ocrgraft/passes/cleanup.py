@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from ocrgraft.passes.base import Pass, register
+from ocrgraft.passes.base import Pass, all_nodes, register
 
 
 def count_nodes(model: ir.Model, op_type: str | None = None) -> int:
-    return sum(1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if op_type in (None, n.op_type))
+    nodes = all_nodes(model)
+    return len(nodes) if op_type is None else sum(1 for n in nodes if n.op_type == op_type)
 
 
 @register
@@ -33,7 +35,8 @@ class RemoveDeadNodes(Pass):
     def rewrite(self, model: ir.Model) -> int:
         nodes, inits = count_nodes(model), len(model.graph.initializers)
         common.RemoveUnusedNodesPass()(model)
-        common.RemoveUnusedFunctionsPass()(model)
+        if model.functions:
+            common.RemoveUnusedFunctionsPass()(model)
         return (nodes - count_nodes(model)) + (inits - len(model.graph.initializers))
 
 
@@ -44,6 +47,37 @@ class LiftConstants(Pass):
     name = "lift-constants"
 
     def rewrite(self, model: ir.Model) -> int:
-        before = count_nodes(model, "Constant")
-        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-        return before - count_nodes(model, "Constant")
+        count = 0
+        for node in all_nodes(model):
+            if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attributes) != 1:
+                continue
+            out = node.outputs[0]
+            tensor = _constant_tensor(node)
+            if tensor is None or not out.name or out.is_graph_output():
+                continue
+            value = ir.Value(name=out.name, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor,
+                             metadata_props=out.metadata_props.copy())
+            value.meta.update(out.meta)
+            node.graph.register_initializer(value)
+            out.replace_all_uses_with(value)
+            node.graph.remove(node, safe=True)
+            count += 1
+        return count
+
+
+_SCALARS = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32, "value_floats": np.float32}
+
+
+def _constant_tensor(node: ir.Node):
+    """A Constant node's value as a tensor, whichever attribute holds it (None for a sparse one).
+
+    The tensor attribute is taken as it is: converting it again would probe Python protocols, which costs
+    more than the rest of the pass on a graph with thousands of constants."""
+    attr = next(iter(node.attributes.values()))
+    if attr.type is ir.AttributeType.TENSOR:
+        return attr.value
+    if attr.name in _SCALARS:
+        return ir.Tensor(np.asarray(attr.value, dtype=_SCALARS[attr.name]), name=node.outputs[0].name)
+    if attr.name in ("value_string", "value_strings"):
+        return ir.StringTensor(np.array(attr.value, dtype=np.bytes_), name=node.outputs[0].name)
+    return None

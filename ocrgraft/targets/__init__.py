@@ -8,9 +8,10 @@ from ocrgraft.errors import OcrgraftError
 from ocrgraft.targets.ascend import AscendTarget
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
 from ocrgraft.targets.ort import OrtTarget
+from ocrgraft.targets.sophon import SophonTarget
 from ocrgraft.targets.tensorrt import TensorRTTarget
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget, TensorRTTarget, AscendTarget)}
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget, TensorRTTarget, AscendTarget, SophonTarget)}
 
 
 def get_target(name: str, version: str | None = None) -> Target:

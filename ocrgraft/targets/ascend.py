@@ -29,7 +29,7 @@ def _avgpool_kernel(node) -> str | None:
 def _topk_k(node) -> str | None:
     k = node.inputs[1] if len(node.inputs) > 1 else None
     if k is not None and k.dtype == ir.DataType.INT64:
-        return "K is int64; the device takes int32 (add a TopK int32 legalization)"
+        return "K is int64; the device takes int32 (add topk-int32)"
     return None
 
 
@@ -68,7 +68,7 @@ class AscendTarget(Target):
     # computations for view->Linear->view, zero LSTM states and flip->LSTM->flip folded away; GridSample
     # decomposed (older CANN has none); pooling kernels split below the 255 limit.
     passes = ("reshape-gemm-to-matmul", "fold-reshape-shapes", "drop-zero-rnn-state", "fold-flip-rnn",
-              "decompose-gridsample", "pool-to-reduce", "split-pool", "int64-to-int32")
+              "decompose-gridsample", "pool-to-reduce", "split-pool", "int64-to-int32", "topk-int32")
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION
