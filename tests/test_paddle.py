@@ -44,6 +44,9 @@ def test_starnet_to_ascend_has_no_gridsample_and_is_verified_against_paddle(star
     assert "GridSample" not in {n.op_type for n in final.graph.node}
     assert (starnet_ascend / "ascend" / "atc.sh").exists() and not report["build"]["built"]
     assert "random initialization" in " ".join(report["source"]["notes"])
+    parity = report["parity"]
+    assert parity["sources"][0] == "paddle" and parity["all_agree"] and parity["samples"] >= 3
+    assert len({row["paddle"]["text"] for row in parity["rows"]}) > 1   # stand-in weights read varied text
 
 
 def test_final_starnet_equals_paddle_at_three_batch_sizes(starnet_ascend, tmp_path):
@@ -56,7 +59,9 @@ def test_final_starnet_equals_paddle_at_three_batch_sizes(starnet_ascend, tmp_pa
         want = next(iter(paddle_run(feeds).values()))
         got = next(iter(onnx_run.run(feeds).values()))
         assert got.shape == (batch, 25, 37)
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+        # the recipe's [verify] tolerance: the TPS grid's float32 summation order differs between the two
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+        assert (got.argmax(-1) == want.argmax(-1)).mean() > 0.99
 
 
 def test_pir_format_with_dynamic_batch_and_width(tmp_path, capsys):

@@ -76,7 +76,7 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
         pipeline = Pipeline(pass_list, tolerance=tolerance, stages_dir=tmp / "stages", progress=progress)
         result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
         final = save(result.model, tmp / "model.onnx")
-        parity = parity_table(recipe.options.get("decoder"), raw, result) if raw else None
+        parity = parity_table(recipe.options.get("decoder"), raw, result, source.framework) if raw else None
         if parity:
             progress(f"parity: {parity['summary']}")
         support = tgt.check_support(result.model)

@@ -1,5 +1,5 @@
 """Reading model outputs the way users do (CTC text with a confidence, a thresholded text mask) and
-the parity table: the same inputs through torch, the exported ONNX and the final ONNX must read the same.
+the parity table: the same inputs through the framework, the exported ONNX and the final ONNX must read the same.
 
 Elementwise tolerances can pass while a near-tie flips an argmax; the table shows what a user would see.
 Batches are decoded as they were run: LPRNet's outputs depend on the whole batch, so samples are only
@@ -84,8 +84,8 @@ def decoder_from(options: dict):
     raise OcrgraftError(f"unknown decoder kind '{kind}' (known: ctc, probability-map)")
 
 
-def parity_table(options: dict, raw_model: bytes, result) -> dict | None:
-    """Decode the outputs from torch (the pipeline's reference), the exported ONNX and the final ONNX for
+def parity_table(options: dict, raw_model: bytes, result, framework: str = "torch") -> dict | None:
+    """Decode the outputs from the framework (the pipeline's reference), the exported ONNX and the final ONNX for
     the first test input at each shape (min / opt / max), whole batches as run. A final model in a
     vendor-only form that ONNX Runtime cannot run is left out, and the table says so."""
     if not options or not result.cases:
@@ -98,7 +98,7 @@ def parity_table(options: dict, raw_model: bytes, result) -> dict | None:
         if shapes not in seen:
             seen.add(shapes)
             cases.append(case)
-    outs = [{"torch": case.expected[name]} for case in cases]
+    outs = [{framework: case.expected[name]} for case in cases]
     skipped = []
     for label, model in (("raw ONNX", raw_model), ("final ONNX", result.model)):
         try:
@@ -124,7 +124,7 @@ def _text_parity(decoder: CTCDecoder, cases, outs, sources) -> dict:
     rows, same, total = [], 0, 0
     for case, out in zip(cases, outs):
         read = {k: decoder.decode(v) for k, v in out.items()}
-        for i in range(len(read["torch"])):
+        for i in range(len(read[sources[0]])):
             agree = len({read[k][i][0] for k in sources}) == 1
             same, total = same + agree, total + 1
             if i < ROWS_PER_CASE:
@@ -138,7 +138,7 @@ def _text_parity(decoder: CTCDecoder, cases, outs, sources) -> dict:
 def _mask_parity(decoder: ProbMapDecoder, cases, outs, sources) -> dict:
     rows, worst, flips = [], 0.0, 0
     for case, out in zip(cases, outs):
-        ref = out["torch"]
+        ref = out[sources[0]]
         row = {"input": case.title, "pixels_above": int((ref > decoder.threshold).sum()), "pixels": int(ref.size)}
         for k in sources[1:]:
             err = float(np.abs(out[k].astype(np.float64) - ref).max())
@@ -148,7 +148,7 @@ def _mask_parity(decoder: ProbMapDecoder, cases, outs, sources) -> dict:
         rows.append(row)
     return {"kind": "probability-map", "threshold": decoder.threshold, "rows": rows,
             "max_abs": worst, "mask_differs": flips, "all_agree": flips == 0,
-            "summary": f"probability map max abs err {worst:.2g} against torch; {flips} pixel(s) change side of "
+            "summary": f"probability map max abs err {worst:.2g} against {sources[0]}; {flips} pixel(s) change side of "
                        f"the {decoder.threshold:g} threshold across {len(rows)} inputs"
                        + (f", each within {worst:.2g} of it (round-off)" if flips else "")}
 
@@ -166,7 +166,7 @@ def parity_markdown(p: dict) -> list[str]:
             lines.append(f"| {r['input']} | {r['index']} | " + " | ".join(cells) + f" | {'yes' if r['agree'] else '**no**'} |")
     else:
         head = "".join(f" {k} max abs err | {k} mask differs |" for k in sources[1:])
-        lines += [f"| input | pixels > {p['threshold']:g} (torch) |{head}", "|---" * (2 * len(sources)) + "|"]
+        lines += [f"| input | pixels > {p['threshold']:g} ({sources[0]}) |{head}", "|---" * (2 * len(sources)) + "|"]
         for r in p["rows"]:
             cells = "".join(f" {r[k]['max_abs']:.2g} | {r[k]['mask_differs']} |" for k in sources[1:])
             lines.append(f"| {r['input']} | {r['pixels_above']} / {r['pixels']} |{cells}")
