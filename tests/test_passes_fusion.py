@@ -94,11 +94,18 @@ def test_scale_and_shift_after_conv_fold_in_one_after_the_other():
              helper.make_node("Mul", ["s", "c"], ["m"]),
              helper.make_node("Add", ["m", "t"], ["a"]),
              helper.make_node("Mul", ["a", "s4"], ["y"])]
+    nodes += [helper.make_node("Reshape", ["bias", "c111"], ["bias4"]),      # paddle2onnx: a bias viewed at run time
+              helper.make_node("Add", ["y0", "bias4"], ["y1"]),
+              helper.make_node("Unsqueeze", ["scale", "axes12"], ["scale4"]),  # and a scale unsqueezed
+              helper.make_node("Mul", ["y1", "scale4"], ["y"])]
+    nodes[3].output[0] = "y0"
     inits = [("w", rand(4, 3, 3, 3, seed=1)), ("b", rand(4, seed=2)), ("s", np.array([1.7], np.float32)),
-             ("t", np.array(0.3, np.float32)), ("s4", rand(1, 4, 1, 1, seed=3))]
-    model = graph_model(nodes, [("x", ["N", 3, 8, "W"])], [("y", ["N", 4, 8, "W"])], inits)
+             ("t", np.array(0.3, np.float32)), ("s4", rand(1, 4, 1, 1, seed=3)), ("bias", rand(4, seed=4)),
+             ("c111", np.array([1, -1, 1, 1], np.int64)), ("scale", rand(4, seed=5)), ("axes12", np.array([1, 2], np.int64))]
+    model = graph_model(nodes, [("x", ["N", 3, 8, "W"])], [("y", ["N", 4, 8, "W"])], inits, opset=13)
     result = verify(model, ["fuse-conv-affine"], SHAPES)
-    assert result.stages[1].rewrites == 3 and ops(model) == {"Conv": 1}
+    assert result.stages[1].rewrites == 5 and ops(model) == {"Conv": 1}
+    assert len(model.graph.initializers) == 2
     assert [v.name for v in model.graph.outputs] == ["y"]
     assert_idempotent("fuse-conv-affine", model)
 

@@ -148,7 +148,7 @@ class Pipeline:
                 raise
             except Exception as exc:
                 raise OcrgraftError(f"pass '{p.name}' failed on this model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-            after = op_histogram(model)
+            after = result.ops if getattr(result, "ops", None) is not None else op_histogram(model)
             delta = {op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]}
             hist = after
             stage = Stage(i, p.label, p.semantics, result.rewrites, result.modified, sum(after.values()), delta,

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import inspect
 import logging
+from collections import Counter
 from typing import ClassVar
 
 import onnx
@@ -30,9 +31,11 @@ SEMANTICS = (EXACT, LEGALIZE, CHANGES)
 
 @dataclasses.dataclass
 class PassResult(ir.passes.PassResult):
-    """What a pass did: `modified` (anything changed) and `rewrites` (how many rewrites)."""
+    """What a pass did: `modified` (anything changed), `rewrites` (how many rewrites) and `ops` (the op
+    types left and their counts, for reports: the pass has walked the graph anyway)."""
 
     rewrites: int = 0
+    ops: Counter | None = None
 
 
 class Pass(ir.passes.InPlacePass):
@@ -64,7 +67,8 @@ class Pass(ir.passes.InPlacePass):
         before = all_nodes(model)   # held, so a new node cannot reuse a removed one's id
         seen = set(map(id, before))
         count = int(self.rewrite(model))
-        new = [n for n in all_nodes(model) if id(n) not in seen]
+        after = all_nodes(model)
+        new = [n for n in after if id(n) not in seen]
         if new:   # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)
             names = {n.name for n in before if n.name}
             for node in new:
@@ -72,7 +76,7 @@ class Pass(ir.passes.InPlacePass):
                     node.doc_string = node.doc_string or f"ocrgraft:{self.name}"
                     if not node.name:
                         node.name = f"{self.name}/{node.op_type}_{len(before)}_{id(node) % 100000}"
-        return PassResult(model, modified=count > 0, rewrites=count)
+        return PassResult(model, modified=count > 0, rewrites=count, ops=Counter(n.op_type for n in after))
 
     def __call__(self, model, /) -> PassResult:
         """Run on an onnx_ir model in place; an onnx.ModelProto or a path is loaded first."""

@@ -14,7 +14,6 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from ocrgraft.passes.base import Pass, all_nodes, register
-from ocrgraft.passes.cleanup import count_nodes
 
 # Fold constant subgraphs up to this many elements per tensor (LSTM weight re-packing, shape maths).
 FOLD_INPUT_LIMIT = 1 << 22
@@ -199,7 +198,9 @@ class FoldConstants(Pass):
         import onnxscript.optimizer as optimizer
 
         infer_shapes_fresh(model)
-        before = {id(n) for n in model.graph}
-        optimizer.fold_constants(model, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT)
-        common.RemoveUnusedNodesPass()(model)
-        return len(before - {id(n) for n in model.graph})
+        before = list(model.graph)   # held, so no new node can take a removed one's id
+        folded = optimizer.fold_constants(model, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT)
+        if folded.modified:   # only what folding left unused; remove-dead-nodes takes the rest
+            common.RemoveUnusedNodesPass()(model)
+        after = set(map(id, model.graph))
+        return sum(id(n) not in after for n in before)

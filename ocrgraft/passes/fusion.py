@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.passes._edit import Editor, const_array, dims, ensure_shapes, only_use, remove_unused, \
+from ocrgraft.passes._edit import Editor, axes_of, const_array, dims, ensure_shapes, only_use, remove_unused, \
     remove_unused_values, same_dim
 from ocrgraft.passes.base import Pass, register
 from ocrgraft.passes.dynamic import _elements
@@ -35,17 +35,28 @@ class FuseConvAffine(Pass):
             if match is None:
                 continue
             conv, weight, bias, scale, shift = match
-            old = [v for v in conv.inputs[1:] if v is not None]
             factor = scale.reshape((-1,) + (1,) * (weight.ndim - 1))
             conv.resize_inputs(3)
-            conv.replace_input_with(1, edit.const((weight.astype(np.float64) * factor).astype(weight.dtype), "weight"))
-            conv.replace_input_with(2, edit.const((bias.astype(np.float64) * scale + shift).astype(weight.dtype), "bias"))
+            old = [_set_input(edit, conv, 1, (weight.astype(np.float64) * factor).astype(weight.dtype), "weight"),
+                   _set_input(edit, conv, 2, (bias.astype(np.float64) * scale + shift).astype(weight.dtype), "bias")]
             conv.doc_string = conv.doc_string or f"ocrgraft:{self.name}"
             edit.at(node).replace(node.outputs[0], conv.outputs[0])
             remove_unused(model.graph, [node])
-            remove_unused_values(model.graph, old)
+            remove_unused_values(model.graph, [v for v in old if v is not None])
             count += 1
         return count
+
+
+def _set_input(edit: Editor, node: ir.Node, index: int, array: np.ndarray, hint: str) -> ir.Value | None:
+    """Make input `index` of `node` the constant `array`: in place when only this node reads that initializer
+    (it keeps its name), else as a new one; returns the value it no longer reads, if any."""
+    value = node.inputs[index]
+    if value is not None and value.is_initializer() and not value.is_graph_input() and only_use(value) is node \
+            and value.const_value is not None and value.const_value.shape == array.shape:
+        value.const_value = ir.Tensor(array, name=value.name)
+        return None
+    node.replace_input_with(index, edit.const(array, hint))
+    return value
 
 
 def _affine_after_conv(node: ir.Node):
@@ -65,7 +76,7 @@ def _affine_after_conv(node: ir.Node):
     channels = weight.shape[0]
     bias = np.zeros(channels) if bias is None else bias.reshape(-1)
     if node.op_type == "BatchNormalization":
-        params = [const_array(v) for v in node.inputs[1:]]
+        params = [_constant(v) for v in node.inputs[1:]]
         if len(params) != 4 or any(p is None or p.size != channels for p in params) \
                 or node.attributes.get_int("training_mode", 0) or node.attributes.get_int("spatial", 1) != 1 \
                 or any(v.uses() or v.is_graph_output() for v in node.outputs[1:]):
@@ -74,12 +85,34 @@ def _affine_after_conv(node: ir.Node):
         scale = gamma / np.sqrt(var + node.attributes.get_float("epsilon", 1e-5))
         return conv, weight, bias, scale, beta - mean * scale
     other = node.inputs[1] if node.inputs[0] is conv.outputs[0] else node.inputs[0]
-    values = _per_channel(const_array(other), channels, weight.ndim, weight.dtype)
+    values = _per_channel(_constant(other), channels, weight.ndim, weight.dtype)
     if values is None:
         return None
     if node.op_type == "Mul":
         return conv, weight, bias, values, np.zeros(channels)
     return conv, weight, bias, np.ones(channels), values
+
+
+def _constant(value: ir.Value | None) -> np.ndarray | None:
+    """A constant, also through the Reshape / Unsqueeze exporters put on one (a bias viewed as [1, C, 1, 1]),
+    which fold-constants would only fold later in the pipeline."""
+    array = const_array(value)
+    node = value.producer() if array is None and value is not None else None
+    if node is None or node.domain not in _ONNX or node.op_type not in ("Reshape", "Unsqueeze"):
+        return array
+    data = _constant(node.inputs[0])
+    if data is None:
+        return None
+    try:
+        if node.op_type == "Unsqueeze":
+            axes = axes_of(node)
+            return None if axes is None else np.expand_dims(data, tuple(axes))
+        target = const_array(node.inputs[1])
+        if target is None or (0 in target and node.attributes.get_int("allowzero", 0)):
+            return None
+        return data.reshape([data.shape[i] if t == 0 else int(t) for i, t in enumerate(target.reshape(-1))])
+    except (ValueError, IndexError, np.exceptions.AxisError):   # not a valid reshape: leave it to ONNX Runtime
+        return None
 
 
 def _per_channel(array: np.ndarray | None, channels: int, rank: int, dtype) -> np.ndarray | None:

@@ -1,0 +1,179 @@
+"""One benchmark step per process, so each tool's peak memory is its own and a crash or a hang stays contained.
+
+    python bench/tools.py run TOOL SRC DST            -> {"seconds", "cpu_seconds"} (load + transform + save; no imports)
+    python bench/tools.py reference SRC NPZ           -> ORT outputs of SRC at the two benchmark shapes
+    python bench/tools.py check SRC DST NPZ           -> {"nodes", "equal", "dynamic", "detail"}
+    python bench/tools.py convert MODEL TARGET OUT    -> convert()'s per-stage cost
+    python bench/tools.py latency SHAPES A [B ...]    -> ORT CPU median ms per model, runs interleaved
+
+Each prints one JSON line last; the driver (run.py) reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graphs import SHAPES, feeds  # noqa: E402
+
+
+def _imports(tool: str):
+    """Import everything a tool needs before the clock starts; returns its transform (path in, path out)."""
+    if tool == "floor":
+        return lambda src, dst: onnx.save(onnx.load(src), dst)
+    if tool == "ocrgraft":
+        import onnxscript.optimizer  # noqa: F401  (fold-constants imports it on first use)
+
+        import ocrgraft
+        from ocrgraft.passes import GENERIC_PASSES
+
+        def run(src, dst):
+            model = ocrgraft.load(src)
+            ocrgraft.Pipeline(list(GENERIC_PASSES), verify=False).run(model)
+            ocrgraft.save(model, dst)
+        return run
+    if tool == "onnxsim":
+        import onnxsim
+
+        def run(src, dst):
+            model, _ = onnxsim.simplify(onnx.load(src))
+            onnx.save(model, dst)
+        return run
+    if tool == "onnxslim":
+        import onnxslim
+        return lambda src, dst: onnx.save(onnxslim.slim(onnx.load(src)), dst)
+    if tool == "graphsurgeon":
+        import onnx_graphsurgeon as gs
+
+        def run(src, dst):
+            graph = gs.import_onnx(onnx.load(src))
+            graph.fold_constants().cleanup().toposort()
+            onnx.save(gs.export_onnx(graph), dst)
+        return run
+    raise SystemExit(f"unknown tool {tool}")
+
+
+def cmd_run(tool: str, src: str, dst: str) -> dict:
+    transform = _imports(tool)
+    start, cpu = time.perf_counter(), time.process_time()
+    transform(src, dst)
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+
+
+def _session(path: str):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # check the graph as written
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def cmd_reference(src: str, npz: str) -> dict:
+    session = _session(src)
+    arrays = {f"{case}/{o.name}": value for case in SHAPES
+              for o, value in zip(session.get_outputs(), session.run(None, feeds(case)))}
+    np.savez(npz, **arrays)
+    return {"cases": list(SHAPES)}
+
+
+def _dynamic_dims(model: onnx.ModelProto) -> dict[str, set[int]]:
+    out = {}
+    for v in [*model.graph.input, *model.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        out[v.name] = {i for i, d in enumerate(dims) if not d.HasField("dim_value")}
+    return out
+
+
+def cmd_check(src: str, dst: str, npz: str) -> dict:
+    """Same outputs at both shapes (atol 1e-5, rtol 1e-4), and every dim dynamic in SRC still dynamic in DST."""
+    before, after = onnx.load(src, load_external_data=False), onnx.load(dst, load_external_data=False)
+    lost = [f"{name}[{i}]" for name, dims in _dynamic_dims(before).items()
+            for i in sorted(dims - _dynamic_dims(after).get(name, set()))]
+    result = {"nodes": len(after.graph.node), "dynamic": not lost, "detail": f"fixed: {', '.join(lost)}" if lost else ""}
+    expected = np.load(npz)
+    try:
+        session = _session(dst)
+        for case in SHAPES:
+            for o, got in zip(session.get_outputs(), session.run(None, feeds(case))):
+                ref = expected[f"{case}/{o.name}"]
+                if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-5):
+                    raise ValueError(f"{o.name} differs at {'x'.join(map(str, SHAPES[case]))}: "
+                                     f"max abs err {np.abs(got - ref).max() if got.shape == ref.shape else 'shape'}")
+        result["equal"] = True
+    except Exception as exc:  # noqa: BLE001  (a tool's broken output is a result, not a crash)
+        result["equal"] = False
+        result["detail"] = (result["detail"] + "; " if result["detail"] else "") + " ".join(str(exc).split())[:200]
+    return result
+
+
+def cmd_convert(model: str, target: str, out: str) -> dict:
+    """convert() with every stage verified; wall time per step, read from its report and progress lines."""
+    from ocrgraft.converter.convert import convert
+
+    marks: list[tuple[float, str]] = []
+    start = time.perf_counter()
+    conversion = convert(model, target=target, out=out, progress=lambda msg: marks.append((time.perf_counter(), msg)))
+    total = time.perf_counter() - start
+    report = conversion.report
+    stages = report["stages"]
+    first_stage = next(t for t, msg in marks if msg.startswith("[0/"))
+    building = [i for i, (_, msg) in enumerate(marks) if msg.startswith(f"target {target}:") and msg.endswith("building")]
+    build = marks[building[0] + 1][0] - marks[building[0]][0] if building and building[0] + 1 < len(marks) else 0.0
+    source = stages[0]
+    cost = {
+        "export": first_stage - start - source["verify_seconds"] - source.get("save_seconds", 0.0),
+        "passes": {s["name"]: s["seconds"] for s in stages[1:]},
+        "verify": sum(s["verify_seconds"] for s in stages),
+        "save": sum(s.get("save_seconds", 0.0) for s in stages),
+        "build": build,
+        "total": total,
+    }
+    return {"cost": cost, "out": str(conversion.out_dir), "verified": report["all_verified"],
+            "build": report["build"]["summary"], "nodes": [stages[0]["nodes"], stages[-1]["nodes"]]}
+
+
+def cmd_latency(shapes: str, *paths: str, rounds: int = 50) -> dict:
+    """Median ORT CPU latency (default optimizations, one thread) on the same random input, interleaving the
+    models round by round so a noisy neighbour slows them all alike. `noise` is how far the medians of the
+    even and the odd rounds differ (relative, the largest over the models): ratios closer to 1 than that
+    are a tie."""
+    import onnxruntime as ort
+
+    sessions = {}
+    for path in paths:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = 1
+        sessions[path] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    dims = {k: [int(d) for d in v.split("x")] for k, v in (item.split(":") for item in shapes.split(";"))}
+    rng = np.random.default_rng(0)
+    inputs = {i.name: rng.uniform(0.05, 1, dims[i.name]).astype(np.float32)
+              for i in next(iter(sessions.values())).get_inputs()}
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    for path, session in sessions.items():   # warm up
+        for _ in range(3):
+            session.run(None, inputs)
+    for _ in range(rounds):
+        for path, session in sessions.items():
+            t = time.perf_counter()
+            session.run(None, inputs)
+            times[path].append((time.perf_counter() - t) * 1e3)
+    noise = max(abs(np.median(t[0::2]) - np.median(t[1::2])) / np.median(t) for t in times.values())
+    return {"ms": {p: float(np.median(t)) for p, t in times.items()}, "noise": float(noise)}
+
+
+def main(argv: list[str]) -> None:
+    commands = {"run": cmd_run, "reference": cmd_reference, "check": cmd_check, "convert": cmd_convert,
+                "latency": cmd_latency}
+    result = commands[argv[0]](*argv[1:])
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
