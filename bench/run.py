@@ -65,9 +65,12 @@ def child(args: list[str], limit: float) -> dict:
 # -- scale ----------------------------------------------------------------------------------------
 
 def scale(sizes: list[int], tools: list[str], limit: float, repeat: int, work: Path) -> list[dict]:
+    """Every tool on every size, `repeat` rounds interleaved (round by round, size by size), so a neighbour
+    that starts mid-run slows both sizes alike; the fastest run is kept (noise only ever adds time). A run
+    over 30 s, over its limit or failing is not repeated. Then each output is checked."""
     import onnx
 
-    rows = []
+    graphs = {}
     for size in sizes:
         src = work / f"residual_{size // 1000}k.onnx"
         onnx.save(residual_graph(size), src)
@@ -75,27 +78,32 @@ def scale(sizes: list[int], tools: list[str], limit: float, repeat: int, work: P
         ref = child(["reference", str(src), str(npz)], CHECK_LIMIT)
         if ref["status"] != "ok":
             raise SystemExit(f"ONNX Runtime cannot run the generated graph: {ref}")
-        nodes = len(onnx.load(src).graph.node)
-        for tool in tools:
-            dst = work / f"residual_{size // 1000}k.{tool}.onnx"
-            dst.unlink(missing_ok=True)
-            runs = []
-            for _ in range(repeat):   # keep the fastest: a neighbour only ever adds time
-                runs.append(child(["run", tool, str(src), str(dst)], limit))
-                if runs[-1]["status"] != "ok" or runs[-1]["seconds"] > 60:
-                    break
-            run = min(runs, key=lambda r: r.get("seconds", float("inf")))
-            row = {"size": size, "nodes_in": nodes, "tool": tool, "status": run["status"],
-                   "seconds": run.get("seconds"), "cpu_seconds": run.get("cpu_seconds"), "peak_mib": run["peak_mib"],
-                   "limit": limit,
-                   "runs": [r.get("seconds") for r in runs], "error": run.get("error", "")}
-            if run["status"] == "ok":
-                check = child(["check", str(src), str(dst), str(npz)], CHECK_LIMIT)
-                row.update(nodes=check.get("nodes"), equal=check.get("equal"), dynamic=check.get("dynamic"),
-                           detail=check.get("detail", check.get("error", check["status"])))
-            rows.append(row)
-            print(f"  {size // 1000}k {tool:13s} {_cell_seconds(row):>12s}  nodes {row.get('nodes', '-')}", flush=True)
+        graphs[size] = (src, npz, len(onnx.load(src).graph.node))
+    runs: dict[tuple[int, str], list[dict]] = {(size, tool): [] for size in sizes for tool in tools}
+    for _ in range(repeat):
+        for (size, tool), done in runs.items():
+            if done and (done[-1]["status"] != "ok" or done[-1]["seconds"] > 30):
+                continue
+            src, _, _ = graphs[size]
+            done.append(child(["run", tool, str(src), str(_output(work, size, tool))], limit))
+    rows = []
+    for (size, tool), done in runs.items():
+        src, npz, nodes = graphs[size]
+        run = min(done, key=lambda r: r.get("seconds", float("inf")))
+        row = {"size": size, "nodes_in": nodes, "tool": tool, "status": run["status"], "seconds": run.get("seconds"),
+               "cpu_seconds": run.get("cpu_seconds"), "peak_mib": run["peak_mib"], "limit": limit,
+               "runs": [r.get("seconds") for r in done], "error": run.get("error", "")}
+        if run["status"] == "ok":
+            check = child(["check", str(src), str(_output(work, size, tool)), str(npz)], CHECK_LIMIT)
+            row.update(nodes=check.get("nodes"), equal=check.get("equal"), dynamic=check.get("dynamic"),
+                       detail=check.get("detail", check.get("error", check["status"])))
+        rows.append(row)
+        print(f"  {size // 1000}k {tool:13s} {_cell_seconds(row):>12s}  nodes {row.get('nodes', '-')}", flush=True)
     return rows
+
+
+def _output(work: Path, size: int, tool: str) -> Path:
+    return work / f"residual_{size // 1000}k.{tool}.onnx"
 
 
 def _cell_seconds(row: dict) -> str:
@@ -256,7 +264,7 @@ def main() -> None:
                         help="48k-node graph too and every target's conversion cost (or BENCH=full)")
     parser.add_argument("--sizes", help="graph sizes in nodes, comma-separated, or 'none' (default 12000, full: 12000,48000)")
     parser.add_argument("--timeout", type=float, help="seconds per tool run (default 120, full: 600)")
-    parser.add_argument("--repeat", type=int, help="runs per tool under a minute, fastest kept (default 3, full: 5)")
+    parser.add_argument("--repeat", type=int, help="runs per tool (those under 30 s), fastest kept (default 3, full: 5)")
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"scale tools (default {','.join(TOOLS)})")
     parser.add_argument("--models", help="zoo models, comma-separated (default: every recipe; 'none' skips)")
     parser.add_argument("--targets", help="targets for conversion cost (default ort; full: ort,trt,ascend)")
