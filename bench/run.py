@@ -3,7 +3,7 @@
     python bench/run.py            quick: the 12k-node graph, the zoo for target ort
     python bench/run.py --full     also the 48k-node graph and every target's conversion cost
 
-Every tool runs in its own process (its peak memory is its own max RSS) under a time limit; a tool that
+Every tool runs in its own process (its peak memory is that process's VmHWM) under a time limit; a tool that
 runs out of time or fails is reported as such. All tools run in the same invocation, so ratios between
 them hold on a busy machine even when absolute seconds do not. Writes bench/results.json and prints
 markdown tables (the README's Benchmarks section is a copy).
@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from graphs import NODES_PER_BLOCK, residual_graph  # noqa: E402
+from tools import peak_mib  # noqa: E402
 
 TOOLS = ["floor", "ocrgraft", "onnxsim", "onnxslim", "graphsurgeon"]
 LABELS = {"floor": "floor (onnx.load + onnx.save)", "ocrgraft": "ocrgraft generic pipeline",
@@ -33,24 +34,26 @@ CHECK_LIMIT = 900   # seconds for ONNX Runtime to load and run one output (it is
 
 
 def child(args: list[str], limit: float) -> dict:
-    """Run `tools.py ARGS` with a time limit; its last JSON line plus seconds and max RSS (MiB), or why not."""
+    """Run `tools.py ARGS` with a time limit; its last JSON line (with its peak memory, MiB), or why not."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:   # files: never a full pipe
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(HERE / "tools.py"), *args], stdout=out, stderr=err, text=True,
                                 start_new_session=True)
+        peak = 0.0   # sampled, for a child killed at its limit (one that finishes reports its own)
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            peak = max(peak, peak_mib(proc.pid) or 0.0)
             if time.perf_counter() - start > limit:
                 os.killpg(proc.pid, signal.SIGKILL)
-                _, status, usage = os.wait4(proc.pid, 0)
-                return {"status": "timeout", "limit": limit, "peak_mib": usage.ru_maxrss / 1024}
+                os.wait4(proc.pid, 0)
+                return {"status": "timeout", "limit": limit, "peak_mib": peak}
             time.sleep(0.05)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
-    result = {"peak_mib": usage.ru_maxrss / 1024, "wall": time.perf_counter() - start}
+    result = {"peak_mib": peak, "wall": time.perf_counter() - start}
     if proc.returncode != 0:
         tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [f"exit {proc.returncode}"]
         return {**result, "status": "failed", "error": tail[0][:300]}
@@ -301,9 +304,10 @@ def markdown(results: dict) -> str:
                   "passes + save in the tool's own process, imports excluded, fastest of the runs):", "",
                   scale_table(results["scale"]), "", *[f"- {g}" for g in results["goals"]]]
     if results["zoo"]:
-        parts += ["", "**Output quality** (ONNX Runtime CPU, default optimizations, one thread, median of 50 runs "
+        parts += ["", "**Output quality** (ONNX Runtime CPU, default optimizations, one thread, median of 100 runs "
                   "interleaved across the three models at the recipe's opt shape; node counts in parentheses; noise: "
-                  "how far the medians of even and odd runs differ):", "", quality_table(results["zoo"]), "",
+                  "the spread of the medians of four interleaved quarters of the runs):", "",
+                  quality_table(results["zoo"]), "",
                   *[f"- {g}" for g in results["quality_goals"]],
                   "", "**Conversion cost** (`convert`, every stage verified; seconds):", "", cost_table(results["zoo"])]
     return "\n".join(parts)

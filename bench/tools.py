@@ -138,11 +138,11 @@ def cmd_convert(model: str, target: str, out: str) -> dict:
             "build": report["build"]["summary"], "nodes": [stages[0]["nodes"], stages[-1]["nodes"]]}
 
 
-def cmd_latency(shapes: str, *paths: str, rounds: int = 50) -> dict:
-    """Median ORT CPU latency (default optimizations, one thread) on the same random input, interleaving the
-    models round by round so a noisy neighbour slows them all alike. `noise` is how far the medians of the
-    even and the odd rounds differ (relative, the largest over the models): ratios closer to 1 than that
-    are a tie."""
+def cmd_latency(shapes: str, *paths: str, rounds: int = 100) -> dict:
+    """Median ORT CPU latency (default optimizations, one thread) on the same random input, the models
+    interleaved round by round in rotating order, so a noisy neighbour slows them all alike. `noise` is the
+    spread of the medians of four interleaved quarters of the rounds (relative, the largest over the
+    models): ratios closer to 1 than that are a tie."""
     import onnxruntime as ort
 
     sessions = {}
@@ -159,20 +159,34 @@ def cmd_latency(shapes: str, *paths: str, rounds: int = 50) -> dict:
     for path, session in sessions.items():   # warm up
         for _ in range(3):
             session.run(None, inputs)
-    for _ in range(rounds):
-        for path, session in sessions.items():
+    order = list(sessions.items())
+    for r in range(rounds):   # each model takes each place in the round equally often
+        for path, session in order[r % len(order):] + order[:r % len(order)]:
             t = time.perf_counter()
             session.run(None, inputs)
             times[path].append((time.perf_counter() - t) * 1e3)
-    noise = max(abs(np.median(t[0::2]) - np.median(t[1::2])) / np.median(t) for t in times.values())
+    quarters = [[np.median(t[q::4]) for q in range(4)] for t in times.values()]
+    noise = max((max(q) - min(q)) / np.median(q) for q in quarters)
     return {"ms": {p: float(np.median(t)) for p, t in times.items()}, "noise": float(noise)}
+
+
+def peak_mib(pid: int | str = "self") -> float | None:
+    """Peak resident memory of a process's own image (VmHWM). Not ru_maxrss: that also counts the parent's
+    pages the child shared between fork and exec."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def main(argv: list[str]) -> None:
     commands = {"run": cmd_run, "reference": cmd_reference, "check": cmd_check, "convert": cmd_convert,
                 "latency": cmd_latency}
     result = commands[argv[0]](*argv[1:])
-    print(json.dumps(result), flush=True)
+    print(json.dumps({**result, "peak_mib": peak_mib()}), flush=True)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,14 @@ def test_unsupported_op_is_named_before_any_compiler_runs(tmp_path, capsys):
     assert rc == 1 and "target ascend" in err and "Mish (1 node): not in the table" in err and "opset 18" in err
 
 
+def test_model_newer_than_the_target_reads_is_lowered_to_its_opset(tmp_path):
+    relu = _save(tmp_path, _one_op_model("Relu", 18, ("n", 4), ("n", 4)), "relu")
+    conv = convert(onnx=relu, target="ascend", out=tmp_path / "out", shapes="x:1x4,3x4", progress=lambda m: None)
+    assert "convert-opset(opset=17)" in conv.report["passes"]
+    assert conv.result.model.opset_imports[""] == 17 and conv.report["all_verified"]
+    conv = convert(onnx=relu, target="ort", out=tmp_path / "out", shapes="x:1x4,3x4", progress=lambda m: None)
+    assert not any(p.startswith("convert-opset") for p in conv.report["passes"])
+
 def test_ascend_writes_atc_with_shape_ranges_and_soc(tmp_path):
     src = _save(tmp_path, make_dynamic_model(), "dyn")
     conv = convert(onnx=src, target="ascend", out=tmp_path / "out", shapes=DYN_SHAPES, progress=lambda m: None,

@@ -13,7 +13,7 @@ from ocrgraft.passes._edit import opset_of
 from ocrgraft.passes.base import Pass, register
 
 
-def _missing_ops(model: ir.Model, opset: int) -> dict[str, int]:
+def missing_ops(model: ir.Model, opset: int) -> dict[str, int]:
     """Default-domain op types that have no definition at `opset`, with their node counts."""
     missing: dict[str, int] = {}
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
@@ -48,7 +48,7 @@ def convert_opset(model: ir.Model, opset: int) -> bool:
     current = opset_of(model)
     if current == opset:
         return False
-    missing = _missing_ops(model, opset)
+    missing = missing_ops(model, opset)
     if missing:
         what = ", ".join(f"{op} ({n} node{'s' * (n > 1)})" for op, n in sorted(missing.items()))
         hint = " (decompose-gridsample replaces GridSample)" if "GridSample" in missing else ""

@@ -74,6 +74,10 @@ class AscendTarget(Target):
         self.version = version or DEFAULT_VERSION
         load_table("ascend", self.version)
 
+    def max_opset(self) -> int | None:
+        opsets = load_table("ascend", self.version).opsets
+        return opsets[1] if opsets else None
+
     def check_support(self, model) -> SupportCheck:
         return check_against_table(model, load_table("ascend", self.version),
                                    {"AveragePool": _avgpool_kernel, "TopK": _topk_k})

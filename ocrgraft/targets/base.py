@@ -53,6 +53,10 @@ class Target:
     def __init__(self, version: str | None = None):
         self.version = version   # the toolchain version whose op table applies (targets define defaults)
 
+    def max_opset(self) -> int | None:
+        """The newest default-domain opset the toolchain reads; convert lowers newer models to it."""
+        return None
+
     def check_support(self, model: ir.Model) -> SupportCheck:
         raise NotImplementedError
 

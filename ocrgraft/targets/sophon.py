@@ -330,7 +330,7 @@ def op_support(model: ir.Model) -> list[str]:
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
     if opset > MAX_OPSET:
         bad[f"opset {opset}"] = (f"newer than TPU-MLIR's onnx 1.14 reads (<= {MAX_OPSET}); add "
-                                 f"convert-opset(opset=17) to the passes")
+                                 f"convert-opset(opset={MAX_OPSET}) to the passes")
     return [f"{op}: {why}" for op, why in sorted(bad.items())]
 
 
@@ -403,6 +403,9 @@ class SophonTarget(Target):
     description = (f"Sophgo Sophon BModel (bm1684x, bm1684) with TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION}, "
                    "built here and run on its chip simulator")
     passes = ("maxpool3d-to-2d", "legalize-gridsample")
+
+    def max_opset(self) -> int | None:
+        return MAX_OPSET
 
     def check_support(self, model: ir.Model) -> SupportCheck:
         return SupportCheck(table=TABLE, unsupported=op_support(model))

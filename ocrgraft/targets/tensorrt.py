@@ -76,6 +76,10 @@ class TensorRTTarget(Target):
         self.version = version or DEFAULT_VERSION
         load_table("tensorrt", self.version)   # an unknown version fails here, before any work
 
+    def max_opset(self) -> int | None:
+        opsets = load_table("tensorrt", self.version).opsets
+        return opsets[1] if opsets else None
+
     def check_support(self, model) -> SupportCheck:
         return check_against_table(model, load_table("tensorrt", self.version), _checks(self.version))
 
