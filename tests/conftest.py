@@ -11,6 +11,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 
+# Every semantics-preserving pass that takes no arguments, beyond the generic ones: run together on real
+# models (tests/test_passes_ppocr.py, tests/test_zoo.py) they must keep outputs equal and dims dynamic.
+EXACT_FAMILY = ["pool-to-reduce", "maxpool3d-to-2d", "split-pool", "fold-reshape-shapes", "reshape-gemm-to-matmul",
+                "drop-zero-rnn-state", "fold-flip-rnn", "int64-to-int32", "legalize-gridsample", "decompose-gridsample",
+                "squeeze-after-concat"]
+
+
 def ppocr_model(name: str) -> Path:
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
     assert spec is not None, "rapidocr-onnxruntime is not installed: run the tests through `make test`"

@@ -103,8 +103,11 @@ def test_apply_keeps_batch_and_width_dynamic_and_outputs_equal(tmp_path, dynamic
 def test_passes_lists_docs_and_filters_by_target(capsys):
     rc, out, _ = run_cli(capsys, "passes")
     assert rc == 0 and "fold-constants" in out and "keeping dynamic dims dynamic" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:1].strip()}
+    assert "run by every target (generic)" in lines["merge-duplicates"]
+    assert "for ascend; run by ascend" in lines["split-pool"] and "run by opt-in" in lines["to-fp16"]
     rc, out, _ = run_cli(capsys, "passes", "--target", "ort")
-    assert rc == 0 and "eliminate-identity" in out
+    assert rc == 0 and "eliminate-identity" in out and "split-pool" not in out
 
 
 def test_inspect_shows_io_dynamic_dims_opset_and_histogram(ppocr_rec, capsys):

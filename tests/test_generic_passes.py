@@ -60,6 +60,32 @@ def test_fold_constants_folds_constant_arithmetic_but_not_dynamic_shapes():
     assert result.stages[2].verified == "yes"
 
 
+def _duplicated_model() -> onnx.ModelProto:
+    """Two copies of Shape(x) -> Gather(0) with their own equal constants, two equal Relus that are both
+    graph outputs, and a Gather by a different index that must stay apart."""
+    i64 = lambda name, v: helper.make_tensor(name, TensorProto.INT64, [], [v])   # noqa: E731
+    nodes = [helper.make_node("Shape", ["x"], ["s1"]), helper.make_node("Shape", ["x"], ["s2"]),
+             helper.make_node("Gather", ["s1", "zero_a"], ["n1"]), helper.make_node("Gather", ["s2", "zero_b"], ["n2"]),
+             helper.make_node("Gather", ["s2", "one"], ["w"]),
+             helper.make_node("Add", ["n1", "n2"], ["nn"]), helper.make_node("Add", ["nn", "w"], ["k"]),
+             helper.make_node("Relu", ["x"], ["y1"]), helper.make_node("Relu", ["x"], ["y2"])]
+    graph = helper.make_graph(nodes, "dups", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "w"])],
+                              [helper.make_tensor_value_info("y1", TensorProto.FLOAT, ["n", "w"]),
+                               helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["n", "w"]),
+                               helper.make_tensor_value_info("k", TensorProto.INT64, [])],
+                              [i64("zero_a", 0), i64("zero_b", 0), i64("one", 1)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_merge_duplicates_keeps_one_copy_and_every_output():
+    result = Pipeline(["merge-duplicates", "merge-duplicates"]).run(_duplicated_model(), "x:1x3,2x5,4x9")
+    ops = _ops(result.model)
+    assert ops.count("Shape") == 1 and ops.count("Gather") == 2 and ops.count("Relu") == 1
+    assert len(result.model.graph.initializers) == 2                      # zero_a == zero_b, one stays
+    assert [v.name for v in result.model.graph.outputs] == ["y1", "y2", "k"]
+    assert result.stages[1].verified == "yes" and result.stages[2].rewrites == 0
+
+
 def test_infer_shapes_replaces_a_stale_output_annotation():
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])], "stale",

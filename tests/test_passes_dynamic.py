@@ -1,5 +1,6 @@
-"""The fix.py family: reshape-gemm-to-matmul, drop-zero-rnn-state, fold-flip-rnn, on real torch exports with
-dynamic batch and width, plus graphs that look similar but must stay as they are."""
+"""The fix.py family: reshape-gemm-to-matmul, drop-zero-rnn-state, fold-flip-rnn, squeeze-after-concat, on real
+torch exports with dynamic batch and width and on crafted graphs, plus graphs that look similar but must stay as they
+are."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from onnx import helper
 from ocrgraft.converter.verify import Runner
 from test_passes_common import apply, assert_idempotent, assert_untouched, export_torch, graph_model, ops, rand, verify
 
-FIX_PY = ["reshape-gemm-to-matmul", "drop-zero-rnn-state", "fold-flip-rnn"]
+FIX_PY = ["reshape-gemm-to-matmul", "drop-zero-rnn-state", "fold-flip-rnn", "squeeze-after-concat"]
 SHAPES = "x:1x1x32x32,2x1x32x100,3x1x32x160"
 
 
@@ -55,10 +56,11 @@ def test_fix_py_family_on_the_ascend_crnn_head():
     before = ops(model)
     assert before["Gemm"] == 1 and before["ConstantOfShape"] == 2 and before["Slice"] >= 2
     result = verify(model, FIX_PY, SHAPES)
-    assert [s.rewrites for s in result.stages[1:]] == [1, 4, 1]
+    assert [s.rewrites for s in result.stages[1:]] == [1, 4, 1, 1]
     after = ops(model)
     assert after["Gemm"] == 0 and after["ConstantOfShape"] == 0 and after["Slice"] == 0
     assert after["Shape"] == 0 and after["Gather"] == 0 and after["Concat"] == 1   # only the fw/bw Concat is left
+    assert after["Squeeze"] == before["Squeeze"] - 1                # one Squeeze after it, not one per LSTM
     lstms = [n for n in model.graph if n.op_type == "LSTM"]
     assert sorted(n.attributes.get_string("direction", "forward") for n in lstms) == ["forward", "reverse"]
     assert all(len(n.inputs) == 4 for n in lstms)
@@ -184,3 +186,79 @@ def test_fold_reshape_shapes_leaves_targets_it_cannot_prove():
     nodes = [helper.make_node("Shape", ["y"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["z"])]
     model = graph_model(nodes, [("x", ["a", "b"]), ("y", ["c", "d"])], [("z", ["c", "d"])])
     assert_untouched("fold-reshape-shapes", model)
+
+
+# -- squeeze-after-concat ----------------------------------------------------------------------------------
+
+def _squeezed_concat(opset, axes, axis, a, b, out, extra_use=False):
+    """Concat(Squeeze(a), Squeeze(b)); axes as an attribute below opset 13, as a constant input from 13."""
+    attr = opset < 13
+    squeezes = [helper.make_node("Squeeze", [x] if attr else [x, "ax"], [f"{x}s"], **({"axes": axes} if attr else {}))
+                for x in ("a", "b")]
+    nodes = squeezes + [helper.make_node("Concat", ["as", "bs"], ["y"], axis=axis)]
+    outputs = [("y", out)]
+    if extra_use:                                   # the first Squeeze is read elsewhere too: it stays
+        nodes.append(helper.make_node("Relu", ["as"], ["r"]))
+        outputs.append(("r", None))
+    inits = [] if attr else [("ax", np.array(axes, np.int64))]
+    return graph_model(nodes, [("a", a), ("b", b)], outputs, inits, opset=opset)
+
+
+SQUEEZE_CASES = {   # opset, squeeze axes, concat axis, a, b, y, shapes, then the new concat axis and squeezed axis
+    "lstm-fw-bw-attr": (11, [1], 2, ["t", 1, "b", 3], ["t", 1, "b", 5], ["t", "b", 8],
+                        "a:1x1x1x3,5x1x2x3,9x1x3x3;b:1x1x1x5,5x1x2x5,9x1x3x5", 3, 1),
+    "lstm-fw-bw-input": (13, [1], 2, ["t", 1, "b", 3], ["t", 1, "b", 5], ["t", "b", 8],
+                         "a:1x1x1x3,5x1x2x3,9x1x3x3;b:1x1x1x5,5x1x2x5,9x1x3x5", 3, 1),
+    "negative-axes": (13, [-3], -1, ["t", 1, "b", 3], ["t", 1, "b", 5], ["t", "b", 8],
+                      "a:1x1x1x3,5x1x2x3,9x1x3x3;b:1x1x1x5,5x1x2x5,9x1x3x5", 3, 1),
+    "concat-before-squeezed-axis": (11, [-1], 0, ["t", "b", 3, 1], ["u", "b", 3, 1], ["v", "b", 3],
+                                    "a:1x1x3x1,4x2x3x1,7x3x3x1;b:2x1x3x1,3x2x3x1,8x3x3x1", 0, 3),
+    "squeezed-axis-first": (17, [0], -1, [1, "t", 4], [1, "t", 2], ["t", 6], "a:1x1x4,1x6x4,1x20x4;b:1x1x2,1x6x2,1x20x2",
+                            2, 0),
+}
+
+
+@pytest.mark.parametrize("case", list(SQUEEZE_CASES))
+def test_squeeze_after_concat(case):
+    from ocrgraft.passes._edit import axes_of
+
+    opset, axes, axis, a, b, out, shapes, new_axis, squeezed = SQUEEZE_CASES[case]
+    model = _squeezed_concat(opset, axes, axis, a, b, out)
+    verify(model, ["squeeze-after-concat"], shapes)
+    assert ops(model) == {"Concat": 1, "Squeeze": 1}
+    concat, squeeze = list(model.graph)
+    assert concat.inputs[0].name == "a" and concat.inputs[1].name == "b"
+    assert concat.attributes.get_int("axis") == new_axis and axes_of(squeeze) == [squeezed]
+    assert ("axes" in squeeze.attributes) == (opset < 13)
+    assert [v.name for v in model.graph.outputs] == ["y"]
+    assert [str(d) for d in model.graph.inputs[0].shape] == [str(d) for d in a]       # dims stay dynamic
+    assert [isinstance(d, int) for d in model.graph.outputs[0].shape] == [isinstance(d, int) for d in out]
+    assert_idempotent("squeeze-after-concat", model)
+
+
+def test_squeeze_after_concat_keeps_a_squeeze_read_elsewhere():
+    model = _squeezed_concat(13, [1], 2, ["t", 1, "b", 3], ["t", 1, "b", 5], ["t", "b", 8], extra_use=True)
+    verify(model, ["squeeze-after-concat"], "a:1x1x1x3,5x1x2x3,9x1x3x3;b:1x1x1x5,5x1x2x5,9x1x3x5")
+    assert ops(model) == {"Concat": 1, "Squeeze": 2, "Relu": 1}
+    assert [v.name for v in model.graph.outputs] == ["y", "r"]
+    assert_idempotent("squeeze-after-concat", model)
+
+
+def test_squeeze_after_concat_leaves_other_concats():
+    mixed = graph_model([helper.make_node("Squeeze", ["a"], ["as"], axes=[1]),
+                         helper.make_node("Concat", ["as", "c"], ["y"], axis=2)],
+                        [("a", ["t", 1, "b", 3]), ("c", ["t", "b", 5])], [("y", ["t", "b", 8])])
+    assert_untouched("squeeze-after-concat", mixed)                                        # one input is no Squeeze
+    apart = graph_model([helper.make_node("Squeeze", ["a"], ["as"], axes=[1]),
+                         helper.make_node("Squeeze", ["b"], ["bs"], axes=[0]),
+                         helper.make_node("Concat", ["as", "bs"], ["y"], axis=1)],
+                        [("a", ["t", 1, "b", 3]), ("b", [1, "t", "b", 3])], [("y", ["t", None, 3])])
+    assert_untouched("squeeze-after-concat", apart)                                        # different axes
+    two = graph_model([helper.make_node("Squeeze", [x], [f"{x}s"], axes=[0, 2]) for x in "ab"]
+                      + [helper.make_node("Concat", ["as", "bs"], ["y"], axis=0)],
+                      [("a", [1, 4, 1, 3]), ("b", [1, 2, 1, 3])], [("y", [6, 3])])
+    assert_untouched("squeeze-after-concat", two)                                          # two axes squeezed
+    implicit = graph_model([helper.make_node("Squeeze", [x], [f"{x}s"]) for x in "ab"]
+                           + [helper.make_node("Concat", ["as", "bs"], ["y"], axis=0)],
+                           [("a", [4, 1]), ("b", [2, 1])], [("y", [6])], opset=13)
+    assert_untouched("squeeze-after-concat", implicit)                                     # no axes given

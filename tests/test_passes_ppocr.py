@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import EXACT_FAMILY as FAMILY
 
 import ocrgraft.passes as passes
 from ocrgraft.converter.modelio import load
@@ -15,8 +16,6 @@ from ocrgraft.passes import EXACT, list_passes
 
 _SPEC = importlib.util.find_spec("rapidocr_onnxruntime")     # located only: its own dependencies are not installed
 MODELS = Path(_SPEC.origin).parent / "models" if _SPEC and _SPEC.origin else Path("/nonexistent")
-FAMILY = ["pool-to-reduce", "maxpool3d-to-2d", "split-pool", "fold-reshape-shapes", "reshape-gemm-to-matmul",
-          "drop-zero-rnn-state", "fold-flip-rnn", "int64-to-int32", "legalize-gridsample", "decompose-gridsample"]
 
 
 def _dims(values) -> list[list[str]]:

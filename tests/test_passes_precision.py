@@ -1,4 +1,5 @@
-"""int64-to-int32 (schema-aware narrowing, exact Slice clamping, refusal of lossy casts) and to-fp16."""
+"""int64-to-int32 (schema-aware narrowing, exact Slice clamping, refusal of lossy casts) and to-fp16 (keep-list,
+overflowing constants, activation ranges measured on sample inputs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from onnx import TensorProto, helper
 
 from ocrgraft.converter.verify import FP32, Runner
 from ocrgraft.errors import OcrgraftError
+from ocrgraft.passes.precision import F16_ACTIVATION_LIMIT, ToFp16
 from test_passes_common import (apply, assert_idempotent, assert_untouched, canonical, export_torch, graph_model,
                                 rand, verify)
 
@@ -107,3 +109,60 @@ def test_fp16_keep_list_and_overflowing_constants_stay_float32():
     assert_idempotent("to-fp16(keep=LogSoftmax)", model)
     assert_untouched("to-fp16", graph_model([helper.make_node("Add", ["x", "x"], ["y"])],
                                             [("x", [2], TensorProto.INT64)], [("y", [2], TensorProto.INT64)]))
+
+
+def _large_activation_model():
+    """x * 3000 -> MatMul with weights ~±100 (activations reach ~1e6) -> / 2e4 -> + bias -> Relu."""
+    nodes = [helper.make_node("Mul", ["x", "k"], ["a"]),
+             helper.make_node("MatMul", ["a", "w"], ["big"]),
+             helper.make_node("Div", ["big", "d"], ["c"]),
+             helper.make_node("Add", ["c", "b"], ["e"]),
+             helper.make_node("Relu", ["e"], ["y"])]
+    inits = [("k", np.array(3000.0, np.float32)), ("w", rand(16, 8, seed=1, scale=100.0)),
+             ("d", np.array(2e4, np.float32)), ("b", rand(8, seed=2))]
+    return graph_model(nodes, [("x", ["n", 16])], [("y", ["n", 8])], inits, opset=13)
+
+
+def _node(model, op):
+    return next(n for n in model.graph if n.op_type == op)
+
+
+def test_fp16_keeps_nodes_with_overflowing_activations_given_samples():
+    x = rand(5, 16, seed=7)
+    reference = Runner(_large_activation_model()).run({"x": x})["y"]
+    peak = np.abs(rand(3, 16, seed=3) * 3000 @ rand(16, 8, seed=1, scale=100.0)).max()
+    assert peak > 10 * F16_ACTIVATION_LIMIT     # the MatMul's output is far beyond float16's safe range
+
+    # Constants only (no samples): the MatMul becomes float16 and would write inf on a float16 device. ONNX
+    # Runtime's CPU provider runs most float16 ops in float32 (it drops the Cast pairs), so it does not show that.
+    blind = _large_activation_model()
+    apply("to-fp16", blind)
+    assert _node(blind, "MatMul").outputs[0].dtype == ir.DataType.FLOAT16
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(rand(3, 16, seed=3).astype(np.float16) * np.float16(3000)
+                               @ rand(16, 8, seed=1, scale=100.0).astype(np.float16)).all()
+
+    model = _large_activation_model()
+    p = ToFp16(samples=[{"x": rand(n, 16, seed=n)} for n in (1, 3, 6)])
+    assert p(model).rewrites > 0
+    matmul, div = _node(model, "MatMul"), _node(model, "Div")
+    assert sorted(p.kept_for_range) == sorted([matmul.name or "MatMul", div.name or "Div"])   # writes / reads 'big'
+    assert matmul.outputs[0].dtype == ir.DataType.FLOAT and div.inputs[0].dtype == ir.DataType.FLOAT
+    assert matmul.inputs[1].dtype == ir.DataType.FLOAT                          # its weights too
+    assert _node(model, "Mul").outputs[0].dtype == ir.DataType.FLOAT16          # 3000 fits: converted
+    assert _node(model, "Add").outputs[0].dtype == ir.DataType.FLOAT16          # back in range after the Div
+    got = Runner(model).run({"x": x})["y"]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, reference, atol=ToFp16.tolerance.atol, rtol=ToFp16.tolerance.rtol)
+    assert_idempotent(ToFp16(samples=p.samples), model)
+
+
+def test_pipeline_hands_its_test_inputs_to_to_fp16():
+    model = _large_activation_model()
+    p = ToFp16()
+    result = verify(model, [p], "x:1x16,4x16,9x16", tol=FP32)
+    assert result.stages[1].verified == "yes" and result.stages[1].max_abs < 1e-2
+    assert _node(model, "MatMul").outputs[0].dtype == ir.DataType.FLOAT      # measured on the pipeline's inputs
+    assert len(p.kept_for_range) == 2 and p.samples is None         # lent for the run only
+    with pytest.raises(TypeError):
+        ToFp16(samples="x.npy")

@@ -9,10 +9,13 @@ one of the checkpoint forms; every model x form is also loaded in tests/test_tor
 import numpy as np
 import pytest
 import torch
+from conftest import EXACT_FAMILY
 from zoo_weights import save_weights, trained
 
 from ocrgraft.converter.convert import convert
 from ocrgraft.converter.modelio import load
+from ocrgraft.converter.pipeline import Pipeline
+from ocrgraft.passes import GENERIC_PASSES
 from ocrgraft.converter.recipes import get_recipe
 from ocrgraft.converter.shapes import ShapeSet
 from ocrgraft.converter.verify import Runner
@@ -89,6 +92,18 @@ def test_zoo_model_reads_the_same(converted, name, exporter, form, shapes):
         assert all(0.1 * r["pixels"] < r["pixels_above"] < 0.9 * r["pixels"] for r in p["rows"])   # a real mask
     assert p["sources"] == ["torch", "raw ONNX", "final ONNX"]
     assert "## Parity" in (conv.out_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name,exporter,form,shapes", CASES, ids=IDS)
+def test_all_exact_passes_keep_zoo_outputs_and_dynamic_dims(converted, name, exporter, form, shapes):
+    """The exported graph through every semantics-preserving pass at once (whatever its target): each
+    stage equal to the one before at the conversion's min/opt/max (atol 1e-5, rtol 1e-4), no dim fixed."""
+    conv = converted(name, exporter)
+    raw = load(conv.out_dir / "stages" / "00_source.onnx")
+    dims = [[str(d) for d in v.shape] for v in raw.graph.inputs]
+    result = Pipeline(list(GENERIC_PASSES) + EXACT_FAMILY, samples=1).run(raw, shapes=shapes or get_recipe(name).shapes)
+    assert all(s.verified in ("yes", "unchanged") for s in result.stages[1:]), [s.verified for s in result.stages]
+    assert [[str(d) for d in v.shape] for v in result.model.graph.inputs] == dims
 
 
 def test_lprnet_keeps_maxpool3d_for_ort_with_dynamo(converted):

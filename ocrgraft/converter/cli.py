@@ -63,14 +63,17 @@ def cmd_apply(args) -> int:
 
 
 def cmd_passes(args) -> int:
-    from ocrgraft.passes import list_passes
-    from ocrgraft.targets import get_target
+    """Each pass with its doc, the targets it is meant for and the targets whose default pipeline runs it."""
+    from ocrgraft.passes import GENERIC_PASSES, list_passes
+    from ocrgraft.targets import TARGETS, get_target
 
     if args.target:
         get_target(args.target)
     for cls in list_passes(args.target):
-        targets = ", ".join(cls.targets) if cls.targets else "all targets"
-        print(f"{cls.name:22s} [{cls.semantics}; {targets}]\n    {cls.doc()}")
+        meant = ", ".join(cls.targets) if cls.targets else "any target"
+        users = [name for name, t in TARGETS.items() if cls.name in t.passes]
+        run = "every target (generic)" if cls.name in GENERIC_PASSES else ", ".join(users) or "opt-in"
+        print(f"{cls.name:26s} [{cls.semantics}; for {meant}; run by {run}]\n    {cls.doc()}")
     return 0
 
 

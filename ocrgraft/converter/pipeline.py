@@ -1,7 +1,8 @@
 """Pipeline: one in-memory graph through a list of passes, each stage saved and checked.
 
 Every exact stage runs in ONNX Runtime on the same random, non-zero inputs at every shape case
-(min / opt / max) and is compared with the previous checked stage and with the source model.
+(min / opt / max) and is compared with the previous checked stage and with the source model. A pass
+that sets `uses_samples` (to-fp16) is handed those inputs as `samples` before it runs.
 """
 
 from __future__ import annotations
@@ -142,12 +143,20 @@ class Pipeline:
         vendor_form, changed_at = "", 0
         for i, p in enumerate(self.passes, 1):
             t = time.perf_counter()
+            # a pass that measures the model (to-fp16's activation ranges) gets this stage's test inputs,
+            # unless it was given its own
+            lend = bool(cases) and getattr(p, "uses_samples", False) and getattr(p, "samples", None) is None
+            if lend:
+                p.samples = [c.feeds for c in self._cases_for(model, shapes, cases)]
             try:
                 result = p(model)
             except OcrgraftError:
                 raise
             except Exception as exc:
                 raise OcrgraftError(f"pass '{p.name}' failed on this model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            finally:
+                if lend:
+                    p.samples = None
             after = result.ops if getattr(result, "ops", None) is not None else op_histogram(model)
             delta = {op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]}
             hist = after

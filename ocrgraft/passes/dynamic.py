@@ -189,7 +189,6 @@ class FoldReshapeShapes(Pass):
     input at the same position (0 copies it) or the one left to infer (-1), the chain is not needed."""
 
     name = "fold-reshape-shapes"
-    targets = ("ascend", "trt", "sophon")
 
     def rewrite(self, model: ir.Model) -> int:
         restore = ensure_shapes(model)
@@ -247,7 +246,6 @@ class DropZeroRnnState(Pass):
     optional inputs are removed and their shape chains with them."""
 
     name = "drop-zero-rnn-state"
-    targets = ("ascend", "trt")
 
     def rewrite(self, model: ir.Model) -> int:
         count, dead = 0, []
@@ -341,3 +339,77 @@ class FoldFlipRnn(Pass):
                 return None
         return flips
 
+
+
+# -- Concat of Squeezes -----------------------------------------------------------------------------------
+
+@register
+class SqueezeAfterConcat(Pass):
+    """Concat(Squeeze(a, k), Squeeze(b, k), ...) becomes Squeeze(Concat(a, b, ...), k): one Squeeze after the join.
+
+    The last step of the Ascend CRNN fix.py: each LSTM's output [T, 1, b, h] was squeezed before the fw/bw
+    Concat; the script concatenated the 4-D outputs and squeezed once (by node name, on every Concat).
+    Here every input of the Concat must be a Squeeze of the same single axis (attribute or constant input,
+    negative axes read with the known rank); the Concat axis moves to the unsqueezed rank. Exact at any shape."""
+
+    name = "squeeze-after-concat"
+    targets = ("ascend",)
+
+    def rewrite(self, model: ir.Model) -> int:
+        restore = ensure_shapes(model)     # ranks, for negative axes
+        edit, count = Editor(model, self.name), 0
+        for concat in list(model.graph):
+            match = self._match(concat)
+            if match is None:
+                continue
+            sources, axis, squeezed = match
+            edit.at(concat)
+            joined = edit.op("Concat", sources, {"axis": axis})
+            if edit.opset >= 13:
+                out = edit.op("Squeeze", [joined, edit.i64([squeezed], "axes")])
+            else:
+                out = edit.op("Squeeze", [joined], {"axes": [squeezed]})
+            edit.replace(concat.outputs[0], out)
+            remove_unused(model.graph, [concat])   # and the Squeezes nothing else reads
+            count += 1
+        ensure_shapes(model) if count else restore()
+        return count
+
+    @staticmethod
+    def _match(concat: ir.Node) -> tuple[list[ir.Value], int, int] | None:
+        """(the unsqueezed inputs, the Concat axis on their rank, the squeezed axis), or None."""
+        if concat.op_type != "Concat" or concat.domain or not concat.inputs or any(v is None for v in concat.inputs):
+            return None
+        squeezes = [v.producer() for v in concat.inputs]
+        if any(s is None or s.op_type != "Squeeze" or s.domain for s in squeezes):
+            return None
+        ranks = {len(s.inputs[0].shape) for s in squeezes if s.inputs[0].shape is not None}
+        if concat.outputs[0].shape is not None:
+            ranks.add(len(concat.outputs[0].shape) + 1)
+        if len(ranks) > 1:
+            return None
+        rank = ranks.pop() if ranks else None
+        found = set()
+        for squeeze in squeezes:
+            axes = axes_of(squeeze)
+            if axes is None or len(axes) != 1:
+                return None   # all-ones squeeze (no axes) or several axes
+            k = axes[0]
+            if k < 0:
+                if rank is None:
+                    return None
+                k += rank
+            found.add(k)
+        if len(found) != 1:
+            return None
+        k = found.pop()
+        j = concat.attributes.get_int("axis")
+        if j is None:
+            return None
+        if j < 0:
+            if rank is None:
+                return None
+            j += rank - 1        # the Concat's own (squeezed) rank
+        if k < 0 or j < 0 or (rank is not None and (k >= rank or j >= rank - 1)):
+            return None
+        return [s.inputs[0] for s in squeezes], (j if j < k else j + 1), k

@@ -1,4 +1,5 @@
-"""Types and precision: INT64 constants to INT32 with range checks, FP16 with an FP32 keep-list.
+"""Types and precision: INT64 constants to INT32 with range checks, FP16 with an FP32 keep-list and
+activation-range checks on sample inputs.
 
 Both read the ONNX op schemas to decide which inputs may change type, so the result stays valid ONNX
 that ONNX Runtime checks like any other stage.
@@ -12,7 +13,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ocrgraft.converter.verify import Tolerance
+from ocrgraft.converter.modelio import to_proto
+from ocrgraft.converter.verify import Runner, Tolerance
 from ocrgraft.errors import OcrgraftError
 from ocrgraft.passes._edit import Editor, const_array, ensure_shapes, opset_of, remove_unused_values
 from ocrgraft.passes.base import LEGALIZE, Pass, register
@@ -21,6 +23,7 @@ log = logging.getLogger("ocrgraft.passes")
 
 I32 = np.iinfo(np.int32)
 F16_MAX, F16_TINY = 65504.0, 2.0**-24
+F16_ACTIVATION_LIMIT = F16_MAX / 2   # headroom for what a float16 kernel computes between its inputs and outputs
 SLICE_BOUNDS = (1, 2)    # Slice starts, ends: out-of-range values only mean "from/to the end"
 
 
@@ -138,20 +141,35 @@ def _transpose_matmul(node: ir.Node) -> bool:
 
 @register
 class ToFp16(Pass):
-    """Convert float32 weights and compute to float16, keeping listed op types and overflowing constants in float32.
+    """Convert float32 weights and compute to float16; listed op types and nodes whose constants or sample
+    activations overflow float16 stay float32.
 
     Inputs and outputs stay float32 (Casts at the borders). `keep` lists op types to leave in float32,
     joined by '+', e.g. to-fp16(keep=Softmax+ReduceMean); GridSample and Range are kept by default since
     they carry coordinates. A node reading a constant beyond float16's range (|x| > 65504, or non-zero
-    below 2^-24) stays float32. Checked against the float32 model within a 1e-2 tolerance."""
+    below 2^-24) stays float32. Checked against the float32 model within a 1e-2 tolerance.
+
+    Activations: given sample inputs (`samples`, a list of {input name: array}; the Pipeline hands this
+    pass its stage's test inputs at min / opt / max), the float32 model runs once per sample in ONNX
+    Runtime with every float32 value exposed, and any node that reads or writes a value whose largest
+    finite |x| exceeds F16_MAX / 2 (32752, half of float16's range, as headroom for what a kernel computes
+    inside) stays float32, with its large inputs and outputs. Elements already inf or nan in float32 are
+    left out of the measure: float16 carries them the same way. The check only knows the samples' range;
+    real inputs beyond it need a keep-list. Without samples (the pass called on its own) only constants
+    are checked. `kept_for_range` names the nodes the last run kept for their activations."""
 
     name = "to-fp16"
     tolerance = Tolerance(atol=1e-2, rtol=1e-2)
     DEFAULT_KEEP = ("GridSample", "Range")
+    uses_samples = True      # the Pipeline sets `samples` to the stage's test inputs before running it
 
-    def __init__(self, keep: str = ""):
+    def __init__(self, keep: str = "", *, samples: list[dict[str, np.ndarray]] | None = None):
         super().__init__()
         self.keep = tuple(k.strip() for k in keep.replace(",", "+").split("+") if k.strip())
+        if samples is not None and not isinstance(samples, (list, tuple)):
+            raise TypeError("samples must be a list of {input name: array} dicts")
+        self.samples = samples
+        self.kept_for_range: list[str] = []
 
     def args(self) -> dict[str, str]:
         return {"keep": "+".join(self.keep)} if self.keep else {}
@@ -160,6 +178,8 @@ class ToFp16(Pass):
         restore = ensure_shapes(model)      # the element type of every value is needed
         opset, graph = opset_of(model), model.graph
         edit, keep = Editor(model, self.name), set(self.keep) | set(self.DEFAULT_KEEP)
+        self.kept_for_range = []
+        hot = self._overflowing_nodes(model) if self.samples else set()
         halves: set[int] = set()            # ids of the values this pass turned into float16
         captured = {id(v) for n in ir.traversal.RecursiveGraphIterator(graph) if n.graph is not graph
                     for v in n.inputs if v is not None}   # read inside If/Loop bodies: left float32
@@ -168,7 +188,7 @@ class ToFp16(Pass):
         replaced, count = [], 0
         for node in list(graph):
             ins, outs = self._plan(node, opset, keep, halves)
-            if any(id(node.outputs[j]) in captured for j in outs):
+            if id(node) in hot or any(id(node.outputs[j]) in captured for j in outs):
                 ins, outs = set(), set()
             edit.at(node)
             for i, value in enumerate(node.inputs):
@@ -198,6 +218,38 @@ class ToFp16(Pass):
         remove_unused_values(graph, replaced)
         ensure_shapes(model) if count else restore()
         return count
+
+    def _overflowing_nodes(self, model: ir.Model) -> set[int]:
+        """Ids of the main-graph nodes that read or write a float32 value beyond F16_ACTIVATION_LIMIT on
+        the samples; the model itself is not touched (a serialized copy runs)."""
+        graph = model.graph
+        proto = to_proto(model)
+        exposed = {o.name for o in proto.graph.output}
+        for node in graph:
+            for value in node.outputs:
+                if value.name and value.dtype == ir.DataType.FLOAT and value.name not in exposed:
+                    exposed.add(value.name)
+                    proto.graph.output.append(
+                        onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, None))
+        runner = Runner(proto.SerializeToString(),
+                        what="the float32 model with every value exposed (to-fp16's activation check)")
+        del proto
+        inputs = {v.name for v in graph.inputs}
+        peaks: dict[str, float] = {}
+        for sample in self.samples:
+            feeds = {k: np.asarray(v) for k, v in sample.items() if k in inputs}
+            for name, array in {**feeds, **runner.run(feeds)}.items():
+                if array.dtype != np.float32 or not array.size:
+                    continue
+                mag = np.abs(array)
+                peaks[name] = max(peaks.get(name, 0.0), float(mag.max(initial=0.0, where=np.isfinite(mag))))
+        large = {name for name, peak in peaks.items() if peak > F16_ACTIVATION_LIMIT}
+        hot = [n for n in graph if any(v is not None and v.name in large for v in (*n.inputs, *n.outputs))]
+        self.kept_for_range = [n.name or n.op_type for n in hot]
+        if hot:
+            log.info("to-fp16: %d node(s) stay float32, their activations exceed %g on the samples: %s", len(hot),
+                     F16_ACTIVATION_LIMIT, ", ".join(self.kept_for_range[:10]) + (" ..." if len(hot) > 10 else ""))
+        return {id(n) for n in hot}
 
     def _plan(self, node: ir.Node, opset: int, keep: set[str], halves: set[int]) -> tuple[set[int], set[int]]:
         """Input and output indices that become float16 if the node is converted; empty if it is kept."""

@@ -67,8 +67,9 @@ class AscendTarget(Target):
     # The hand-written fix.py / opt_onnx.py edits of the Ascend write-ups, as general passes: shape
     # computations for view->Linear->view, zero LSTM states and flip->LSTM->flip folded away; GridSample
     # decomposed (older CANN has none); pooling kernels split below the 255 limit.
-    passes = ("reshape-gemm-to-matmul", "fold-reshape-shapes", "drop-zero-rnn-state", "fold-flip-rnn",
-              "decompose-gridsample", "pool-to-reduce", "split-pool", "int64-to-int32", "topk-int32")
+    # (The generic clean-ups already fold reshape targets and drop zero RNN states.)
+    passes = ("reshape-gemm-to-matmul", "fold-flip-rnn", "squeeze-after-concat", "decompose-gridsample", "pool-to-reduce", "split-pool", "int64-to-int32",
+              "topk-int32")
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION
