@@ -96,15 +96,17 @@ def verify(model, passes, shapes, tol=Tolerance(atol=1e-5, rtol=1e-5)):
 
 # -- tests of the shared helpers and the registry entries -------------------------------------------
 
-def test_every_new_pass_is_registered_documented_and_scoped():
+def test_every_pass_is_registered_documented_and_scoped():
     names = {c.name for c in list_passes()}
-    for name in ("pool-to-reduce", "maxpool3d-to-2d", "split-pool", "decompose-gridsample", "legalize-gridsample",
-                 "reshape-gemm-to-matmul", "fold-reshape-shapes", "drop-zero-rnn-state", "fold-flip-rnn",
-                 "int64-to-int32", "to-fp16", "convert-opset", "resize-nearest-to-bilinear"):
+    for name in ("pool-to-reduce", "maxpool3d-to-2d", "split-pool", "adaptive-avgpool-to-pool", "decompose-gridsample",
+                 "legalize-gridsample", "reshape-gemm-to-matmul", "fold-reshape-shapes", "drop-zero-rnn-state",
+                 "fold-flip-rnn", "squeeze-after-concat", "merge-duplicates", "int64-to-int32", "to-fp16",
+                 "convert-opset", "resize-nearest-to-bilinear"):
         assert name in names, name
-        cls = type(get_pass(name)) if name != "convert-opset" else type(get_pass("convert-opset(opset=11)"))
-        assert cls.doc() and len(cls.doc()) < 200, name
-        assert set(cls.targets) <= {"trt", "ascend", "sophon", "ort"}, name
+    for cls in list_passes():
+        if cls.__module__.startswith("ocrgraft.passes"):      # other tests register their own
+            assert cls.doc() and len(cls.doc()) < 200, cls.name
+            assert set(cls.targets) <= {"trt", "ascend", "sophon", "ort"}, cls.name
 
 
 def test_editor_replace_keeps_output_name_and_remove_unused_clears_chain():

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXACT_FAMILY
-from zoo_weights import save_weights, trained
+from zoo_weights import FORMS, save_weights, trained
 
+from ocrgraft import models
 from ocrgraft.converter.convert import convert
 from ocrgraft.converter.modelio import load
 from ocrgraft.converter.pipeline import Pipeline
@@ -146,3 +147,21 @@ def test_crnn_stays_dynamic_end_to_end(converted, crnn_torch_outputs, exporter):
         got = runner.run({"imgs": x})["output1"]
         assert got.shape == want.shape == (w // 4 + 1, b, 37)
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"batch {b}, width {w}")
+
+
+MATRIX = [(m, e, f) for m in models.ZOO for e in ("torchscript", "dynamo") for f in (None, *FORMS)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,exporter,form", MATRIX, ids=[f"{m}-{e}-{f or 'random'}" for m, e, f in MATRIX])
+def test_full_matrix_converts_and_verifies(tmp_path, name, exporter, form):
+    """Every model x exporter x weights form at the recipe's own min/opt/max (make test-slow)."""
+    weights = save_weights(trained(name), name, form, tmp_path / "w.pt") if form else None
+    conv = convert(name, target="ort", out=tmp_path / "out", exporter=exporter, weights=weights, progress=lambda m: None)
+    r = conv.report
+    assert r["all_verified"] and r["build"]["built"] and r["stages"][0]["verified"] == "yes"
+    assert {c["label"].split("#")[0] for c in r["test_inputs"]} == {"min", "opt", "max"}
+    notes = r["source"]["notes"]
+    assert any(n.startswith("weights: w.pt") for n in notes) if form else any("random initialization" in n for n in notes)
+    p = r["parity"]
+    assert p["all_agree"] if p["kind"] == "ctc" else p["max_abs"] < 1e-4, p["summary"]

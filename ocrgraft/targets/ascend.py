@@ -68,8 +68,8 @@ class AscendTarget(Target):
     # computations for view->Linear->view, zero LSTM states and flip->LSTM->flip folded away; GridSample
     # decomposed (older CANN has none); pooling kernels split below the 255 limit.
     # (The generic clean-ups already fold reshape targets and drop zero RNN states.)
-    passes = ("reshape-gemm-to-matmul", "fold-flip-rnn", "squeeze-after-concat", "decompose-gridsample", "pool-to-reduce", "split-pool", "int64-to-int32",
-              "topk-int32")
+    passes = ("reshape-gemm-to-matmul", "fold-flip-rnn", "squeeze-after-concat", "decompose-gridsample",
+              "pool-to-reduce", "split-pool", "int64-to-int32", "topk-int32")
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION
