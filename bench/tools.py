@@ -139,22 +139,21 @@ def cmd_convert(model: str, target: str, out: str) -> dict:
 
 
 def cmd_latency(shapes: str, *paths: str, rounds: int = 100) -> dict:
-    """Median ORT CPU latency (default optimizations, one thread) on the same random input, the models
-    interleaved round by round in rotating order, so a noisy neighbour slows them all alike. `noise` is the
-    spread of the medians of four interleaved quarters of the rounds (relative, the largest over the
-    models): ratios closer to 1 than that are a tie."""
+    """ORT CPU latency (default optimizations, one thread) on the same random input, the models interleaved
+    round by round in rotating order, so a noisy neighbour slows them all alike. Returns the median ms of
+    each and every round's times, for paired ratios (run.py)."""
     import onnxruntime as ort
 
     sessions = {}
     for path in paths:
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = 1
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         sessions[path] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    dims = {k: [int(d) for d in v.split("x")] for k, v in (item.split(":") for item in shapes.split(";"))}
     rng = np.random.default_rng(0)
-    inputs = {i.name: rng.uniform(0.05, 1, dims[i.name]).astype(np.float32)
-              for i in next(iter(sessions.values())).get_inputs()}
+    first = next(iter(sessions.values()))
+    dims = dict(item.split(":") for item in shapes.split(";"))
+    inputs = {i.name: rng.uniform(-1, 1, [int(d) for d in dims[i.name].split("x")]).astype(np.float32)
+              for i in first.get_inputs()}
     times: dict[str, list[float]] = {p: [] for p in paths}
     for path, session in sessions.items():   # warm up
         for _ in range(3):
@@ -165,9 +164,7 @@ def cmd_latency(shapes: str, *paths: str, rounds: int = 100) -> dict:
             t = time.perf_counter()
             session.run(None, inputs)
             times[path].append((time.perf_counter() - t) * 1e3)
-    quarters = [[np.median(t[q::4]) for q in range(4)] for t in times.values()]
-    noise = max((max(q) - min(q)) / np.median(q) for q in quarters)
-    return {"ms": {p: float(np.median(t)) for p, t in times.items()}, "noise": float(noise)}
+    return {"ms": {p: float(np.median(t)) for p, t in times.items()}, "rounds": times}
 
 
 def peak_mib(pid: int | str = "self") -> float | None:
