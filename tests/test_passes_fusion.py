@@ -270,3 +270,33 @@ def test_inference_matches_onnx_on_the_real_recognizer(ppocr_rec):
 
 def test_both_passes_run_in_every_target_pipeline():
     assert {"fuse-conv-affine", "eliminate-reshapes"} <= set(GENERIC_PASSES)
+
+
+# -- eliminate-unit-reductions ----------------------------------------------------------------------------
+
+def _reduce(op, axes, keepdims, opset, height=1):
+    """x[N,3,H,W] -> Relu -> op over `axes` -> Neg -> y; axes as attribute or input as the opset wants."""
+    as_input = opset >= (13 if op == "ReduceSum" else 18)
+    reduce = helper.make_node(op, ["r", "axes"] if as_input else ["r"], ["m"], keepdims=keepdims,
+                              **({} if as_input else {"axes": axes}))
+    kept = ["N", 3, height, "W"]
+    out = kept if keepdims else [d for i, d in enumerate(kept) if i not in [a % 4 for a in axes]]
+    inits = [("axes", np.array(axes, np.int64))] if as_input else []
+    return graph_model([helper.make_node("Relu", ["x"], ["r"]), reduce, helper.make_node("Neg", ["m"], ["y"])],
+                       [("x", ["N", 3, height, "W"])], [("y", out)], inits, opset=opset)
+
+
+@pytest.mark.parametrize("op,axes,keepdims,opset", [("ReduceMean", [2], 1, 11), ("ReduceMean", [-2], 0, 18),
+                                                    ("ReduceSum", [2], 0, 13), ("ReduceMax", [2], 1, 17)])
+def test_reduction_over_a_unit_axis_goes(op, axes, keepdims, opset):
+    model = _reduce(op, axes, keepdims, opset)
+    result = verify(model, ["eliminate-unit-reductions"], "x:1x3x1x5,2x3x1x17,4x3x1x40")
+    assert result.stages[1].rewrites == 1 and op not in ops(model)
+    assert ops(model).get("Squeeze", 0) == (0 if keepdims else 1)
+    assert [str(d) for d in model.graph.outputs[0].shape][-1] == "W"
+    assert_idempotent("eliminate-unit-reductions", model)
+
+
+@pytest.mark.parametrize("axes,height", [([2], 4), ([3], 1), ([1, 2], 1)])
+def test_reduction_over_a_longer_or_dynamic_axis_stays(axes, height):
+    assert_untouched("eliminate-unit-reductions", _reduce("ReduceMean", axes, 1, 13, height))

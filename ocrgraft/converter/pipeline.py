@@ -157,7 +157,8 @@ class Pipeline:
             finally:
                 if lend:
                     p.samples = None
-            after = result.ops if getattr(result, "ops", None) is not None else op_histogram(model)
+            after = result.ops if getattr(result, "ops", None) is not None else \
+                op_histogram(model) if result.modified else hist
             delta = {op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]}
             hist = after
             stage = Stage(i, p.label, p.semantics, result.rewrites, result.modified, sum(after.values()), delta,

@@ -12,6 +12,6 @@ __all__ = ["CHANGES", "CLEANUP_PASSES", "GENERIC_PASSES", "EXACT", "LEGALIZE", "
 # The clean-ups every target runs first, in this order; fresh shape inference closes every pipeline.
 # The shape-free rewrites come before fold-constants, so its shape inference and folder see the smaller graph.
 CLEANUP_PASSES = ("eliminate-identity", "lift-constants", "eliminate-reshapes", "fuse-conv-affine", "fold-constants",
-                  "adaptive-avgpool-to-pool", "fold-reshape-shapes", "drop-zero-rnn-state", "merge-duplicates",
-                  "remove-dead-nodes")
+                  "adaptive-avgpool-to-pool", "eliminate-unit-reductions", "fold-reshape-shapes", "drop-zero-rnn-state",
+                  "merge-duplicates", "remove-dead-nodes")
 GENERIC_PASSES = CLEANUP_PASSES + ("infer-shapes",)

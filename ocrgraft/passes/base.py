@@ -65,8 +65,10 @@ class Pass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> PassResult:
         before = all_nodes(model)   # held, so a new node cannot reuse a removed one's id
-        seen = set(map(id, before))
         count = int(self.rewrite(model))
+        if not count:               # nothing changed: no walk afterwards (ops=None: the caller's count holds)
+            return PassResult(model, modified=False, rewrites=0)
+        seen = set(map(id, before))
         after = all_nodes(model)
         new = [n for n in after if id(n) not in seen]
         if new:   # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)

@@ -13,7 +13,7 @@ import onnx_ir as ir
 
 from ocrgraft.passes._edit import (Editor, axes_of, const_array, dims, ensure_shapes, only_use, remove_unused,
                                    remove_unused_values, same_dim, set_attr)
-from ocrgraft.passes.base import Pass, register
+from ocrgraft.passes.base import Pass, all_nodes, register
 
 RNNS = ("LSTM", "GRU", "RNN")
 
@@ -191,6 +191,8 @@ class FoldReshapeShapes(Pass):
     name = "fold-reshape-shapes"
 
     def rewrite(self, model: ir.Model) -> int:
+        if not any(n.op_type == "Reshape" and const_array(n.inputs[1]) is None for n in model.graph):
+            return 0      # nothing computed at run time: skip the shape inference
         restore = ensure_shapes(model)
         count = 0
         while found := self._fold(model):      # a constant target sharpens the shapes after it
@@ -249,7 +251,7 @@ class DropZeroRnnState(Pass):
 
     def rewrite(self, model: ir.Model) -> int:
         count, dead = 0, []
-        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for node in all_nodes(model):
             if node.op_type not in RNNS or node.domain:
                 continue
             states = (5, 6) if node.op_type == "LSTM" else (5,)

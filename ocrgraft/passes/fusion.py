@@ -217,3 +217,52 @@ def _is_own_shape(reshape: ir.Node, shapes: bool) -> bool:
             return False
         unproven += 1
     return unproven <= 1
+
+
+_UNIT_REDUCTIONS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
+
+
+@register
+class EliminateUnitReductions(Pass):
+    """Remove reductions over axes of size 1: they are the identity (keepdims) or a Squeeze.
+
+    AdaptiveAvgPool2d((None, 1)) over a map already 1 high (the DTRB recognizer at height 32) exports as a
+    ReduceMean over a static axis of 1. Mean, sum, max, min and product of one element are that element."""
+
+    name = "eliminate-unit-reductions"
+
+    def rewrite(self, model: ir.Model) -> int:
+        if not any(n.op_type in _UNIT_REDUCTIONS for n in model.graph):
+            return 0
+        restore = ensure_shapes(model)
+        edit, count, dead = Editor(model, self.name), 0, []
+        for node in list(model.graph):
+            axes = _unit_axes(node)
+            if axes is None:
+                continue
+            edit.at(node)
+            x = node.inputs[0]
+            if node.attributes.get_int("keepdims", 1):
+                edit.replace(node.outputs[0], x)
+            elif edit.opset >= 13:
+                edit.replace(node.outputs[0], edit.op("Squeeze", [x, edit.i64(axes, "axes")]))
+            else:
+                edit.replace(node.outputs[0], edit.op("Squeeze", [x], {"axes": axes}))
+            dead.append(node)
+            count += 1
+        remove_unused(model.graph, dead)
+        if not count:
+            restore()
+        return count
+
+
+def _unit_axes(node: ir.Node) -> list[int] | None:
+    """The reduced axes (non-negative) if the node is a reduction over static axes of size 1 only."""
+    if node.op_type not in _UNIT_REDUCTIONS or node.domain not in _ONNX:
+        return None
+    shape = dims(node.inputs[0])
+    axes = axes_of(node)
+    if shape is None or axes is None or not axes:   # no axes: all of them, or none (noop_with_empty_axes)
+        return None
+    axes = sorted(a % len(shape) for a in axes)
+    return axes if all(shape[a] == 1 for a in axes) else None
