@@ -23,7 +23,7 @@ ARGS   ?=
 help:
 	@echo "make convert MODEL=<name> TARGET=<ort|trt|ascend|sophon> [ARGS='--shapes ...']"
 	@echo "make test                    run the test suite"
-	@echo "make test-slow               also convert every zoo model x exporter x weights form (~15 min)"
+	@echo "make test-slow               the full zoo matrix: every model x exporter x weights form (~10 min)"
 	@echo "make sophon-toolchain        set up TPU-MLIR for TARGET=sophon (once; cached in ~/.cache/ocrgraft)"
 	@echo "make bench [BENCH=full]      benchmark: scale vs onnxsim/onnxslim/graphsurgeon, zoo latency, conversion cost"
 	@echo "make view MODEL=<name> TARGET=<t>   serve a conversion's stages in Netron"
@@ -56,7 +56,7 @@ convert: $(STAMP) $(NEEDS_PADDLE)
 test: $(STAMP) $(PADDLE_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# The full zoo matrix (every model x exporter x weights form converted and verified): ~15 min on 2 cores.
+# The full zoo matrix (every model x exporter x weights form converted and verified): ~10 min on 2 cores.
 .PHONY: test-slow
 test-slow: $(STAMP) $(PADDLE_STAMP)
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
