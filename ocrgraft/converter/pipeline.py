@@ -145,7 +145,7 @@ class Pipeline:
             t = time.perf_counter()
             # a pass that measures the model (to-fp16's activation ranges) gets this stage's test inputs,
             # unless it was given its own
-            lend = bool(cases) and getattr(p, "uses_samples", False) and getattr(p, "samples", None) is None
+            lend = bool(cases) and p.uses_samples and getattr(p, "samples", None) is None
             if lend:
                 p.samples = [c.feeds for c in self._cases_for(model, shapes, cases)]
             try:

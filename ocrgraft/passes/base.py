@@ -46,6 +46,7 @@ class Pass(ir.passes.InPlacePass):
     semantics: ClassVar[str] = EXACT
     targets: ClassVar[tuple[str, ...]] = ()   # targets whose pipeline includes it; () = every target
     tolerance: ClassVar[Tolerance | None] = None  # overrides the run's tolerance for this pass
+    uses_samples: ClassVar[bool] = False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
 
     @classmethod
     def doc(cls) -> str:
