@@ -98,6 +98,7 @@ def test_model_newer_than_the_target_reads_is_lowered_to_its_opset(tmp_path):
     conv = convert(onnx=relu, target="ort", out=tmp_path / "out", shapes="x:1x4,3x4", progress=lambda m: None)
     assert not any(p.startswith("convert-opset") for p in conv.report["passes"])
 
+
 def test_ascend_writes_atc_with_shape_ranges_and_soc(tmp_path):
     src = _save(tmp_path, make_dynamic_model(), "dyn")
     conv = convert(onnx=src, target="ascend", out=tmp_path / "out", shapes=DYN_SHAPES, progress=lambda m: None,

@@ -16,10 +16,10 @@ from ocrgraft import models
 from ocrgraft.converter.convert import convert
 from ocrgraft.converter.modelio import load
 from ocrgraft.converter.pipeline import Pipeline
-from ocrgraft.passes import GENERIC_PASSES
 from ocrgraft.converter.recipes import get_recipe
 from ocrgraft.converter.shapes import ShapeSet
 from ocrgraft.converter.verify import Runner
+from ocrgraft.passes import GENERIC_PASSES
 
 # model, exporter, weights form (None: random init), shapes (None: the recipe's)
 CASES = [

@@ -18,7 +18,7 @@ from ocrgraft.frontends import Source
 from ocrgraft.passes import CLEANUP_PASSES
 from ocrgraft.passes._edit import opset_of
 from ocrgraft.passes.opset import missing_ops
-from ocrgraft.targets import BuildContext, get_target
+from ocrgraft.targets import BuildContext, Target, get_target
 
 
 @dataclass
@@ -44,16 +44,15 @@ def load_source(recipe: Recipe, *, target: str = "ort", weights=None, exporter: 
     raise OcrgraftError(f"model '{recipe.name}': frontend '{recipe.frontend}' is not available")
 
 
-def default_passes(recipe: Recipe, target_name: str, model=None, version: str | None = None) -> list[str]:
+def default_passes(recipe: Recipe, target: Target, model) -> list[str]:
     """Generic clean-ups, an opset conversion if the model is newer than the target reads (and every op
     it uses exists at the older opset; else the support check names them), then what the target needs,
     then the recipe's own extras, then fresh shapes."""
-    target = get_target(target_name, version)
     newest = target.max_opset()
     lower = []
-    if model is not None and newest and opset_of(model) > newest and not missing_ops(model, newest):
+    if newest and opset_of(model) > newest and not missing_ops(model, newest):
         lower = [f"convert-opset(opset={newest})"]
-    return [*CLEANUP_PASSES, *lower, *target.passes, *recipe.extra_passes(target_name), "infer-shapes"]
+    return [*CLEANUP_PASSES, *lower, *target.passes, *recipe.extra_passes(target.name), "infer-shapes"]
 
 
 def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle: str | Path | None = None, target: str = "ort", out: str | Path = "out",
@@ -76,7 +75,7 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
     shape_set = override or recipe.shapes
     source = load_source(recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override)
     raw = to_bytes(source.model) if recipe.options.get("decoder") else None   # the exported model, for parity
-    pass_list = passes if passes is not None else default_passes(recipe, tgt.name, source.model, tgt.version)
+    pass_list = passes if passes is not None else default_passes(recipe, tgt, source.model)
     dest = Path(out) / f"{recipe.name}-{tgt.name}"
     for note in source.notes:
         progress(f"note: {note}")

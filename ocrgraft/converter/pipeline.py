@@ -145,7 +145,7 @@ class Pipeline:
             t = time.perf_counter()
             # a pass that measures the model (to-fp16's activation ranges) gets this stage's test inputs,
             # unless it was given its own
-            lend = bool(cases) and p.uses_samples and getattr(p, "samples", None) is None
+            lend = bool(cases) and p.uses_samples and p.samples is None
             if lend:
                 p.samples = [c.feeds for c in self._cases_for(model, shapes, cases)]
             try:
@@ -157,8 +157,7 @@ class Pipeline:
             finally:
                 if lend:
                     p.samples = None
-            after = result.ops if getattr(result, "ops", None) is not None else \
-                op_histogram(model) if result.modified else hist
+            after = result.ops if result.modified else hist    # a pass that changed something counted its ops
             delta = {op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]}
             hist = after
             stage = Stage(i, p.label, p.semantics, result.rewrites, result.modified, sum(after.values()), delta,

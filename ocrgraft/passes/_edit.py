@@ -148,6 +148,12 @@ class Editor:
             return self.op(op_type, [x, self.i64(axes, "axes")], {"keepdims": keepdims})
         return self.op(op_type, [x], {"axes": list(axes), "keepdims": keepdims})
 
+    def squeeze(self, x: ir.Value, axes: list[int]) -> ir.Value:
+        """Squeeze with axes as an attribute (opset < 13) or an input, whichever the model's opset wants."""
+        if self.opset >= 13:
+            return self.op("Squeeze", [x, self.i64(axes, "axes")])
+        return self.op("Squeeze", [x], {"axes": list(axes)})
+
     def replace(self, old: ir.Value, new: ir.Value) -> None:
         """Make every consumer of `old` (a graph output too, keeping its name) read `new`."""
         if old.is_graph_output():

@@ -47,6 +47,7 @@ class Pass(ir.passes.InPlacePass):
     targets: ClassVar[tuple[str, ...]] = ()   # targets whose pipeline includes it; () = every target
     tolerance: ClassVar[Tolerance | None] = None  # overrides the run's tolerance for this pass
     uses_samples: ClassVar[bool] = False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
+    samples: list[dict] | None = None     # ... a list of {input name: array}, for that run only
 
     @classmethod
     def doc(cls) -> str:

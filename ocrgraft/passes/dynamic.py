@@ -358,6 +358,8 @@ class SqueezeAfterConcat(Pass):
     targets = ("ascend",)
 
     def rewrite(self, model: ir.Model) -> int:
+        if not any(n.op_type == "Concat" and n.inputs and all(_squeezed(v) for v in n.inputs) for n in model.graph):
+            return 0                       # no candidate: skip the shape inference
         restore = ensure_shapes(model)     # ranks, for negative axes
         edit, count = Editor(model, self.name), 0
         for concat in list(model.graph):
@@ -366,12 +368,7 @@ class SqueezeAfterConcat(Pass):
                 continue
             sources, axis, squeezed = match
             edit.at(concat)
-            joined = edit.op("Concat", sources, {"axis": axis})
-            if edit.opset >= 13:
-                out = edit.op("Squeeze", [joined, edit.i64([squeezed], "axes")])
-            else:
-                out = edit.op("Squeeze", [joined], {"axes": [squeezed]})
-            edit.replace(concat.outputs[0], out)
+            edit.replace(concat.outputs[0], edit.squeeze(edit.op("Concat", sources, {"axis": axis}), [squeezed]))
             remove_unused(model.graph, [concat])   # and the Squeezes nothing else reads
             count += 1
         ensure_shapes(model) if count else restore()
@@ -382,9 +379,9 @@ class SqueezeAfterConcat(Pass):
         """(the unsqueezed inputs, the Concat axis on their rank, the squeezed axis), or None."""
         if concat.op_type != "Concat" or concat.domain or not concat.inputs or any(v is None for v in concat.inputs):
             return None
-        squeezes = [v.producer() for v in concat.inputs]
-        if any(s is None or s.op_type != "Squeeze" or s.domain for s in squeezes):
+        if not all(_squeezed(v) for v in concat.inputs):
             return None
+        squeezes = [v.producer() for v in concat.inputs]
         ranks = {len(s.inputs[0].shape) for s in squeezes if s.inputs[0].shape is not None}
         if concat.outputs[0].shape is not None:
             ranks.add(len(concat.outputs[0].shape) + 1)
@@ -415,3 +412,8 @@ class SqueezeAfterConcat(Pass):
         if k < 0 or j < 0 or (rank is not None and (k >= rank or j >= rank - 1)):
             return None
         return [s.inputs[0] for s in squeezes], (j if j < k else j + 1), k
+
+
+def _squeezed(value: ir.Value | None) -> bool:
+    node = value.producer() if value is not None else None
+    return node is not None and node.op_type == "Squeeze" and not node.domain

@@ -242,12 +242,7 @@ class EliminateUnitReductions(Pass):
                 continue
             edit.at(node)
             x = node.inputs[0]
-            if node.attributes.get_int("keepdims", 1):
-                edit.replace(node.outputs[0], x)
-            elif edit.opset >= 13:
-                edit.replace(node.outputs[0], edit.op("Squeeze", [x, edit.i64(axes, "axes")]))
-            else:
-                edit.replace(node.outputs[0], edit.op("Squeeze", [x], {"axes": axes}))
+            edit.replace(node.outputs[0], x if node.attributes.get_int("keepdims", 1) else edit.squeeze(x, axes))
             dead.append(node)
             count += 1
         remove_unused(model.graph, dead)
