@@ -5,14 +5,26 @@
     result = ocrgraft.Pipeline(["eliminate-identity", "fold-constants"]).run(model, shapes="x:1x3x48x32,1x3x48x320")
 """
 
-from ocrgraft.converter.modelio import load, save
-from ocrgraft.converter.pipeline import Pipeline, PipelineResult
-from ocrgraft.converter.shapes import ShapeSet
-from ocrgraft.errors import OcrgraftError, VerificationError
-from ocrgraft.passes import Pass, PassResult, get_pass, list_passes, register
+import importlib
 
-__all__ = [
-    "OcrgraftError", "Pass", "PassResult", "Pipeline", "PipelineResult", "ShapeSet",
-    "VerificationError", "get_pass", "list_passes", "load", "register", "save",
-]
 __version__ = "0.1.0"
+
+# Resolved on first use, so that `ocrgraft --help` (and a Ctrl-C while it starts) does not wait for
+# onnx, onnxruntime and torch to import.
+_EXPORTS = {
+    "load": "ocrgraft.converter.modelio", "save": "ocrgraft.converter.modelio",
+    "Pipeline": "ocrgraft.converter.pipeline", "PipelineResult": "ocrgraft.converter.pipeline",
+    "ShapeSet": "ocrgraft.converter.shapes",
+    "OcrgraftError": "ocrgraft.errors", "VerificationError": "ocrgraft.errors",
+    "Pass": "ocrgraft.passes", "PassResult": "ocrgraft.passes", "get_pass": "ocrgraft.passes",
+    "list_passes": "ocrgraft.passes", "register": "ocrgraft.passes",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ocrgraft' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -44,7 +44,8 @@ def ppocr_conversion(tmp_path_factory, ppocr_rec):
 
 def test_convert_real_ppocr_writes_the_layout(ppocr_conversion):
     d = ppocr_conversion
-    assert sorted(p.name for p in d.iterdir()) == ["model.onnx", "report.json", "report.md", "stages"]
+    assert sorted(p.name for p in d.iterdir()) == [".ocrgraft-manifest.json", "model.onnx", "report.json", "report.md",
+                                                  "stages"]
     stages = sorted(p.name for p in (d / "stages").iterdir())
     assert stages[0] == "00_source.onnx" and len(stages) == 1 + len(GENERIC_PASSES)
     onnx.checker.check_model(onnx.load(d / "model.onnx"))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -37,7 +40,8 @@ def cmd_convert(args) -> int:
                                  ("quantize", args.quantize), ("calib", args.calib)) if v}
     conv = convert(args.model, onnx=args.onnx, paddle=args.paddle, target=args.target, out=args.out, passes=args.passes,
                    shapes=args.shapes, tolerance=_tolerance(args), target_options=options,
-                   weights=args.weights, exporter=args.exporter, progress=_progress)
+                   weights=args.weights, exporter=args.exporter, progress=_progress, force=args.force,
+                   trust_code=args.trust_code, inputs=_user_inputs(args.inputs))
     r = conv.report
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
     print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
@@ -49,17 +53,36 @@ def cmd_apply(args) -> int:
     from ocrgraft.converter.modelio import load, save
     from ocrgraft.converter.pipeline import Pipeline
 
+    from ocrgraft.converter.modelio import external_data_files, refuse_overwrite
+
     src, dst = Path(args.input), Path(args.output)
-    if dst.resolve() == src.resolve():
-        raise _err("OUT must differ from IN: the input file is never modified")
+    if dst.is_dir():
+        raise _err(f"OUT {dst} is a folder: give a file path, e.g. {dst / src.name}")
+    inputs = [src, *external_data_files(src), args.inputs]
+    refuse_overwrite(inputs, outputs=[dst], folders=[args.stages] if args.stages else [])
     model = load(src)
-    result = Pipeline(args.passes, tolerance=_tolerance(args), stages_dir=args.stages, progress=_progress).run(
-        model, args.shapes)
+    result = Pipeline(args.passes, tolerance=_tolerance(args), stages_dir=args.stages, progress=_progress,
+                      **({"inputs": _user_inputs(args.inputs)} if args.inputs else {})).run(model, args.shapes)  # TEMP
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
     print(f"wrote {dst}: {result.rewrites} rewrites, {result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
           f"{len(checked)} stage(s) verified on {len(result.cases)} inputs")
     return 0
+
+
+def _user_inputs(path: str | None) -> dict | None:
+    """--inputs FILE.npz: arrays by input name (np.load with allow_pickle=False: no objects, no code)."""
+    if not path:
+        return None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise _err(f"--inputs: no such file: {path}") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise _err(f"--inputs {path} is not a readable .npz of plain arrays: {str(exc).splitlines()[0]}") from None
 
 
 def cmd_passes(args) -> int:
@@ -157,12 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocrgraft", description="Convert OCR models to ONNX and vendor targets, "
                                 "with every graph rewrite saved and verified.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors (anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def tolerance_flags(sp):
         sp.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
         sp.add_argument("--rtol", type=float, help="relative tolerance (default 1e-4)")
+
+    def inputs_flag(sp):
+        sp.add_argument("--inputs", metavar="FILE.npz", help="test inputs by input name, used beside the random "
+                        "ones (for inputs whose valid values random data cannot hit: indices, shapes)")
 
     def shape_flag(sp):
         sp.add_argument("--shapes", action="append", metavar="NAME:MIN[,OPT,MAX]",
@@ -188,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--chip", help="sophon: bm1684x (default) or bm1684")
     c.add_argument("--quantize", help="trt: fp32 (default), fp16, int8; sophon: F32 (default), F16, INT8")
     c.add_argument("--calib", metavar="DIR", help="sophon INT8: folder of calibration images or .npy inputs")
+    c.add_argument("--force", action="store_true", help="replace OUT/<model>-<target>/ even when it holds files "
+                   "ocrgraft did not write (default: refuse and name them)")
+    c.add_argument("--trust-code", action="store_true", help="a TorchScript --weights file is code: also run it, "
+                   "to compare its outputs with the zoo model (default: only its tensors are read)")
+    inputs_flag(c)
     shape_flag(c)
     tolerance_flags(c)
     c.set_defaults(func=cmd_convert)
@@ -198,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("output", metavar="OUT")
     a.add_argument("--passes", "-p", required=True, help="comma-separated pass names")
     a.add_argument("--stages", metavar="DIR", help="also save every stage into DIR")
+    inputs_flag(a)
     shape_flag(a)
     tolerance_flags(a)
     a.set_defaults(func=cmd_apply)
@@ -228,23 +261,71 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure is one line on stderr and a non-zero exit; SIGTERM ends a run like Ctrl-C (the
+    temporary output is removed, nothing is half-written); `--debug` anywhere shows tracebacks."""
+    signal.signal(signal.SIGTERM, _terminate)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _run(argv, debug)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"ocrgraft: {what}; nothing was written", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except BrokenPipeError:      # `ocrgraft passes | head`: the reader has gone, stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup on the way out runs."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # one is enough; the cleanup must not be cut short
+    raise Terminated()
+
+
+def _run(argv: list[str], debug: bool) -> int:
     from ocrgraft.errors import OcrgraftError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except OcrgraftError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"ocrgraft: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("ocrgraft: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"ocrgraft: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:
-        if args.debug:
+        if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"ocrgraft: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    """The environment's failures (disk full, read-only, permissions), said with what to do."""
+    where = exc.filename or "the output"
+    advice = {
+        errno.ENOSPC: f"no space left on the device while writing {where}: free some space or choose another --out",
+        errno.EDQUOT: f"disk quota exceeded while writing {where}: free some space or choose another --out",
+        errno.EROFS: f"{where} is on a read-only file system: choose another --out",
+        errno.EACCES: f"permission denied: {where}: check its permissions or choose another location",
+        errno.EPERM: f"operation not permitted: {where}: check its permissions or choose another location",
+        errno.ENOTDIR: f"{where}: a part of this path is a file, not a folder",
+        errno.EISDIR: f"{where} is a folder where a file was expected",
+        errno.ENAMETOOLONG: f"{where}: the file name is too long",
+    }
+    return advice.get(exc.errno, f"{exc.strerror or type(exc).__name__}: {where}")

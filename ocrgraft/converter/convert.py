@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from ocrgraft.converter.decode import parity_table
-from ocrgraft.converter.modelio import atomic_dir, save, to_bytes
+from ocrgraft.converter.modelio import (atomic_dir, check_replaceable, external_data_files, refuse_overwrite, save,
+                                        to_bytes)
 from ocrgraft.converter.pipeline import Pipeline, PipelineResult
 from ocrgraft.converter.recipes import Recipe, get_recipe
 from ocrgraft.converter.report import build_report, write_report
@@ -29,7 +30,7 @@ class Conversion:
 
 
 def load_source(recipe: Recipe, *, target: str = "ort", weights=None, exporter: str | None = None,
-                shapes: ShapeSet | None = None) -> Source:
+                shapes: ShapeSet | None = None, trust_code: bool = False) -> Source:
     if recipe.frontend == "onnx" and weights or recipe.frontend != "torch" and exporter:
         raise OcrgraftError(f"--weights and --exporter apply to PyTorch models; '{recipe.name}' is {recipe.frontend}")
     if recipe.frontend == "onnx":
@@ -37,11 +38,24 @@ def load_source(recipe: Recipe, *, target: str = "ort", weights=None, exporter: 
         return load_onnx(recipe.source_path(), name=recipe.name)
     if recipe.frontend == "torch":
         from ocrgraft.frontends.torch import load_source as load_torch
-        return load_torch(recipe, target=target, weights=weights, exporter=exporter, shapes=shapes)
+        return load_torch(recipe, target=target, weights=weights, exporter=exporter, shapes=shapes,
+                          trust_code=trust_code)
     if recipe.frontend == "paddle":
         from ocrgraft.frontends.paddle import load_recipe_source
         return load_recipe_source(recipe, weights)
     raise OcrgraftError(f"model '{recipe.name}': frontend '{recipe.frontend}' is not available")
+
+
+def check_output_folder(out: Path, dest: Path, force: bool, inputs: list) -> None:
+    """Before any work: the output root must be a folder (or creatable), and no input may lie in the
+    folder this run replaces."""
+    for p in (out, *out.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise OcrgraftError(f"--out {out}: {p} is a file, not a folder; choose another --out")
+            break
+    refuse_overwrite(inputs, folders=[dest])
+    check_replaceable(dest, force)
 
 
 def default_passes(recipe: Recipe, target: Target, model) -> list[str]:
@@ -58,7 +72,8 @@ def default_passes(recipe: Recipe, target: Target, model) -> list[str]:
 def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle: str | Path | None = None, target: str = "ort", out: str | Path = "out",
             passes: str | list | None = None, shapes=None, tolerance: Tolerance = FP32,
             target_options: dict[str, str] | None = None, weights: str | Path | None = None,
-            exporter: str | None = None, progress: Callable[[str], None] = print) -> Conversion:
+            exporter: str | None = None, progress: Callable[[str], None] = print, force: bool = False,
+            trust_code: bool = False, inputs: dict | None = None) -> Conversion:
     if sum(x is not None for x in (model, onnx, paddle)) != 1:
         raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")
     if model:
@@ -73,14 +88,18 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
         tolerance = Tolerance(**recipe.options["verify"])
     override = ShapeSet.parse(shapes) if shapes else None
     shape_set = override or recipe.shapes
-    source = load_source(recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override)
+    dest = Path(out) / f"{recipe.name}-{tgt.name}"
+    check_output_folder(Path(out), dest, force,
+                        [onnx, *external_data_files(onnx), paddle, weights, target_options.get("calib")])
+    source = load_source(recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override,
+                         trust_code=trust_code)
     raw = to_bytes(source.model) if recipe.options.get("decoder") else None   # the exported model, for parity
     pass_list = passes if passes is not None else default_passes(recipe, tgt, source.model)
-    dest = Path(out) / f"{recipe.name}-{tgt.name}"
     for note in source.notes:
         progress(f"note: {note}")
-    with atomic_dir(dest) as tmp:
-        pipeline = Pipeline(pass_list, tolerance=tolerance, stages_dir=tmp / "stages", progress=progress)
+    with atomic_dir(dest, force=force) as tmp:
+        pipeline = Pipeline(pass_list, tolerance=tolerance, stages_dir=tmp / "stages", progress=progress,
+                            **({"inputs": inputs} if inputs else {}))  # TEMP
         result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
         final = save(result.model, tmp / "model.onnx")
         parity = parity_table(recipe.options.get("decoder"), raw, result, source.framework) if raw else None

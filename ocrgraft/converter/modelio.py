@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import gc
+import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,6 +41,7 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
         raise OcrgraftError(f"{path}: external data file missing: {_first_line(exc)}") from exc
     except Exception as exc:  # protobuf and onnx raise a zoo of types for damaged files
         raise OcrgraftError(f"{path} cannot be read as ONNX: {_first_line(exc)}") from exc
+    _check_text(proto, path)
     if not proto.graph.node and not proto.graph.output:
         raise OcrgraftError(f"{path} is not a valid ONNX model (no graph: corrupt, truncated or not ONNX)")
     try:
@@ -46,9 +51,28 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
     return proto
 
 
+def _check_text(proto: onnx.ModelProto, path: Path, nodes: bool = False) -> None:
+    """protobuf hands back undecodable text as bytes, which nothing downstream can write again:
+    name the field instead of failing later with a serializer's error. Node texts are scanned only
+    when asked (after a failure): the walk costs far more than parsing a large graph."""
+    fields = [("producer_name", proto.producer_name), ("producer_version", proto.producer_version),
+              ("domain", proto.domain), ("doc_string", proto.doc_string), ("graph name", proto.graph.name),
+              ("graph doc_string", proto.graph.doc_string)]
+    fields += [(f"metadata_props key {p.key!r}", p.value) for p in proto.metadata_props]
+    fields += [("metadata_props key", p.key) for p in proto.metadata_props]
+    if nodes:
+        fields += [(f"node {n.name!r} {what}", text) for n in proto.graph.node
+                   for what, text in (("name", n.name), ("doc_string", n.doc_string), ("input", n.input),
+                                      ("output", n.output))]
+    for what, text in fields:
+        items = text if not isinstance(text, (str, bytes)) else [text]
+        if any(isinstance(t, bytes) for t in items):
+            raise OcrgraftError(f"{path}: the model's {what} is not valid UTF-8 text; rewrite it (e.g. with "
+                                "onnx.helper.set_model_props for metadata) and convert again")
+
+
 def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")]
-    for tensor in tensors:
+    for tensor in _tensors(proto):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             if not (path.parent / location).is_file():
@@ -56,14 +80,48 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
                                     f"(tensor '{tensor.name}' expects it next to the model)")
 
 
+def external_data_files(path: str | os.PathLike | None) -> list[Path]:
+    """The external data files an .onnx file names (none for a file that cannot be read: loading it
+    later says why)."""
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    return sorted({Path(path).parent / e.value for t in _tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL
+                   for e in t.external_data if e.key == "location"})
+
+
+def _tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")]
+
+
 def load(path: str | os.PathLike) -> ir.Model:
     """Load an .onnx file as an in-memory onnx_ir model that passes edit in place."""
-    with cycle_collector_paused():
-        return ir.serde.deserialize_model(load_proto(path))
+    proto = load_proto(path)
+    try:
+        with cycle_collector_paused():
+            return ir.serde.deserialize_model(proto)
+    except Exception as exc:
+        _check_text(proto, Path(path), nodes=True)
+        raise OcrgraftError(f"{path} cannot be read as ONNX: {_first_line(exc)}") from exc
 
 
 def to_proto(model: ir.Model | onnx.ModelProto) -> onnx.ModelProto:
-    return model if isinstance(model, onnx.ModelProto) else ir.serde.serialize_model(model)
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        return ir.serde.serialize_model(model)
+    except ir.serde.SerdeError as exc:
+        inner = exc
+        while isinstance(inner.__cause__, Exception):
+            inner, outer = inner.__cause__, inner
+        if isinstance(inner, UnicodeError):    # a node or value name that came in as undecodable bytes
+            where = str(outer).split(" with: ", 1)[-1][:200]
+            raise OcrgraftError(f"the model holds text that is not valid UTF-8 ({where}); "
+                                "rename it and convert again") from exc
+        raise
 
 
 def to_ir(model: ir.Model | onnx.ModelProto | str | os.PathLike) -> ir.Model:
@@ -105,11 +163,24 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files and folders are created with the modes the user's umask gives (tempfile's own are 0600/0700,
+# which a serving container running under another uid cannot read).
+UMASK = _umask()
+MANIFEST = ".ocrgraft-manifest.json"
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path):
     """Yield a temporary path next to `path`; move it into place only if the block succeeds."""
     with _parent(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~UMASK)
         os.close(fd)
         tmp = Path(tmp)
         try:
@@ -120,22 +191,133 @@ def atomic_file(path: Path):
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path):
-    """Yield a temporary folder next to `path`; it replaces `path` only if the block succeeds."""
+def atomic_dir(path: Path, *, force: bool = False):
+    """Yield a temporary folder next to `path`; it replaces `path` only if the block succeeds.
+
+    An existing `path` is replaced only when it holds nothing but what an earlier run wrote (its
+    manifest lists every file), or with `force`. The swap is one atomic exchange where the OS has
+    it (Linux renameat2); elsewhere a crash between the two renames is repaired by the next run.
+    Temporary folders of runs that died (SIGKILL, power loss) are removed first."""
     path = Path(path)
     with _parent(path):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        recover_interrupted(path)
+        check_replaceable(path, force)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         try:
             yield tmp
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            write_manifest(tmp)
+            _swap_into_place(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    """Move `tmp` to `path`; a previous `path` ends up at `tmp` (which the caller removes)."""
+    if not path.exists():
+        os.replace(tmp, path)
+    elif not _exchange(tmp, path):
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        os.replace(old, tmp)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the OS cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _leftovers(path: Path) -> list[tuple[Path, int, str]]:
+    """Temporary folders of earlier runs beside `path`: (folder, pid of the run, 'tmp' or 'old')."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(tmp|old)")
+    found = []
+    for entry in path.parent.iterdir() if path.parent.is_dir() else ():
+        m = pattern.fullmatch(entry.name)
+        if m and entry.is_dir():
+            found.append((entry, int(m.group(1)), m.group(2)))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted(path: Path) -> None:
+    """Undo what a killed run left beside `path`: put a previous result moved aside back in place
+    when `path` is missing, and delete the temporary folders of runs that no longer live."""
+    for folder, pid, kind in _leftovers(path):
+        if _alive(pid):
+            continue
+        if kind == "old" and not path.exists():
+            os.replace(folder, path)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_manifest(folder: Path) -> None:
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    with atomic_file(folder / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"written_by": "ocrgraft", "files": files}, indent=1) + "\n")
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files in an output folder that its manifest does not list (all of them without a manifest)."""
+    try:
+        listed = set(json.loads((folder / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    present = (str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+    return sorted(f for f in present if f not in listed and f != MANIFEST)
+
+
+def check_replaceable(path: Path, force: bool) -> None:
+    if path.is_symlink() or path.exists() and not path.is_dir():
+        raise OcrgraftError(f"{path} exists and is not a folder: move it away or choose another --out")
+    if not path.exists() or force:
+        return
+    foreign = foreign_files(path)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f", … {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OcrgraftError(f"{path} holds files ocrgraft did not write ({shown}); a new conversion would "
+                            "replace the folder: move them, choose another --out, or rerun with --force to replace the folder")
+
+
+def refuse_overwrite(inputs, outputs=(), folders=()) -> None:
+    """Refuse a run whose outputs would replace or delete one of its inputs: a file given as
+    `outputs`, or anything inside a replaced `folders`."""
+    outs = {Path(p).resolve() for p in outputs}
+    dirs = [Path(d).resolve() for d in folders]
+    for given in inputs:
+        if given is None:
+            continue
+        p = Path(given).resolve()
+        if p in outs:
+            raise OcrgraftError(f"the output would overwrite the input {given}: choose another output path")
+        for d in dirs:
+            if p == d or d in p.parents:
+                raise OcrgraftError(f"the input {given} lies inside the output folder {d}, which this run "
+                                    "replaces: copy the input elsewhere or choose another --out")
 
 
 @contextlib.contextmanager

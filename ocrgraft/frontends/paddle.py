@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ocrgraft.converter.modelio import load
+from ocrgraft.core.safeload import load_arrays
 from ocrgraft.errors import OcrgraftError
 from ocrgraft.frontends import Source
 
@@ -158,12 +159,12 @@ def load_recipe_source(recipe, weights: str | Path | None = None) -> Source:
         if weights:
             raise OcrgraftError("--weights applies to zoo models; a Paddle model folder carries its own .pdiparams")
         return load_source(recipe.source, name=recipe.name, opset=opset)
+    arrays = load_arrays(weights, "weights file") if weights else None   # a .pdparams is a pickle: read safely
     workdir = tempfile.TemporaryDirectory(prefix=f"ocrgraft-{recipe.name}-")
     cmd = [sys.executable, "-m", "ocrgraft.models.paddle_rec", recipe.source[4:], workdir.name]
-    if weights:
-        if not Path(weights).is_file():
-            raise OcrgraftError(f"no such weights file: {weights}")
-        cmd += ["--weights", str(weights)]
+    if weights:   # handed to the child as plain arrays
+        np.savez(Path(workdir.name) / "weights.npz", **arrays)
+        cmd += ["--weights", str(Path(workdir.name) / "weights.npz")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, GLOG_minloglevel="2"))
     if proc.returncode:
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import io
 import logging
 import math
+import pickle
 import re
 import warnings
 import zipfile
@@ -165,19 +167,24 @@ def apply_rewrites(model: nn.Module, target: str, exporter: str) -> tuple[nn.Mod
 CHECKPOINT_KEYS = ("state_dict", "model", "net", "model_state_dict")
 
 
-def load_weights(model: nn.Module, path: str | Path, arch: str) -> tuple[str, torch.jit.ScriptModule | None]:
+def load_weights(model: nn.Module, path: str | Path, arch: str, trust_code: bool = False
+                 ) -> tuple[str, torch.jit.ScriptModule | None]:
     """Load a plain state_dict, a checkpoint dict, a DataParallel checkpoint or a TorchScript file into
-    `model` (strict: every key and shape must fit). Returns what was loaded, and the TorchScript module if any."""
+    `model` (strict: every key and shape must fit). Returns what was loaded, and the TorchScript
+    module when `trust_code` let it be loaded as code (else its tensors are read without running it)."""
     path = Path(path)
     if not path.is_file():
         raise OcrgraftError(f"weights file not found: {path}" if not path.exists() else f"weights {path} is not a file")
     jit = None
     if zipfile.is_zipfile(path) and _is_torchscript(path):
-        try:
-            jit = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise OcrgraftError(f"{path}: cannot load this TorchScript file: {_first_line(exc)}") from exc
-        state, form = jit.state_dict(), "TorchScript module"
+        if trust_code:
+            try:
+                jit = torch.jit.load(str(path), map_location="cpu")
+            except Exception as exc:
+                raise OcrgraftError(f"{path}: cannot load this TorchScript file: {_first_line(exc)}") from exc
+            state, form = jit.state_dict(), "TorchScript module, loaded as code (--trust-code)"
+        else:
+            state, form = torchscript_tensors(path), "TorchScript file, tensors read without running its code"
     else:
         state, form = _read_checkpoint(path)
     if state and all(k.startswith("module.") for k in state):
@@ -195,6 +202,79 @@ def load_weights(model: nn.Module, path: str | Path, arch: str) -> tuple[str, to
 def _is_torchscript(path: Path) -> bool:
     with zipfile.ZipFile(path) as z:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+class _ScriptObject:
+    """A TorchScript module's attributes as plain data: what its pickle holds, with no code bound to it."""
+
+    def __setstate__(self, state):
+        self.state = state if isinstance(state, dict) else {}
+
+
+class _StorageType:
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+
+
+class _TorchScriptReader(pickle.Unpickler):
+    """Reads a TorchScript archive's data.pkl admitting only module records, tensors and plain values:
+    the code in the archive is never compiled or run, so a crafted file cannot do anything."""
+
+    SAFE = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+            ("collections", "OrderedDict"), ("torch.jit._pickle", "restore_type_tag"),
+            ("torch.jit._pickle", "build_intlist"), ("torch.jit._pickle", "build_doublelist"),
+            ("torch.jit._pickle", "build_boollist"), ("torch.jit._pickle", "build_tensorlist")}
+
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, path: Path):
+        super().__init__(io.BytesIO(archive.read(f"{prefix}data.pkl")))
+        self.archive, self.prefix, self.path = archive, prefix, path
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("__torch__"):
+            return _ScriptObject
+        if module == "torch" and name.endswith("Storage") and isinstance(getattr(torch, name, None), type):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # TypedStorage classes are deprecated, their dtype is not
+                return _StorageType(getattr(torch, name).dtype)
+        if (module, name) in self.SAFE:
+            return getattr(importlib.import_module(module), name)
+        raise OcrgraftError(f"{self.path}: the TorchScript file refers to {module}.{name}, which is not read "
+                            "without running the file's code (--trust-code runs it)")
+
+    def persistent_load(self, pid):
+        kind, storage_type, key, _location, numel = pid
+        if kind != "storage" or not isinstance(storage_type, _StorageType):
+            raise OcrgraftError(f"{self.path}: unexpected record {kind!r} in the TorchScript file")
+        raw = self.archive.read(f"{self.prefix}data/{key}")
+        untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # TypedStorage is what _rebuild_tensor_v2 takes
+            return torch.storage.TypedStorage(wrap_storage=untyped, dtype=storage_type.dtype, _internal=True)
+
+
+def torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The named tensors (parameters and buffers) of a TorchScript file, read without running it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+            if not data:
+                raise OcrgraftError(f"{path}: a TorchScript file without data.pkl (damaged?)")
+            root = _TorchScriptReader(archive, data[0][:-len("data.pkl")], path).load()
+    except OcrgraftError:
+        raise
+    except Exception as exc:
+        raise OcrgraftError(f"{path}: cannot read this TorchScript file: {_first_line(exc)}") from exc
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj, prefix):
+        for key, value in getattr(obj, "state", {}).items():
+            if isinstance(value, torch.Tensor):
+                tensors[prefix + key] = value.detach()
+            elif isinstance(value, _ScriptObject):
+                walk(value, f"{prefix}{key}.")
+
+    walk(root, "")
+    return tensors
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, str]:
@@ -428,7 +508,7 @@ def _run_torch(model: nn.Module, outputs: list[str], feeds: dict[str, np.ndarray
 # -- the frontend ---------------------------------------------------------------------------------
 
 def load_source(recipe: Recipe, *, target: str = "ort", weights: str | Path | None = None,
-                exporter: str | None = None, shapes: ShapeSet | None = None) -> Source:
+                exporter: str | None = None, shapes: ShapeSet | None = None, trust_code: bool = False) -> Source:
     """Build, load, rewrite and export the recipe's torch model; `shapes` may widen the recipe's range."""
     opts = recipe.options.get("torch", {})
     arch = recipe.source or recipe.name
@@ -438,10 +518,14 @@ def load_source(recipe: Recipe, *, target: str = "ort", weights: str | Path | No
     model = models.build(arch, **opts.get("args", {}))
     notes = []
     if weights:
-        loaded, jit = load_weights(model, weights, arch)
+        loaded, jit = load_weights(model, weights, arch, trust_code)
         notes.append(f"weights: {loaded}")
         if jit is not None:
+            notes.append(f"{Path(weights).name} is code (TorchScript) and was run because --trust-code was given")
             notes += _compare_with_torchscript(model, jit, recipe, arch)
+        elif "TorchScript" in loaded:
+            notes.append(f"{Path(weights).name} is TorchScript, i.e. code: only its tensors were read and it was not "
+                         "run, so its own graph was not compared with the zoo model (--trust-code runs it)")
     else:
         notes.append(f"no --weights given: '{arch}' has a fixed-seed random initialization (seed {models.SEED}); "
                      "the conversion is checked, but the outputs mean nothing")

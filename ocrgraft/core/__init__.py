@@ -1,0 +1,1 @@
+"""The bottom layer: what every other part of ocrgraft uses, importing nothing above it."""

@@ -1,0 +1,56 @@
+"""Reading pickled parameter files without running anything they contain.
+
+A pickle names functions to call while it loads, so a crafted `.pdparams` (or any pickle) runs
+whatever it names. Parameter files only need numpy arrays, plain containers and scalars: this
+reader admits exactly those and refuses the file, naming what it asked for, otherwise.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ocrgraft.errors import OcrgraftError
+
+# What numpy's own pickles of arrays, dtypes and scalars call (numpy 1 and 2 module names).
+_ALLOWED = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED or module == "numpy.dtypes" and name.endswith("DType"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks to load {module}.{name}, and loading it could run code")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("it refers to external objects (persistent ids)")
+
+
+def load_arrays(path: str | Path, what: str = "parameter file") -> dict[str, np.ndarray]:
+    """The arrays of a pickled dict (Paddle's `.pdparams`: name -> ndarray), loaded without
+    executing anything; entries that are not arrays (Paddle's name table) are left out."""
+    path = Path(path)
+    if not path.is_file():
+        raise OcrgraftError(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file")
+    try:
+        with open(path, "rb") as f:
+            obj = _ArraysOnly(f).load()
+    except pickle.UnpicklingError as exc:
+        raise OcrgraftError(f"{path} is not read: {exc} (only arrays, plain containers and numbers are "
+                            "loaded from a pickle)") from None
+    except Exception as exc:
+        raise OcrgraftError(f"{path} is not a readable {what}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(obj, dict):
+        raise OcrgraftError(f"{path} holds a {type(obj).__name__}, not a dict of named arrays")
+    arrays = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not arrays:
+        raise OcrgraftError(f"{path} holds no arrays (keys: {', '.join(map(str, list(obj)[:8]))})")
+    return arrays
