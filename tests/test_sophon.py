@@ -184,6 +184,15 @@ def test_calibration_folder_kinds(tmp_path):
                                      str((tmp_path / "imgs").resolve())]
 
 
+def test_calibration_arrays_holding_pickles_are_refused(tmp_path):
+    """TPU-MLIR np.loads calibration files itself; an object array is a pickle, so it is never passed on."""
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "a.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(OcrgraftError, match="a.npy: not a plain array file .*pickled objects are not passed on"):
+        make_plan(context(tmp_path / "a", ctc_model(), Recipe(name="raw"), "x:1x3x16x32", quantize="INT8",
+                          calib=str(tmp_path / "npy")))
+
+
 def test_bm1684_int8_pool_stride_limit_is_named(tmp_path):
     model = ctc_model(width=64, pool_stride=16)
     ctx = context(tmp_path, model, Recipe(name="wide"), "x:1x3x16x64", chip="bm1684", quantize="INT8")

@@ -310,6 +310,17 @@ def _check_calib_dir(path: Path, has_norm: bool) -> Path:
         raise OcrgraftError(f"--calib {path}: no images (.jpg/.png/.bmp), .npy or .npz files in it")
     if len(kinds) > 1:
         raise OcrgraftError(f"--calib {path}: mixes {', '.join(sorted(kinds))}; TPU-MLIR takes one kind per folder")
+    for f in files:    # TPU-MLIR np.loads these itself: an object array (a pickle) would run code there
+        if f.suffix.lower() in (".npy", ".npz"):
+            try:
+                data = np.load(f, allow_pickle=False)
+                if isinstance(data, np.lib.npyio.NpzFile):
+                    with data:
+                        for k in data.files:
+                            data[k]
+            except (ValueError, OSError, EOFError) as exc:
+                raise OcrgraftError(f"--calib {f}: not a plain array file ({str(exc).splitlines()[0]}); "
+                                    "pickled objects are not passed on") from None
     if kinds == {"image"} and not has_norm:
         raise OcrgraftError(f"--calib {path} holds images, but the recipe gives no normalization ([preprocess] mean/std "
                             "or [sophon] mean/scale) to turn pixels into model inputs")
