@@ -106,7 +106,6 @@ def test_every_pass_is_registered_documented_and_scoped():
     for cls in list_passes():
         if cls.__module__.startswith("ocrgraft.passes"):      # other tests register their own
             assert cls.doc() and len(cls.doc()) < 200, cls.name
-            assert set(cls.targets) <= {"trt", "ascend", "sophon", "ort"}, cls.name
 
 
 def test_editor_replace_keeps_output_name_and_remove_unused_clears_chain():

@@ -135,11 +135,41 @@ def test_ascend_avgpool_kernel_limit():
     assert get_target("trt").check_support(model).ok
 
 
-def test_every_target_pass_exists_and_names_its_target():
+def test_every_target_pass_exists():
     from ocrgraft.passes import get_pass
     from ocrgraft.targets import TARGETS
 
-    for name, cls in TARGETS.items():
+    for cls in TARGETS.values():
         for spec in cls.passes:
-            p = get_pass(spec)
-            assert not p.targets or name in p.targets, f"{spec} is in {name}'s pipeline but does not list {name}"
+            assert get_pass(spec).name == spec.split("(")[0]
+
+
+@pytest.mark.parametrize("target,options,message", [
+    ("trt", {"chip": "bm1684"}, "--chip does not apply to target trt (its options: --target-version, --quantize, --build)"),
+    ("ort", {"quantize": "fp16"}, "--quantize does not apply to target ort (its options: none)"),
+    ("ascend", {"quantize": "int8"}, "--quantize does not apply to target ascend"),
+    ("ascend", {"soc": "310P3"}, "--soc 310P3: not a valid value for target ascend"),
+    ("sophon", {"chip": "bm1686"}, "--chip bm1686: target sophon takes bm1684x, bm1684"),
+    ("trt", {"quantize": "bf16"}, "--quantize bf16: target trt takes F32, F16, INT8"),
+    ("ort", {"version": "8.6"}, "--target-version does not apply to target ort"),
+    ("trt", {"version": "9.0"}, "--target-version 9.0: target trt takes 10.1, 8.6"),
+])
+def test_target_options_are_checked_before_any_work(tmp_path, capsys, target, options, message):
+    from ocrgraft.converter.cli import main
+
+    flags = [f"--{'target-version' if k == 'version' else k}" for k in options]
+    argv = ["convert", "crnn", "--target", target, "--out", str(tmp_path / "out")]
+    for flag, value in zip(flags, options.values()):
+        argv += [flag, value]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"ocrgraft: error: {message}" or message in err.strip(), err
+    assert "exported" not in err and not (tmp_path / "out").exists()
+
+
+def test_precision_has_one_spelling():
+    from ocrgraft.targets import target_class
+
+    assert target_class("trt").check_options({"quantize": "fp16"}) == {"quantize": "F16"}
+    assert target_class("sophon").check_options({"quantize": "int8", "chip": "bm1684"}) == {
+        "quantize": "INT8", "chip": "bm1684"}

@@ -86,17 +86,17 @@ def _user_inputs(path: str | None) -> dict | None:
 
 
 def cmd_passes(args) -> int:
-    """Each pass with its doc, the targets it is meant for and the targets whose default pipeline runs it."""
+    """Each pass with its doc and the targets whose default pipeline runs it (as each target declares)."""
     from ocrgraft.passes import GENERIC_PASSES, list_passes
-    from ocrgraft.targets import TARGETS, get_target
+    from ocrgraft.targets import TARGETS, target_class
 
-    if args.target:
-        get_target(args.target)
-    for cls in list_passes(args.target):
-        meant = ", ".join(cls.targets) if cls.targets else "any target"
+    chosen = set(GENERIC_PASSES) | set(target_class(args.target).passes) if args.target else None
+    for cls in list_passes():
+        if chosen is not None and cls.name not in chosen:
+            continue
         users = [name for name, t in TARGETS.items() if cls.name in t.passes]
         run = "every target (generic)" if cls.name in GENERIC_PASSES else ", ".join(users) or "opt-in"
-        print(f"{cls.name:26s} [{cls.semantics}; for {meant}; run by {run}]\n    {cls.doc()}")
+        print(f"{cls.name:26s} [{cls.semantics}; run by {run}]\n    {cls.doc()}")
     return 0
 
 
@@ -211,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.onnx exporter: TorchScript (dynamo=False) or torch.export-based (default: the recipe's)")
     c.add_argument("--target-version", help="toolchain version whose op table applies (trt: 10.1 or 8.6; ascend: 8.0 or 5.0.4)")
     c.add_argument("--build", action="store_const", const="1", help="trt: build the engine where TensorRT and a GPU exist")
-    c.add_argument("--soc", help="ascend: --soc_version for atc (default Ascend310P3)")
+    c.add_argument("--soc", help="ascend: atc --soc_version, e.g. Ascend310P3 (default), Ascend310, Ascend910B1")
     c.add_argument("--chip", help="sophon: bm1684x (default) or bm1684")
-    c.add_argument("--quantize", help="trt: fp32 (default), fp16, int8; sophon: F32 (default), F16, INT8")
+    c.add_argument("--quantize", help="device precision: F32 (default), F16, BF16, INT8 (fp32/fp16/... too); "
+                   "trt takes F32, F16, INT8; sophon all four; a target that cannot honour it refuses it")
     c.add_argument("--calib", metavar="DIR", help="sophon INT8: folder of calibration images or .npy inputs")
     c.add_argument("--force", action="store_true", help="replace OUT/<model>-<target>/ even when it holds files "
                    "ocrgraft did not write (default: refuse and name them)")

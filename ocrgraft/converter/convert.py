@@ -19,7 +19,7 @@ from ocrgraft.frontends import Source
 from ocrgraft.passes import CLEANUP_PASSES
 from ocrgraft.passes._edit import opset_of
 from ocrgraft.passes.opset import missing_ops
-from ocrgraft.targets import BuildContext, Target, get_target
+from ocrgraft.targets import BuildContext, Target, get_target, target_class
 
 
 @dataclass
@@ -82,7 +82,7 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
         recipe = Recipe(name=Path(onnx).stem, source=str(onnx))
     else:
         recipe = Recipe(name=Path(paddle).resolve().name, frontend="paddle", source=str(paddle))
-    target_options = dict(target_options or {})
+    target_options = target_class(target).check_options(dict(target_options or {}))   # before any work
     tgt = get_target(target, target_options.get("version"))
     if tolerance == FP32 and "verify" in recipe.options:    # the recipe's stated tolerance, unless one was given
         tolerance = Tolerance(**recipe.options["verify"])

@@ -44,7 +44,6 @@ class Pass(ir.passes.InPlacePass):
 
     name: ClassVar[str] = ""
     semantics: ClassVar[str] = EXACT
-    targets: ClassVar[tuple[str, ...]] = ()   # targets whose pipeline includes it; () = every target
     tolerance: ClassVar[Tolerance | None] = None  # overrides the run's tolerance for this pass
     uses_samples: ClassVar[bool] = False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
     samples: list[dict] | None = None     # ... a list of {input name: array}, for that run only
@@ -120,12 +119,9 @@ def register(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-def list_passes(target: str | None = None) -> list[type[Pass]]:
-    """Registered passes, sorted by name; with a target, those it may use (generic ones included)."""
-    out = [c for _, c in sorted(_REGISTRY.items())]
-    if target:
-        out = [c for c in out if not c.targets or target in c.targets]
-    return out
+def list_passes() -> list[type[Pass]]:
+    """Registered passes, sorted by name. Which targets run which is declared by each target."""
+    return [c for _, c in sorted(_REGISTRY.items())]
 
 
 def get_pass(spec: str | Pass | type[Pass]) -> Pass:

@@ -79,7 +79,6 @@ class ReshapeGemmToMatMul(Pass):
     second Reshape provably restores them the reshapes and their shape chains go, at any batch and width."""
 
     name = "reshape-gemm-to-matmul"
-    targets = ("ascend",)
 
     def rewrite(self, model: ir.Model) -> int:
         restore = ensure_shapes(model)
@@ -355,7 +354,6 @@ class SqueezeAfterConcat(Pass):
     negative axes read with the known rank); the Concat axis moves to the unsqueezed rank. Exact at any shape."""
 
     name = "squeeze-after-concat"
-    targets = ("ascend",)
 
     def rewrite(self, model: ir.Model) -> int:
         if not any(n.op_type == "Concat" and n.inputs and all(_squeezed(v) for v in n.inputs) for n in model.graph):

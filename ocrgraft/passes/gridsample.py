@@ -158,7 +158,6 @@ class DecomposeGridSample(Pass):
     graph (the Ascend StarNet script) into valid opset-11 ONNX."""
 
     name = "decompose-gridsample"
-    targets = ("ascend", "trt")
 
     def rewrite(self, model: ir.Model) -> int:
         edit, count = Editor(model, self.name), 0
@@ -184,7 +183,6 @@ class LegalizeGridSample(Pass):
     frameworks, so padding_mode and align_corners are always written out."""
 
     name = "legalize-gridsample"
-    targets = ("ascend", "trt", "sophon")
 
     def rewrite(self, model: ir.Model) -> int:
         nodes = [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "GridSample" and not n.domain]

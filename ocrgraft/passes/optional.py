@@ -30,7 +30,6 @@ class ResizeNearestToBilinear(Pass):
 
     name = "resize-nearest-to-bilinear"
     semantics = CHANGES
-    targets = ("trt",)
 
     def rewrite(self, model: ir.Model) -> int:
         count = 0

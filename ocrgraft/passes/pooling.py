@@ -104,7 +104,6 @@ class MaxPool3dTo2d(Pass):
     first, then the channel axis, moved into a spatial slot by a Transpose."""
 
     name = "maxpool3d-to-2d"
-    targets = ("trt", "sophon")
 
     def rewrite(self, model: ir.Model) -> int:
         restore = ensure_shapes(model)
@@ -202,7 +201,6 @@ class SplitPool(Pass):
     Pools that cannot be split (padding, ceil_mode, dilation, a large prime window) are left and logged."""
 
     name = "split-pool"
-    targets = ("ascend",)
 
     def __init__(self, max_kernel: int | str = 255):
         super().__init__()

@@ -75,7 +75,6 @@ class Int64ToInt32(Pass):
     exact; any other INT64 constant outside INT32 stops the run with its name."""
 
     name = "int64-to-int32"
-    targets = ("trt", "ascend")
 
     def rewrite(self, model: ir.Model) -> int:
         self._check_ranges(model)
@@ -313,7 +312,6 @@ class TopKInt32(Pass):
 
     name = "topk-int32"
     semantics = LEGALIZE
-    targets = ("ascend",)
 
     def rewrite(self, model: ir.Model) -> int:
         edit, count = Editor(model, self.name), 0

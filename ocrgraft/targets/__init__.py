@@ -14,12 +14,16 @@ from ocrgraft.targets.tensorrt import TensorRTTarget
 TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget, TensorRTTarget, AscendTarget, SophonTarget)}
 
 
-def get_target(name: str, version: str | None = None) -> Target:
+def target_class(name: str) -> type[Target]:
     if name not in TARGETS:
         near = difflib.get_close_matches(name, TARGETS, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise OcrgraftError(f"unknown target '{name}' ({hint}known: {', '.join(TARGETS)})")
-    return TARGETS[name](version)
+    return TARGETS[name]
 
 
-__all__ = ["BuildContext", "BuildResult", "SupportCheck", "TARGETS", "Target", "get_target"]
+def get_target(name: str, version: str | None = None) -> Target:
+    return target_class(name)(version)
+
+
+__all__ = ["BuildContext", "BuildResult", "SupportCheck", "TARGETS", "Target", "get_target", "target_class"]

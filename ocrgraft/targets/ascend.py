@@ -11,8 +11,8 @@ import onnx_ir as ir
 
 from ocrgraft.converter.shapes import fmt_dims
 from ocrgraft.errors import OcrgraftError
-from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
-from ocrgraft.targets.tables import check_against_table, load_table
+from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
+from ocrgraft.targets.tables import check_against_table, load_table, table_versions
 
 DEFAULT_VERSION = "8.0"
 DEFAULT_SOC = "Ascend310P3"
@@ -70,6 +70,12 @@ class AscendTarget(Target):
     # (The generic clean-ups already fold reshape targets and drop zero RNN states.)
     passes = ("reshape-gemm-to-matmul", "fold-flip-rnn", "squeeze-after-concat", "decompose-gridsample",
               "pool-to-reduce", "split-pool", "int64-to-int32", "topk-int32")
+    options = (
+        TargetOption("version", "CANN version whose op table applies", table_versions("ascend"),
+                     flag="--target-version"),
+        TargetOption("soc", "atc --soc_version, e.g. Ascend310P3, Ascend310, Ascend910B1",
+                     pattern=r"Ascend\d{3}[A-Za-z0-9_]*"),
+    )
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION

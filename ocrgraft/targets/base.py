@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -10,6 +11,11 @@ import onnx_ir as ir
 
 from ocrgraft.converter.pipeline import PipelineResult
 from ocrgraft.converter.recipes import Recipe
+from ocrgraft.errors import OcrgraftError
+
+
+def _all_options():
+    return [t.options for t in Target.__subclasses__()]
 
 
 @dataclass
@@ -45,10 +51,54 @@ class BuildContext:
     options: dict[str, str] = field(default_factory=dict)   # from the CLI: build, soc, chip, quantize, calib
 
 
+# One spelling of a precision for every target (--quantize fp16 and F16 mean the same).
+PRECISIONS = {"f32": "F32", "fp32": "F32", "f16": "F16", "fp16": "F16", "bf16": "BF16", "int8": "INT8"}
+
+
+@dataclass(frozen=True)
+class TargetOption:
+    """A command-line option a target takes (--chip, --soc, ...), with the values it allows."""
+
+    name: str                         # the key in BuildContext.options, and the flag: --<name>
+    help: str
+    choices: tuple[str, ...] = ()     # allowed values; () takes any that `pattern` (if set) matches
+    pattern: str = ""                 # a regular expression the value must match
+    flag: str = ""                    # the flag when it is not --<name> (e.g. --target-version)
+
+    @property
+    def cli(self) -> str:
+        return self.flag or f"--{self.name}"
+
+
 class Target:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     passes: ClassVar[tuple[str, ...]] = ()    # run after the generic passes, before the recipe's extras
+    options: ClassVar[tuple[TargetOption, ...]] = ()
+
+    @classmethod
+    def check_options(cls, given: dict[str, object]) -> dict[str, str]:
+        """The options given for this target, checked before any work: an option the target does not
+        take, or a value it does not allow, is refused by name. Precisions get one spelling."""
+        known = {o.name: o for o in cls.options}
+        out = {}
+        for key, value in given.items():
+            if value in (None, False, ""):
+                continue
+            option = known.get(key)
+            if option is None:
+                flag = next((o.cli for t in _all_options() for o in t if o.name == key), f"--{key}")
+                takes = ", ".join(o.cli for o in cls.options) or "none"
+                raise OcrgraftError(f"{flag} does not apply to target {cls.name} (its options: {takes})")
+            text = str(value)
+            if key == "quantize":
+                text = PRECISIONS.get(text.lower(), text)
+            if option.choices and text not in option.choices:
+                raise OcrgraftError(f"{option.cli} {value}: target {cls.name} takes {', '.join(option.choices)}")
+            if option.pattern and not re.fullmatch(option.pattern, text):
+                raise OcrgraftError(f"{option.cli} {value}: not a valid value for target {cls.name} ({option.help})")
+            out[key] = text
+        return out
 
     def __init__(self, version: str | None = None):
         self.version = version   # the toolchain version whose op table applies (targets define defaults)

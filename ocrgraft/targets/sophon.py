@@ -49,7 +49,7 @@ from ocrgraft.converter.shapes import fmt_dims, random_inputs
 from ocrgraft.converter.verify import Runner
 from ocrgraft.errors import OcrgraftError, VerificationError
 from ocrgraft.targets import tpu_mlir_env
-from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
+from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
 
 # The ONNX op types TPU-MLIR 1.30.2 converts: the keys of OnnxConverter.onnxop_factory in
 # tpu_mlir/python/transform/OnnxConverter.py of the `tpu-mlir==1.30.2` wheel (129 entries).
@@ -414,6 +414,11 @@ class SophonTarget(Target):
     description = (f"Sophgo Sophon BModel (bm1684x, bm1684) with TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION}, "
                    "built here and run on its chip simulator")
     passes = ("maxpool3d-to-2d", "legalize-gridsample")
+    options = (
+        TargetOption("chip", "the Sophon chip", tuple(CHIPS)),
+        TargetOption("quantize", "precision of the BModel", tuple(THRESHOLDS)),
+        TargetOption("calib", "INT8: a folder of calibration images, .npy or .npz inputs"),
+    )
 
     def max_opset(self) -> int | None:
         return MAX_OPSET

@@ -22,12 +22,17 @@ class OpTable:
         return f"{self.toolchain} {self.version} op table"
 
 
+def table_versions(toolchain: str) -> tuple[str, ...]:
+    """The toolchain versions an op table ships for, e.g. ('10.1', '8.6') for tensorrt."""
+    return tuple(sorted(p.name[len(toolchain) + 1:-4] for p in (resources.files("ocrgraft.targets") / "tables").iterdir()
+                        if p.name.startswith(toolchain + "-") and p.name.endswith(".tsv")))
+
+
 def load_table(toolchain: str, version: str) -> OpTable:
     name = f"{toolchain}-{version}.tsv"
     path = resources.files("ocrgraft.targets") / "tables" / name
     if not path.is_file():
-        known = sorted(p.name[len(toolchain) + 1:-4] for p in (resources.files("ocrgraft.targets") / "tables").iterdir()
-                       if p.name.startswith(toolchain + "-"))
+        known = table_versions(toolchain)
         raise OcrgraftError(f"no {toolchain} op table for version '{version}' (known: {', '.join(known)})")
     source, opsets, ops, unsupported = "", None, {}, set()
     for line in path.read_text().splitlines():

@@ -17,8 +17,8 @@ import numpy as np
 from ocrgraft.converter.shapes import fmt_dims
 from ocrgraft.converter.verify import Runner
 from ocrgraft.errors import OcrgraftError
-from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
-from ocrgraft.targets.tables import check_against_table, is_constant, load_table
+from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
+from ocrgraft.targets.tables import check_against_table, is_constant, load_table, table_versions
 
 DEFAULT_VERSION = "10.1"
 WORKSPACE_MIB = 4096
@@ -71,6 +71,12 @@ class TensorRTTarget(Target):
     description = "NVIDIA TensorRT 8.6 / 10.x: support check, build_engine.py + trtexec; builds where a GPU and TensorRT exist"
     # GridSample spelled for the model's opset with explicit attributes; INT64 narrowed where exact
     passes = ("legalize-gridsample", "int64-to-int32")
+    options = (
+        TargetOption("version", "TensorRT version whose op table applies", table_versions("tensorrt"),
+                     flag="--target-version"),
+        TargetOption("quantize", "precision of the engine", ("F32", "F16", "INT8")),
+        TargetOption("build", "build the engine where TensorRT and a GPU exist"),
+    )
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION
@@ -85,9 +91,7 @@ class TensorRTTarget(Target):
 
     def build(self, ctx: BuildContext) -> BuildResult:
         opts = ctx.options
-        precision = opts.get("quantize", "fp32").lower()
-        if precision not in ("fp32", "fp16", "int8"):
-            raise OcrgraftError(f"trt: --quantize {precision} is not one of fp32, fp16, int8")
+        precision = {"F32": "fp32", "F16": "fp16", "INT8": "int8"}[opts.get("quantize", "F32")]
         profiles = self.profiles(ctx)
         trt_dir = ctx.out_dir / "trt"
         trt_dir.mkdir()
