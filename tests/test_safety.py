@@ -355,3 +355,31 @@ def test_debug_anywhere_and_a_closed_pipe(tmp_path, capsys):
     exe = Path(sys.executable).with_name("ocrgraft")
     proc = subprocess.run(f"'{exe}' passes | head -1", shell=True, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and proc.stderr == "" and len(proc.stdout.splitlines()) == 1
+
+
+def _offset_gather_model(path: Path) -> None:
+    """y = Gather(data[3, 4], idx + 2): random indices cannot know about the +2, so only given ones are valid."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Add", ["idx", "two"], ["j"]), helper.make_node("Gather", ["data", "j"], ["g"]),
+             helper.make_node("Identity", ["g"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [3, 4]),
+                                           helper.make_tensor_value_info("idx", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(np.array(2, np.int64), "two")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def test_inputs_file_checks_what_random_inputs_cannot(tmp_path, capsys):
+    model = tmp_path / "gather.onnx"
+    _offset_gather_model(model)
+    rc, _, err = run_cli(capsys, "apply", model, tmp_path / "o.onnx", "-p", "eliminate-identity")
+    one_line_error(rc, err, "ONNX Runtime failed to run")
+    np.savez(tmp_path / "in.npz", idx=np.array([-2, 0], np.int64))
+    rc, out, err = run_cli(capsys, "apply", model, tmp_path / "o.onnx", "-p", "eliminate-identity",
+                           "--inputs", tmp_path / "in.npz")
+    assert rc == 0 and "1 stage(s) verified" in out, err
+    (tmp_path / "objects.npz").write_bytes(b"PK\x03\x04 not a zip")
+    rc, _, err = run_cli(capsys, "apply", model, tmp_path / "p.onnx", "-p", "eliminate-identity",
+                         "--inputs", tmp_path / "objects.npz")
+    one_line_error(rc, err, "is not a readable .npz of plain arrays")

@@ -62,7 +62,7 @@ def cmd_apply(args) -> int:
     refuse_overwrite(inputs, outputs=[dst], folders=[args.stages] if args.stages else [])
     model = load(src)
     result = Pipeline(args.passes, tolerance=_tolerance(args), stages_dir=args.stages, progress=_progress,
-                      **({"inputs": _user_inputs(args.inputs)} if args.inputs else {})).run(model, args.shapes)  # TEMP
+                      inputs=_user_inputs(args.inputs)).run(model, args.shapes)
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
     print(f"wrote {dst}: {result.rewrites} rewrites, {result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
@@ -74,6 +74,8 @@ def _user_inputs(path: str | None) -> dict | None:
     """--inputs FILE.npz: arrays by input name (np.load with allow_pickle=False: no objects, no code)."""
     if not path:
         return None
+    import zipfile
+
     import numpy as np
 
     try:
@@ -81,7 +83,9 @@ def _user_inputs(path: str | None) -> dict | None:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise _err(f"--inputs: no such file: {path}") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (AttributeError, TypeError):      # a .npy: one array without a name
+        raise _err(f"--inputs {path}: give an .npz with one array per input name (np.savez(path, x=...))") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _err(f"--inputs {path} is not a readable .npz of plain arrays: {str(exc).splitlines()[0]}") from None
 
 

@@ -99,7 +99,7 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
         progress(f"note: {note}")
     with atomic_dir(dest, force=force) as tmp:
         pipeline = Pipeline(pass_list, tolerance=tolerance, stages_dir=tmp / "stages", progress=progress,
-                            **({"inputs": inputs} if inputs else {}))  # TEMP
+                            inputs=inputs)
         result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
         final = save(result.model, tmp / "model.onnx")
         parity = parity_table(recipe.options.get("decoder"), raw, result, source.framework) if raw else None

@@ -162,35 +162,48 @@ def random_inputs(inputs: list[ir.Value], case: dict[str, tuple[int, ...]], seed
                   given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Random inputs at one case's shapes: floats in ±[0.05, 1] (never zero), small positive ints.
 
-    Inputs that belong to a graph (a model's `graph.inputs`) know their consumers, and an input that an
-    op reads as indices, axes, sizes or a shape is drawn valid for it from the other inputs' shapes:
-    Gather/GatherElements/Scatter* indices within the axis, GatherND/ScatterND index tuples, OneHot
-    indices below depth, TopK k within the axis, axes within the rank (unique; Squeeze's of size 1),
-    Slice starts < ends, Reshape/Expand shapes that fit, Split sizes that add up, loss targets below
-    the class count, positive Resize scales... Without such a rule ints are drawn in [1, 9].
-    `given` fixes some inputs (user-given values; their shapes need not be in `case`) and is returned
+    Inputs that belong to a graph (a model's `graph.inputs`) know their consumers, so an input that an
+    op reads as indices, axes, sizes or a shape is drawn valid for it from the other inputs' shapes
+    (and, where needed, shapes inferred at this case): Gather*/Scatter*/loss-target indices within the
+    indexed axis (followed through Unsqueeze, Cast, Reshape...), GatherND/ScatterND index tuples,
+    OneHot indices below depth, TopK k and sequence lengths within the axis, unique axes within the
+    rank (Squeeze's of size 1), Slice starts < ends, Reshape/Expand shapes and Split sizes that fit,
+    positive Resize scales... Ints no rule covers are drawn in [1, 9].
+    `given` fixes some inputs (user-given values; `case` need not hold their shapes); they are returned
     with the rest. Rank-0 inputs are arrays of shape (); an optional tensor is fed as a tensor; a
     sequence (or an optional sequence) cannot be drawn: OcrgraftError, naming the input."""
     rng = np.random.default_rng(seed)
     ours = {v.name: v for v in inputs}
     feeds = dict(given or {})
     busy: set[str] = set()
+    inferred: list[dict[str, tuple[int, ...]]] = []   # filled once, only when a rule needs it
 
     def shape_of(value: ir.Value | None) -> tuple[int, ...] | None:
         if value is None:
             return None
-        if value.name in feeds or ours.get(value.name) is value and value.name in case:
-            return np.shape(feeds[value.name]) if value.name in feeds else tuple(case[value.name])
+        if value.name in feeds:
+            return np.shape(feeds[value.name])
+        if ours.get(value.name) is value:
+            return tuple(case[value.name]) if value.name in case else None
         if value.const_value is not None:
             return tuple(value.const_value.shape.numpy())
         if value.shape is not None and all(is_static(d) for d in value.shape):
             return tuple(int(d) for d in value.shape)
-        return None
+        node = value.producer()   # Reshape(t, Shape(v)), which ONNX shape inference leaves open, is v's shape
+        target = node.inputs[1].producer() if node is not None and node.op_type == "Reshape" \
+            and len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if target is not None and target.op_type == "Shape" and not target.attributes:
+            return shape_of(target.inputs[0])
+        if not inferred and value.graph is not None:
+            inferred.append(_inferred_shapes(value.graph, {k: shape_of(v) for k, v in ours.items()}))
+        return inferred[0].get(value.name) if inferred else None
 
     def value_of(value: ir.Value | None) -> np.ndarray | None:
-        if value is not None and ours.get(value.name) is value and value.name not in busy:
+        if value is None or value.name in busy and value.name not in feeds:   # drawing it now
+            return None
+        if value.name in feeds or ours.get(value.name) is value:
             return draw(value)
-        return value.const_value.numpy() if value is not None and value.const_value is not None else None
+        return value.const_value.numpy() if value.const_value is not None else None
 
     def draw(value: ir.Value) -> np.ndarray:
         if value.name not in feeds:
@@ -203,14 +216,20 @@ def random_inputs(inputs: list[ir.Value], case: dict[str, tuple[int, ...]], seed
     return {v.name: feeds[v.name] for v in inputs}
 
 
-def _draw(value: ir.Value, shape: tuple[int, ...], rng, shape_of, value_of) -> np.ndarray:
-    type_ = value.type
-    if isinstance(type_, ir.OptionalType):
-        type_ = type_.elem_type
+def require_tensor(value: ir.Value) -> None:
+    """Random test inputs are tensors (an optional tensor is fed as one): refuse a sequence, naming it."""
+    type_ = value.type.elem_type if isinstance(value.type, ir.OptionalType) else value.type
     if type_ is not None and not isinstance(type_, ir.TensorType):
         raise OcrgraftError(f"input '{value.name}' is a {value.type}: random test inputs are tensors only; "
                             "give its value (Pipeline(inputs=...), --inputs FILE.npz)")
+
+
+def _draw(value: ir.Value, shape: tuple[int, ...], rng, shape_of, value_of) -> np.ndarray:
+    require_tensor(value)
     dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+    bound = None if np.issubdtype(dtype, np.floating) else _bounds(value, shape_of, value_of)
+    if bound is not None:
+        return np.asarray(rng.integers(*bound, shape)).astype(dtype)
     for node, index in value.uses():   # the first consumer that says which values are valid
         valid = _valid_values(node, index, shape, rng, shape_of, value_of)
         if valid is not None:
@@ -225,11 +244,97 @@ def _draw(value: ir.Value, shape: tuple[int, ...], rng, shape_of, value_of) -> n
     return ints.astype(str).astype(object) if dtype == object else ints.astype(dtype)
 
 
-# op: which input holds indices into one axis of input 0 (the `axis` attribute's, or the one named below)
-_INDICES = {"Gather": 1, "GatherElements": 1, "ScatterElements": 1, "Scatter": 1,
-            "NegativeLogLikelihoodLoss": 1, "SoftmaxCrossEntropyLoss": 1, "RoiAlign": 2}
-# op: which input holds axes of input 0 (every Reduce* op: input 1)
-_AXES = {"Squeeze": 1, "Unsqueeze": 1, "Slice": 3, "Pad": 3, "CumSum": 1, "CenterCropPad": 2, "DFT": 2}
+def _inferred_shapes(graph: ir.Graph, case: dict) -> dict[str, tuple[int, ...]]:
+    """The static shapes ONNX shape inference finds for `graph`'s values with its inputs at `case`."""
+    import onnx
+
+    proto = ir.serde.serialize_graph(graph)
+    for info in proto.input:
+        dims = case.get(info.name)
+        if dims is not None and info.type.HasField("tensor_type"):
+            info.type.tensor_type.shape.Clear()
+            for d in dims:
+                info.type.tensor_type.shape.dim.add(dim_value=d)
+    model = onnx.helper.make_model(proto, opset_imports=[onnx.helper.make_opsetid(d, v)
+                                                         for d, v in graph.opset_imports.items()])
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001  (best effort: the rules that need these shapes then make no demand)
+        return {}
+    out = {}
+    for info in [*model.graph.value_info, *model.graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if info.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            out[info.name] = tuple(d.dim_value for d in dims)
+    return out
+
+
+# Ops that hand on these inputs' values (moved, not changed), so indices keep the bound of where they go
+# (and Concat, every input's).
+_MOVES_VALUES = {**dict.fromkeys(("Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand",
+                                  "Transpose", "Tile"), (0,)), "Where": (1, 2)}
+
+
+def _bounds(value: ir.Value, shape_of, value_of, depth: int = 0) -> tuple[int, int] | None:
+    """[low, high) that every consumer (followed through ops that move values) accepts, or None."""
+    found = []
+    for node, i in value.uses():
+        bound = _index_bound(node, i, shape_of, value_of)
+        moves = node.op_type == "Concat" or i in _MOVES_VALUES.get(node.op_type, ())
+        if bound is None and moves and depth < 4:
+            bound = _bounds(node.outputs[0], shape_of, value_of, depth + 1)
+        if bound is not None:
+            found.append(bound)
+    lo, hi = max((b[0] for b in found), default=0), min((b[1] for b in found), default=0)
+    return (lo, hi) if hi > lo else None
+
+
+# op: (input holding indices into one axis of input 0, which axis: an attribute with default, or a number)
+_INDEX_INPUTS = {"Gather": (1, ("axis", 0)), "GatherElements": (1, ("axis", 0)), "Scatter": (1, ("axis", 0)),
+                 "ScatterElements": (1, ("axis", 0)), "ArrayFeatureExtractor": (1, -1), "RoiAlign": (2, 0),
+                 "NegativeLogLikelihoodLoss": (1, 1), "SoftmaxCrossEntropyLoss": (1, 1)}
+# op: (input holding lengths or counts within one axis of input `of`, that axis)
+_LENGTH_INPUTS = {"TopK": (1, 0, ("axis", -1)), "ReverseSequence": (1, 0, ("time_axis", 0)),
+                  "RNN": (4, 0, ("layout", 0)), "GRU": (4, 0, ("layout", 0)), "LSTM": (4, 0, ("layout", 0)),
+                  "Attention": (6, 1, -2)}
+
+
+def _index_bound(node: ir.Node, i: int, shape_of, value_of) -> tuple[int, int] | None:
+    op, ins = node.op_type, node.inputs
+    if node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
+        return None
+
+    def dim(of: int, axis) -> int | None:
+        shape = shape_of(ins[of]) if of < len(ins) else None
+        if not isinstance(axis, int):
+            axis = node.attributes.get_int(*axis)
+        return shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+
+    if op in _INDEX_INPUTS and _INDEX_INPUTS[op][0] == i:
+        n = dim(0, _INDEX_INPUTS[op][1])
+        return (0, n) if n else None
+    if op in _LENGTH_INPUTS and _LENGTH_INPUTS[op][0] == i:
+        n = dim(*_LENGTH_INPUTS[op][1:])
+        return (1, n + 1) if n else None
+    if op == "OneHot" and i == 0 and (depth := value_of(ins[1])) is not None:
+        return 0, max(int(np.ravel(depth)[0]), 1)
+    if op == "TensorScatter" and i == 2:   # write positions: the update must fit in the cache
+        axis = node.attributes.get_int("axis", -2)
+        room, n = dim(0, axis), dim(1, axis)
+        return (0, room - n + 1) if room is not None and n is not None and room >= n else None
+    if op == "Loop" and i == 0:
+        return 1, 4   # a few iterations: bodies often index data of a fixed size by the iteration number
+    return None
+
+
+# op: which input holds axes of input 0 (and every Reduce* op's input 1)
+_AXES_INPUTS = {"Squeeze": 1, "Unsqueeze": 1, "Slice": 3, "Pad": 3, "CumSum": 1, "CumProd": 1,
+                "CenterCropPad": 2, "DFT": 2}
+
+
+# ops whose rules below read input 0's shape
+_SHAPED_BY_DATA = frozenset({"GatherND", "ScatterND", "Slice", "Pad", "Reshape", "Expand", "Split",
+                             "SplitToSequence", "AffineGrid", "Resize"})
 
 
 def _valid_values(node: ir.Node, i: int, shape: tuple[int, ...], rng, shape_of, value_of):
@@ -238,66 +343,62 @@ def _valid_values(node: ir.Node, i: int, shape: tuple[int, ...], rng, shape_of, 
     op, ins = node.op_type, node.inputs
     if node.domain not in ("", "ai.onnx") or not ins:
         return None
-    data = shape_of(ins[0])
-    size = int(np.prod(shape))
-
-    def dim(axis: int) -> int | None:
-        return data[axis] if data is not None and -len(data) <= axis < len(data) else None
-
-    if _INDICES.get(op) == i:   # indices into one axis of input 0
-        axis = {"RoiAlign": 0, "NegativeLogLikelihoodLoss": 1, "SoftmaxCrossEntropyLoss": 1}.get(op)
-        n = dim(node.attributes.get_int("axis", 0) if axis is None else axis)
-        return rng.integers(0, n, shape) if n else None
-    if op in ("GatherND", "ScatterND") and i == 1 and shape:
-        b = node.attributes.get_int("batch_dims", 0)
-        dims = data[b:b + shape[-1]] if data is not None else ()
-        return rng.integers(0, dims, shape) if len(dims) == shape[-1] and all(dims) else None
-    if op == "OneHot" and i == 0:
-        depth = value_of(ins[1])
-        return None if depth is None else rng.integers(0, max(int(np.ravel(depth)[0]), 1), shape)
-    if op == "TopK" and i == 1:
-        n = dim(node.attributes.get_int("axis", -1))
-        return None if n is None else rng.integers(min(n, 1), n + 1, shape)
-    if op in ("ReverseSequence", "RNN", "GRU", "LSTM") and i == (1 if op == "ReverseSequence" else 4):
-        axis = node.attributes.get_int("time_axis" if op == "ReverseSequence" else "layout", 0)
-        n = dim(axis)
-        return rng.integers(min(n, 1), n + 1, shape) if n is not None else None
-    if (_AXES.get(op) == i or op.startswith("Reduce") and i == 1) and data is not None:
-        rank = len(data) + (size if op == "Unsqueeze" else 0)
-        axes = [a for a in range(rank) if op != "Squeeze" or data[a] == 1]
-        return rng.permutation(axes)[:size].reshape(shape) if size <= len(axes) else None
-    if op == "Slice" and i in (1, 2, 4) and data is not None and len(shape) == 1:
-        if i == 4:
-            return rng.integers(1, 3, shape)
-        axes = value_of(ins[3]) if len(ins) > 3 and ins[3] is not None else np.arange(shape[0])
-        dims = np.array([data[int(a)] for a in np.ravel(axes)]) if axes is not None else None
-        if dims is None or len(dims) != shape[0]:
-            return None
-        half = dims // 2   # starts in [0, half], ends in [half + 1, dim]: a non-empty slice
-        return rng.integers(0, half + 1) if i == 1 else rng.integers(half + 1, np.maximum(dims, half + 1) + 1)
-    if op in ("Reshape", "Expand") and i == 1 and data is not None and len(shape) == 1:
-        n, r = shape[0], len(data)
-        if op == "Expand":   # broadcast: the data's own dims, new leading dims of 1..3
-            return [*rng.integers(1, 4, max(n - r, 0)), *data[max(r - n, 0):]] if n >= r else None
-        if n >= r:
-            return [1] * (n - r) + list(data)
-        return [int(np.prod(data[:r - n + 1])), *data[r - n + 1:]] if n else None
-    if op in ("Split", "SplitToSequence") and i == 1:
-        n = dim(node.attributes.get_int("axis", 0))
-        if n is None or not n:
-            return None
-        if not shape:
-            return rng.integers(1, n + 1, shape)
-        cuts = np.sort(rng.integers(0, n + 1, size - 1))
-        return np.diff([0, *cuts, n]).reshape(shape)
-    if op == "AffineGrid" and i == 1 and data is not None and shape == (len(data) + 1,):
-        return [data[0], 1, *rng.integers(2, 6, len(data) - 1)]   # N from theta, C, spatial sizes
-    if op in ("Tile", "ConstantOfShape") and i == (1 if op == "Tile" else 0):
+    if op == "Tile" and i == 1 or op == "ConstantOfShape" and i == 0:
         return rng.integers(1, 4, shape)
-    if op == "Resize" and i == 2 or op == "Upsample" and i == 1:
-        return rng.uniform(1.0, 2.0, shape)   # scales: positive, never shrinking a dim to 0
+    if op == "Upsample" and i == 1:
+        return rng.uniform(1.0, 2.0, shape)   # scales: never shrinking a dim to 0
     if op == "NonMaxSuppression" and i == 3 or op == "Dropout" and i == 1:
         return rng.uniform(0.0, 0.5, shape)   # iou threshold, drop ratio
     if op == "Dropout" and i == 2:
         return np.zeros(shape, bool)          # training mode would drop at random
+    if i == 0 or op not in _SHAPED_BY_DATA and op not in _AXES_INPUTS and not op.startswith("Reduce"):
+        return None   # (before asking for input 0's shape, which may take shape inference)
+    data = shape_of(ins[0])
+    if data is None:
+        return None
+    size, rank = int(np.prod(shape)), len(data)
+    if op in ("GatherND", "ScatterND") and i == 1 and shape:
+        b = node.attributes.get_int("batch_dims", 0)
+        dims = data[b:b + shape[-1]]
+        return rng.integers(0, dims, shape) if len(dims) == shape[-1] and all(dims) else None
+    if _AXES_INPUTS.get(op) == i or op.startswith("Reduce") and i == 1:
+        rank += size if op == "Unsqueeze" else -1 if op == "DFT" else 0   # DFT's last dim: real, imaginary
+        axes = [a for a in range(rank) if op != "Squeeze" or data[a] == 1]
+        return rng.permutation(axes)[:size].reshape(shape) if size <= len(axes) else None
+    if len(shape) != 1:
+        return None
+    if op in ("Slice", "Pad") and i in ((1, 2, 4) if op == "Slice" else (1,)):
+        per_axis = 2 if op == "Pad" else 1   # Pad's pads: the begins, then the ends
+        axes = value_of(ins[3]) if len(ins) > 3 and ins[3] is not None else np.arange(size // per_axis)
+        if axes is None or np.size(axes) * per_axis != size:
+            return None
+        dims = np.array([data[int(a)] for a in np.ravel(axes)])
+        if op == "Pad":   # up to 3; reflect needs pads below the dim
+            reflect = node.attributes.get_string("mode", "constant") == "reflect"
+            high = np.maximum(np.minimum(dims, 3), 1) if reflect else np.full(len(dims), 3)
+            return rng.integers(0, np.tile(high, 2))
+        if i == 4:
+            return rng.integers(1, 3, shape)
+        half = dims // 2   # starts in [0, half], ends in [half + 1, dim]: a non-empty slice
+        return rng.integers(0, half + 1) if i == 1 else rng.integers(half + 1, np.maximum(dims, half + 1) + 1)
+    if op in ("Reshape", "Expand") and i == 1:
+        if op == "Expand":   # broadcast: the data's own dims, new leading dims of 1..3
+            return [*rng.integers(1, 4, size - rank), *data] if size >= rank else None
+        if size >= rank:
+            return [1] * (size - rank) + list(data)
+        return [int(np.prod(data[:rank - size + 1])), *data[rank - size + 1:]] if size else None
+    if op in ("Split", "SplitToSequence") and i == 1:
+        axis = node.attributes.get_int("axis", 0)
+        if not -rank <= axis < rank:
+            return None
+        cuts = np.sort(rng.integers(0, data[axis] + 1, size - 1))
+        return np.diff([0, *cuts, data[axis]])
+    if op == "AffineGrid" and i == 1 and rank == 3 and size == data[1] + 2:
+        return [data[0], 1, *rng.integers(2, 6, data[1])]   # N from theta, C, spatial sizes
+    if op == "Resize" and i in (2, 3):   # scales / sizes: ORT's linear and cubic modes keep N and C
+        axes = node.attributes.get_ints("axes", list(range(rank)))
+        keep = [rank >= 4 and a % rank < 2 for a in axes]
+        if i == 2:
+            return np.where(keep, 1.0, rng.uniform(1.0, 2.0, shape))
+        return np.where(keep, [data[a] for a in axes], rng.integers(1, 9, shape))
     return None

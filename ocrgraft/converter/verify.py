@@ -113,7 +113,25 @@ def compare_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
                  for (gn, g), (en, e) in zip(got.items(), expected.items())]
     else:
         raise OcrgraftError(f"output count changed: expected {len(expected)} ({', '.join(expected)}), got {len(got)} ({', '.join(got)})")
-    return [diff_arrays(name, g, e, tol) for name, g, e in pairs]
+    return [d for name, g, e in pairs for d in _diff_values(name, g, e, tol)]
+
+
+def _diff_values(name: str, got, expected, tol: Tolerance) -> list[OutputDiff]:
+    """A sequence output (a list) is compared element by element; an empty optional (None) equals None."""
+    if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
+        return [diff_arrays(f"{name}[{i}]", g, e, tol) for i, (g, e) in enumerate(zip(got, expected))]
+    if got is None and expected is None:
+        return []
+    if isinstance(got, (list, type(None))) or isinstance(expected, (list, type(None))):
+        return [OutputDiff(name, (), float("inf"), float("inf"), (), float("nan"), float("nan"), False,
+                           f"{_kind(got)} instead of {_kind(expected)}")]
+    return [diff_arrays(name, got, expected, tol)]
+
+
+def _kind(value) -> str:
+    if isinstance(value, list):
+        return f"a sequence of {len(value)}"
+    return "None" if value is None else "a tensor"
 
 
 def diff_arrays(name: str, got: np.ndarray, expected: np.ndarray, tol: Tolerance) -> OutputDiff:
@@ -123,10 +141,18 @@ def diff_arrays(name: str, got: np.ndarray, expected: np.ndarray, tol: Tolerance
                           f"shape {'x'.join(map(str, got.shape))} instead of {'x'.join(map(str, expected.shape))}")
     if got.size == 0:
         return OutputDiff(name, got.shape, 0.0, 0.0, (), 0.0, 0.0, True)
+    if "O" in (got.dtype.kind, expected.dtype.kind) or got.dtype.kind in "SU":   # strings: equal or not
+        bad = np.argwhere(got != expected)
+        if not len(bad):
+            return OutputDiff(name, got.shape, 0.0, 0.0, (), float("nan"), float("nan"), True)
+        idx = tuple(int(i) for i in bad[0])
+        return OutputDiff(name, got.shape, float("inf"), float("inf"), idx, float("nan"), float("nan"), False,
+                          f"string at [{','.join(map(str, idx))}] differs")
     g, e = got.astype(np.float64), expected.astype(np.float64)
     exact = not (np.issubdtype(expected.dtype, np.floating) or np.issubdtype(got.dtype, np.floating))
     nan_g, nan_e = np.isnan(g), np.isnan(e)
-    err = np.where(nan_g & nan_e, 0.0, np.abs(g - e))
+    with np.errstate(invalid="ignore"):   # inf - inf: equal infinities are equal, not nan apart
+        err = np.where((g == e) | nan_g & nan_e, 0.0, np.abs(g - e))
     err = np.where(nan_g ^ nan_e, np.inf, err)
     allowed = np.zeros_like(e) if exact else tol.atol + tol.rtol * np.abs(np.nan_to_num(e))
     excess = err - allowed

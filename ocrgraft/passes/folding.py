@@ -195,12 +195,30 @@ class FoldConstants(Pass):
     name = "fold-constants"
 
     def rewrite(self, model: ir.Model) -> int:
-        import onnxscript.optimizer as optimizer
-
         infer_shapes_fresh(model)
         before = list(model.graph)   # held, so no new node can take a removed one's id
-        folded = optimizer.fold_constants(model, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT)
+        folded = _folder()(model)
         if folded.modified:   # only what folding left unused; remove-dead-nodes takes the rest
             common.RemoveUnusedNodesPass()(model)
         after = set(map(id, model.graph))
         return sum(id(n) not in after for n in before)
+
+
+def _folder():
+    """onnxscript's folder, except that a node whose evaluator raises is left as it is instead of
+    aborting the whole pass (its SplitToSequence evaluator fails on a scalar split of unknown value).
+    Evaluators build their replacement on a tape and nothing is swapped in until one returns, so the
+    node is left intact."""
+    from onnxscript.optimizer import constant_folding
+
+    class Folder(constant_folding.FoldConstantsPass):
+        def process_node(self, node: ir.Node, is_function: bool):
+            try:
+                return super().process_node(node, is_function)
+            except Exception as exc:  # noqa: BLE001
+                logging.getLogger("ocrgraft.passes").info("fold-constants left %s alone: %s", node.op_type,
+                                                          exc.__cause__ or exc)
+                return None
+
+    return Folder(shape_inference=False, input_size_limit=FOLD_INPUT_LIMIT,
+                  output_size_limit=FOLD_OUTPUT_LIMIT)
