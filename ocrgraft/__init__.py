@@ -7,15 +7,15 @@
 
 import importlib
 
-__version__ = "0.1.0"
+from ocrgraft.core import __version__  # noqa: F401
 
 # Resolved on first use, so that `ocrgraft --help` (and a Ctrl-C while it starts) does not wait for
 # onnx, onnxruntime and torch to import.
 _EXPORTS = {
-    "load": "ocrgraft.converter.modelio", "save": "ocrgraft.converter.modelio",
+    "load": "ocrgraft.core.modelio", "save": "ocrgraft.core.modelio",
     "Pipeline": "ocrgraft.converter.pipeline", "PipelineResult": "ocrgraft.converter.pipeline",
-    "ShapeSet": "ocrgraft.converter.shapes",
-    "OcrgraftError": "ocrgraft.errors", "VerificationError": "ocrgraft.errors",
+    "ShapeSet": "ocrgraft.core.shapes",
+    "OcrgraftError": "ocrgraft.core.errors", "VerificationError": "ocrgraft.core.errors",
     "Pass": "ocrgraft.passes", "PassResult": "ocrgraft.passes", "get_pass": "ocrgraft.passes",
     "list_passes": "ocrgraft.passes", "register": "ocrgraft.passes",
 }

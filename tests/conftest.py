@@ -10,7 +10,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-
 # Every semantics-preserving pass that takes no arguments, beyond the generic ones: run together on real
 # models (tests/test_passes_ppocr.py, tests/test_zoo.py) they must keep outputs equal and dims dynamic.
 EXACT_FAMILY = ["pool-to-reduce", "maxpool3d-to-2d", "split-pool", "fold-reshape-shapes", "reshape-gemm-to-matmul",

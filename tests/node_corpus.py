@@ -26,7 +26,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from ocrgraft import Pipeline
-from ocrgraft.converter.modelio import to_bytes
+from ocrgraft.core.modelio import to_bytes
 from ocrgraft.passes import GENERIC_PASSES
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}   # numpy.allclose's rule: |got - want| <= atol + rtol * |want|
@@ -162,7 +162,7 @@ def verifier_compares(case: NodeCase) -> str:
     """Whether the Pipeline's own verifier (random inputs at the shapes of the case's first data set)
     really compares this model: "compared" (it drew inputs ORT accepts, some output has elements, and no
     stage went unchecked), or why not."""
-    from ocrgraft.converter.shapes import ShapeSet
+    from ocrgraft.core.shapes import ShapeSet
 
     feeds = case.data_sets[0][0]
     shapes = ShapeSet({k: [np.shape(v)] for k, v in feeds.items() if isinstance(v, np.ndarray)})

@@ -1,6 +1,5 @@
 """A deliberately wrong pass, for tests only: it changes a weight, so verification must catch it."""
 
-import numpy as np
 import onnx_ir as ir
 
 from ocrgraft.passes import Pass, register

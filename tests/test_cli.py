@@ -10,14 +10,15 @@ import urllib.request
 import numpy as np
 import onnx
 import pytest
-from conftest import DYN_SHAPES, make_dynamic_model
-from perturb import PerturbWeight  # noqa: F401  (registers test-perturb-weight)
 
 from ocrgraft.converter.cli import main
-from ocrgraft.converter.modelio import load
-from ocrgraft.converter.shapes import random_inputs
-from ocrgraft.converter.verify import Runner
+from ocrgraft.core.modelio import load
+from ocrgraft.core.runner import Runner
+from ocrgraft.core.shapes import random_inputs
 from ocrgraft.passes import GENERIC_PASSES
+
+from conftest import DYN_SHAPES, make_dynamic_model
+from perturb import PerturbWeight  # noqa: F401  (registers test-perturb-weight)
 
 PPOCR_SHAPES = "x:1x3x48x32,1x3x48x320,8x3x48x1280"
 

@@ -4,8 +4,8 @@ blanks dropped, for each output layout and blank position the zoo uses."""
 import numpy as np
 import pytest
 
-from ocrgraft.converter.decode import CTCDecoder, decoder_from
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.decode import CTCDecoder, decoder_from
+from ocrgraft.core.errors import OcrgraftError
 
 
 def one_hot_logits(labels, classes, high=8.0):

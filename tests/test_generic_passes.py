@@ -3,12 +3,13 @@
 import onnx
 import onnx_ir as ir
 import pytest
-from conftest import DYN_SHAPES, make_dynamic_model
 from onnx import TensorProto, helper
 
 from ocrgraft import OcrgraftError, Pipeline, get_pass
-from ocrgraft.converter.modelio import load
+from ocrgraft.core.modelio import load
 from ocrgraft.passes import GENERIC_PASSES, list_passes
+
+from conftest import DYN_SHAPES, make_dynamic_model
 
 # pass -> (op type it removes from the crafted model, or None)
 EXPECTED = {

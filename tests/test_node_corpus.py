@@ -1,7 +1,6 @@
 """The generic passes on ONNX's backend node-test corpus (tests/node_corpus.py): no silent change, no crash,
 and the verifier's own random inputs are valid for nearly every case; plus the defects it found, in small."""
 
-import node_corpus as corpus
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -10,7 +9,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from ocrgraft import get_pass
-from ocrgraft.converter.modelio import to_bytes
+from ocrgraft.core.modelio import to_bytes
+
+import node_corpus as corpus
 
 # case: what went wrong before the fix
 KNOWN_BAD = {

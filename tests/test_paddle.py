@@ -12,9 +12,9 @@ import onnx
 import pytest
 
 from ocrgraft.converter.cli import main
-from ocrgraft.converter.modelio import load
-from ocrgraft.converter.shapes import random_inputs
-from ocrgraft.converter.verify import Runner
+from ocrgraft.core.modelio import load
+from ocrgraft.core.runner import Runner
+from ocrgraft.core.shapes import random_inputs
 from ocrgraft.frontends.paddle import PaddlePredictor, find_model_files
 
 pytest.importorskip("paddle", reason="PaddlePaddle is installed by `make test` (the paddle extra)")

@@ -14,13 +14,22 @@ import pytest
 import torch
 from onnx import helper
 
-from ocrgraft.converter.modelio import to_ir, to_proto
-from ocrgraft.converter.verify import Runner
+from ocrgraft.core.graph import opset_of
+from ocrgraft.core.modelio import to_ir, to_proto
+from ocrgraft.core.runner import Runner
 from ocrgraft.passes import CLEANUP_PASSES
-from ocrgraft.passes._edit import opset_of
 from ocrgraft.targets import get_target
-from test_passes_common import (apply, assert_idempotent, assert_untouched, export_torch, graph_model, ops, rand,
-                                verify)
+
+from test_passes_common import (
+    apply,
+    assert_idempotent,
+    assert_untouched,
+    export_torch,
+    graph_model,
+    ops,
+    rand,
+    verify,
+)
 
 PASS = "adaptive-avgpool-to-pool"
 GATHERED = {"GatherND", "Gather", "Where", "Range", "Shape", "Expand", "Concat", "Div", "Add"}

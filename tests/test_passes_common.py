@@ -10,9 +10,10 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
 
-from ocrgraft.converter.modelio import to_ir, to_proto
 from ocrgraft.converter.pipeline import Pipeline
-from ocrgraft.converter.verify import Runner, Tolerance
+from ocrgraft.core.compare import Tolerance
+from ocrgraft.core.modelio import to_ir, to_proto
+from ocrgraft.core.runner import Runner
 from ocrgraft.passes import get_pass, list_passes
 from ocrgraft.passes._edit import Editor, remove_unused
 
@@ -123,6 +124,6 @@ def test_editor_replace_keeps_output_name_and_remove_unused_clears_chain():
 
 
 def test_bad_pass_arguments_are_refused():
-    from ocrgraft.errors import OcrgraftError
+    from ocrgraft.core.errors import OcrgraftError
     with pytest.raises(OcrgraftError):
         get_pass("split-pool(max_kernel=0)")

@@ -12,8 +12,18 @@ import pytest
 import torch
 from onnx import helper
 
-from ocrgraft.converter.verify import Runner
-from test_passes_common import apply, assert_idempotent, assert_untouched, export_torch, graph_model, ops, rand, verify
+from ocrgraft.core.runner import Runner
+
+from test_passes_common import (
+    apply,
+    assert_idempotent,
+    assert_untouched,
+    export_torch,
+    graph_model,
+    ops,
+    rand,
+    verify,
+)
 
 FIX_PY = ["reshape-gemm-to-matmul", "drop-zero-rnn-state", "fold-flip-rnn", "squeeze-after-concat"]
 SHAPES = "x:1x1x32x32,2x1x32x100,3x1x32x160"

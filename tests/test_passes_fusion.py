@@ -9,10 +9,20 @@ import pytest
 import torch
 from onnx import helper
 
-from ocrgraft.converter.modelio import load
+from ocrgraft.core.graph import infer_shapes_fresh
+from ocrgraft.core.modelio import load
 from ocrgraft.passes import GENERIC_PASSES
-from ocrgraft.passes.folding import infer_shapes_fresh
-from test_passes_common import assert_idempotent, assert_untouched, export_torch, graph_model, ops, rand, run, verify
+
+from test_passes_common import (
+    assert_idempotent,
+    assert_untouched,
+    export_torch,
+    graph_model,
+    ops,
+    rand,
+    run,
+    verify,
+)
 
 SHAPES = "x:1x3x8x5,2x3x8x17,4x3x8x40"
 

@@ -8,9 +8,18 @@ import pytest
 import torch
 from onnx import helper
 
-from ocrgraft.converter.verify import Runner
-from ocrgraft.errors import OcrgraftError
-from test_passes_common import apply, assert_idempotent, assert_untouched, export_torch, graph_model, ops, verify
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.runner import Runner
+
+from test_passes_common import (
+    apply,
+    assert_idempotent,
+    assert_untouched,
+    export_torch,
+    graph_model,
+    ops,
+    verify,
+)
 
 SHAPES = [(1, 5, 7, 4, 6), (2, 8, 13, 5, 9), (3, 1, 4, 3, 3), (1, 16, 40, 8, 24)]   # N, H, W, Ho, Wo
 

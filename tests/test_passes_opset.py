@@ -7,9 +7,10 @@ import pytest
 import torch
 from onnx import helper
 
-from ocrgraft.converter.verify import Runner
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.runner import Runner
 from ocrgraft.passes import get_pass
+
 from test_passes_common import apply, assert_untouched, export_torch, graph_model, ops, rand, verify
 
 

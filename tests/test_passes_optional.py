@@ -8,8 +8,9 @@ import torch
 from onnx import helper
 
 from ocrgraft.converter.pipeline import Pipeline
-from ocrgraft.converter.verify import Runner
+from ocrgraft.core.runner import Runner
 from ocrgraft.passes import CHANGES, get_pass
+
 from test_passes_common import assert_idempotent, assert_untouched, export_torch, graph_model, rand
 
 

@@ -9,10 +9,19 @@ import pytest
 import torch
 from onnx import helper
 
-from ocrgraft.converter.verify import Runner
+from ocrgraft.core.runner import Runner
 from ocrgraft.passes.pooling import split_plan
-from test_passes_common import (apply, assert_idempotent, assert_untouched, export_torch, graph_model, ops, rand,
-                                verify)
+
+from test_passes_common import (
+    apply,
+    assert_idempotent,
+    assert_untouched,
+    export_torch,
+    graph_model,
+    ops,
+    rand,
+    verify,
+)
 
 
 def _adaptive_pool_graph(opset=11, op="AveragePool", height=4):

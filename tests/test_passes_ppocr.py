@@ -7,12 +7,13 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from conftest import EXACT_FAMILY as FAMILY
 
 import ocrgraft.passes as passes
-from ocrgraft.converter.modelio import load
 from ocrgraft.converter.pipeline import Pipeline
+from ocrgraft.core.modelio import load
 from ocrgraft.passes import EXACT, list_passes
+
+from conftest import EXACT_FAMILY as FAMILY
 
 _SPEC = importlib.util.find_spec("rapidocr_onnxruntime")     # located only: its own dependencies are not installed
 MODELS = Path(_SPEC.origin).parent / "models" if _SPEC and _SPEC.origin else Path("/nonexistent")

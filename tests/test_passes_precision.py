@@ -9,11 +9,21 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from ocrgraft.converter.verify import FP32, Runner
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.compare import FP32
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.runner import Runner
 from ocrgraft.passes.precision import F16_ACTIVATION_LIMIT, ToFp16
-from test_passes_common import (apply, assert_idempotent, assert_untouched, canonical, export_torch, graph_model,
-                                rand, verify)
+
+from test_passes_common import (
+    apply,
+    assert_idempotent,
+    assert_untouched,
+    canonical,
+    export_torch,
+    graph_model,
+    rand,
+    verify,
+)
 
 BIG = np.iinfo(np.int64).max
 

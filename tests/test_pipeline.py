@@ -4,14 +4,16 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from conftest import DYN_SHAPES, make_dynamic_model
-from perturb import PerturbWeight
 
 import ocrgraft
 from ocrgraft import OcrgraftError, Pipeline, VerificationError
-from ocrgraft.converter.shapes import ShapeSet, random_inputs
-from ocrgraft.converter.verify import Runner, Tolerance
+from ocrgraft.core.compare import Tolerance
+from ocrgraft.core.runner import Runner
+from ocrgraft.core.shapes import ShapeSet, random_inputs
 from ocrgraft.passes import GENERIC_PASSES
+
+from conftest import DYN_SHAPES, make_dynamic_model
+from perturb import PerturbWeight
 
 
 def _input_dims(model: ir.Model):

@@ -19,14 +19,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import DYN_SHAPES, make_dynamic_model
 
 from ocrgraft import models
-from ocrgraft.converter import modelio
 from ocrgraft.converter.cli import describe_os_error, main
 from ocrgraft.converter.recipes import get_recipe
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core import modelio
+from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.frontends.torch import load_source
+
+from conftest import DYN_SHAPES, make_dynamic_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,7 +148,7 @@ def test_torchscript_runs_only_with_trust_code_and_says_so(file_writing_torchscr
 
 
 def _shapes(text):
-    from ocrgraft.converter.shapes import ShapeSet
+    from ocrgraft.core.shapes import ShapeSet
     return ShapeSet.parse(text)
 
 
@@ -213,7 +214,7 @@ def test_outputs_follow_the_umask(tmp_path, dyn_file):
 KILLED_CHILD = textwrap.dedent('''
     import os, signal, sys
     from pathlib import Path
-    from ocrgraft.converter import modelio
+    from ocrgraft.core import modelio
 
     dest, point = Path(sys.argv[1]), sys.argv[2]
     with modelio.atomic_dir(dest) as tmp:

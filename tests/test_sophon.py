@@ -21,14 +21,19 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ocrgraft.converter.convert import convert
-from ocrgraft.converter.modelio import to_ir
 from ocrgraft.converter.pipeline import Pipeline
-from ocrgraft.converter.recipes import Recipe, get_recipe
-from ocrgraft.errors import OcrgraftError, VerificationError
-from ocrgraft.targets import BuildContext, get_target
-from ocrgraft.targets import tpu_mlir_env
+from ocrgraft.converter.recipes import get_recipe
+from ocrgraft.core.compare import similarity
+from ocrgraft.core.errors import OcrgraftError, VerificationError
+from ocrgraft.core.modelio import to_ir
+from ocrgraft.core.recipe import Recipe
+from ocrgraft.targets import BuildContext, get_target, tpu_mlir_env
 from ocrgraft.targets.sophon import (
-    TPU_MLIR_ONNX_OPS, chip_limits, make_plan, match_outputs, op_support, similarity,
+    TPU_MLIR_ONNX_OPS,
+    chip_limits,
+    make_plan,
+    match_outputs,
+    op_support,
 )
 
 CHARSET = "0123456789"
@@ -66,7 +71,8 @@ def context(tmp_path: Path, model: onnx.ModelProto, recipe: Recipe, shapes: str,
     out = tmp_path / f"{recipe.name}-sophon"
     out.mkdir(parents=True)
     onnx.save(model, out / "model.onnx")
-    return BuildContext(out / "model.onnx", out, pipeline_result(model, shapes), recipe, options)
+    r = pipeline_result(model, shapes)
+    return BuildContext(out / "model.onnx", out, recipe.name, r.shapes, r.cases, r.tolerance, recipe.options, options)
 
 
 # ----------------------------------------------------------------------------- fast: no toolchain

@@ -4,16 +4,17 @@ checked against the shapes, and plain words where the toolchain is absent."""
 import json
 
 import pytest
-from conftest import DYN_SHAPES, make_dynamic_model
 from onnx import TensorProto, helper
 
 import ocrgraft.targets.ascend as ascend
 from ocrgraft.converter.cli import main
 from ocrgraft.converter.convert import convert
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.targets import get_target
 from ocrgraft.targets.tables import load_table
 from ocrgraft.targets.tensorrt import tensorrt_available
+
+from conftest import DYN_SHAPES, make_dynamic_model
 
 
 def _save(tmp_path, proto, name):

@@ -9,11 +9,12 @@ import torch
 
 from ocrgraft import models
 from ocrgraft.converter.cli import main
-from ocrgraft.converter.verify import Runner
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.runner import Runner
 from ocrgraft.frontends import torch as frontend
 from ocrgraft.frontends.torch import DynamicDim, apply_rewrites, check_dims, export_onnx, load_weights
 from ocrgraft.models.crnn import BidirectionalLSTM
+
 from zoo_weights import FORMS, sample, save_weights, trained
 
 ZOO = list(models.ZOO)

@@ -8,9 +8,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ocrgraft import OcrgraftError, Pipeline
-from ocrgraft.converter.modelio import to_bytes
-from ocrgraft.converter.shapes import ShapeSet, random_inputs
-from ocrgraft.converter.verify import FP32, diff_arrays
+from ocrgraft.core.compare import FP32, diff_arrays
+from ocrgraft.core.modelio import to_bytes
+from ocrgraft.core.shapes import ShapeSet, random_inputs
 
 F, I = TensorProto.FLOAT, TensorProto.INT64
 

@@ -9,17 +9,18 @@ one of the checkpoint forms; every model x form is also loaded in tests/test_tor
 import numpy as np
 import pytest
 import torch
-from conftest import EXACT_FAMILY
-from zoo_weights import FORMS, save_weights, trained
 
 from ocrgraft import models
 from ocrgraft.converter.convert import convert
-from ocrgraft.converter.modelio import load
 from ocrgraft.converter.pipeline import Pipeline
 from ocrgraft.converter.recipes import get_recipe
-from ocrgraft.converter.shapes import ShapeSet
-from ocrgraft.converter.verify import Runner
+from ocrgraft.core.modelio import load
+from ocrgraft.core.runner import Runner
+from ocrgraft.core.shapes import ShapeSet
 from ocrgraft.passes import GENERIC_PASSES
+
+from conftest import EXACT_FAMILY
+from zoo_weights import FORMS, save_weights, trained
 
 # model, exporter, weights form (None: random init), shapes (None: the recipe's)
 CASES = [

@@ -22,7 +22,7 @@ def _progress(msg: str) -> None:
 
 
 def _tolerance(args):
-    from ocrgraft.converter.verify import FP32, Tolerance
+    from ocrgraft.core.compare import FP32, Tolerance
     return Tolerance(atol=args.atol if args.atol is not None else FP32.atol,
                      rtol=args.rtol if args.rtol is not None else FP32.rtol)
 
@@ -50,10 +50,8 @@ def cmd_convert(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from ocrgraft.converter.modelio import load, save
     from ocrgraft.converter.pipeline import Pipeline
-
-    from ocrgraft.converter.modelio import external_data_files, refuse_overwrite
+    from ocrgraft.core.modelio import external_data_files, load, refuse_overwrite, save
 
     src, dst = Path(args.input), Path(args.output)
     if dst.is_dir():
@@ -105,8 +103,8 @@ def cmd_passes(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from ocrgraft.converter.modelio import load
-    from ocrgraft.converter.shapes import describe_shape
+    from ocrgraft.core.modelio import load
+    from ocrgraft.core.shapes import describe_shape
 
     model = load(args.file)
     nodes = list(model.graph.all_nodes()) if hasattr(model.graph, "all_nodes") else list(model.graph)
@@ -125,9 +123,10 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ocrgraft.converter.modelio import load
-    from ocrgraft.converter.shapes import ShapeSet, random_inputs
-    from ocrgraft.converter.verify import Runner, compare_outputs
+    from ocrgraft.core.compare import compare_outputs
+    from ocrgraft.core.modelio import load
+    from ocrgraft.core.runner import Runner
+    from ocrgraft.core.shapes import ShapeSet, random_inputs
 
     a, b = load(args.a), load(args.b)
     tol = _tolerance(args)
@@ -176,7 +175,7 @@ def cmd_view(args) -> int:
 
 
 def _err(msg: str) -> Exception:
-    from ocrgraft.errors import OcrgraftError
+    from ocrgraft.core.errors import OcrgraftError
     return OcrgraftError(msg)
 
 
@@ -294,7 +293,7 @@ def _terminate(signum, frame):
 
 
 def _run(argv: list[str], debug: bool) -> int:
-    from ocrgraft.errors import OcrgraftError
+    from ocrgraft.core.errors import OcrgraftError
 
     args = build_parser().parse_args(argv)
     try:

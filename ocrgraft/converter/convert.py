@@ -6,18 +6,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ocrgraft.converter.decode import parity_table
-from ocrgraft.converter.modelio import (atomic_dir, check_replaceable, external_data_files, refuse_overwrite, save,
-                                        to_bytes)
+from ocrgraft.converter.parity import parity_table
 from ocrgraft.converter.pipeline import Pipeline, PipelineResult
-from ocrgraft.converter.recipes import Recipe, get_recipe
+from ocrgraft.converter.recipes import get_recipe
 from ocrgraft.converter.report import build_report, write_report
-from ocrgraft.converter.shapes import ShapeSet
-from ocrgraft.converter.verify import FP32, Tolerance
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.compare import FP32, Tolerance
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.graph import opset_of
+from ocrgraft.core.modelio import (
+    atomic_dir,
+    check_replaceable,
+    external_data_files,
+    refuse_overwrite,
+    save,
+    to_bytes,
+)
+from ocrgraft.core.recipe import Recipe
+from ocrgraft.core.shapes import ShapeSet
 from ocrgraft.frontends import Source
 from ocrgraft.passes import CLEANUP_PASSES
-from ocrgraft.passes._edit import opset_of
 from ocrgraft.passes.opset import missing_ops
 from ocrgraft.targets import BuildContext, Target, get_target, target_class
 
@@ -109,7 +116,8 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
         if not support.ok:
             raise OcrgraftError(f"target {tgt.name} ({support.table}) does not support: {'; '.join(support.unsupported)}")
         progress(f"target {tgt.name}: support check passed ({support.table}); building")
-        build = tgt.build(BuildContext(final, tmp, result, recipe, target_options))
+        build = tgt.build(BuildContext(final, tmp, recipe.name, result.shapes, result.cases, result.tolerance,
+                                        recipe.options, target_options))
         progress(f"target {tgt.name}: {build.summary}")
         report = build_report(model=recipe.name, target=tgt.name, source=source,
                               shapes=result.shapes, result=result, support=support, build=build,

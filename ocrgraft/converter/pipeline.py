@@ -16,28 +16,16 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.converter.modelio import atomic_file, cycle_collector_paused, to_bytes, to_ir
-from ocrgraft.converter.shapes import ShapeSet, fmt_dims, is_static, random_inputs, require_tensor
-from ocrgraft.converter.verify import FP32, CaseComparison, OutputDiff, Runner, Tolerance, compare_outputs
-from ocrgraft.errors import OcrgraftError, VerificationError
-from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, all_nodes, parse_pass_list
+from ocrgraft.core.compare import FP32, CaseComparison, OutputDiff, Tolerance, compare_outputs
+from ocrgraft.core.errors import OcrgraftError, VerificationError
+from ocrgraft.core.graph import all_nodes
+from ocrgraft.core.modelio import atomic_file, cycle_collector_paused, to_bytes, to_ir
+from ocrgraft.core.runner import Runner
+from ocrgraft.core.shapes import Case, ShapeSet, is_static, random_inputs, require_tensor
+from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
 
 Outputs = dict[str, np.ndarray]
 SourceFn = Callable[[dict[str, np.ndarray]], Outputs]
-
-
-@dataclass
-class Case:
-    """One test point: shapes, the random inputs, and the source's outputs for them."""
-
-    label: str
-    shapes: dict[str, tuple[int, ...]]
-    feeds: dict[str, np.ndarray]
-    expected: Outputs
-
-    @property
-    def title(self) -> str:
-        return f"{self.label} ({', '.join(f'{k}={fmt_dims(v)}' for k, v in self.shapes.items())})"
 
 
 @dataclass

@@ -12,12 +12,12 @@ import onnx
 import onnxruntime
 
 from ocrgraft.converter.pipeline import PipelineResult
-from ocrgraft.converter.modelio import atomic_file
+from ocrgraft.core.modelio import atomic_file
 
 
 def build_report(*, model: str, target: str, source, shapes, result: PipelineResult, support, build,
                  passes: list[str], out_dir: Path, parity: dict | None = None) -> dict:
-    from ocrgraft import __version__
+    from ocrgraft.core import __version__
 
     stages = []
     for s in result.stages:
@@ -67,7 +67,7 @@ def render_markdown(r: dict) -> str:
     src = r["source"]
     lines += [f"- source: {src['framework']} `{src['location']}`"]
     lines += [f"- note: {n}" for n in src["notes"]]
-    lines += [f"- test shapes: " + "; ".join(f"{k}: " + ", ".join("x".join(map(str, s)) for s in v)
+    lines += ["- test shapes: " + "; ".join(f"{k}: " + ", ".join("x".join(map(str, s)) for s in v)
                                              for k, v in r["shapes"].items()),
               f"- test inputs: {len(r['test_inputs'])} random, non-zero",
               f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}",
@@ -90,7 +90,7 @@ def render_markdown(r: dict) -> str:
     for k, v in b["details"].items():
         lines.append(f"- {k}: {v}")
     if r.get("parity"):
-        from ocrgraft.converter.decode import parity_markdown
+        from ocrgraft.converter.parity import parity_markdown
         lines += parity_markdown(r["parity"])
     lines += ["", f"_ocrgraft {r['versions']['ocrgraft']}, onnx {r['versions']['onnx']}, "
                   f"onnxruntime {r['versions']['onnxruntime']}, {r['created']}_", ""]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 
 # What numpy's own pickles of arrays, dtypes and scalars call (numpy 1 and 2 module names).
 _ALLOWED = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ocrgraft.converter.modelio import load
+from ocrgraft.core.modelio import load
 from ocrgraft.frontends import Source
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ocrgraft.converter.modelio import load
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.modelio import load
 from ocrgraft.core.safeload import load_arrays
-from ocrgraft.errors import OcrgraftError
 from ocrgraft.frontends import Source
 
 # GridSample appears at opset 16; below it paddle2onnx silently upgrades, and at opset 20 it writes

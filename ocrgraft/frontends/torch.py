@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 
 from ocrgraft import models
-from ocrgraft.converter.recipes import Recipe
-from ocrgraft.converter.shapes import ShapeSet, fmt_dims, random_inputs
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.recipe import Recipe
+from ocrgraft.core.shapes import ShapeSet, fmt_dims, random_inputs
 from ocrgraft.frontends import Source
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -442,7 +442,7 @@ def check_dims(onnx_model: ir.Model, exporter: str, dyn: list[DynamicDim], outpu
     """Refuse inputs whose dynamic dims were fixed; name the outputs' dynamic dims, and where the
     exporter declared one static, confirm in ONNX Runtime at the probe shape that it really follows
     the input before replacing the stale declaration. Returns notes."""
-    from ocrgraft.converter.verify import Runner
+    from ocrgraft.core.runner import Runner
 
     inputs = {v.name: v for v in onnx_model.graph.inputs}
     for d in dyn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 
 # zoo name -> (module, class, one input's C x H x W for calibrating BatchNorm statistics, output layer)
 ZOO = {

@@ -1,10 +1,28 @@
 """The pass library. Importing this package registers every pass by name."""
 
-from ocrgraft.passes.base import (
-    CHANGES, EXACT, LEGALIZE, Pass, PassResult, get_pass, list_passes, parse_pass_list, register,
+from ocrgraft.passes import (  # noqa: F401  (registers the passes)  # noqa: F401
+    cleanup,
+    dims,
+    dynamic,
+    folding,
+    fusion,
+    gridsample,
+    opset,
+    optional,
+    pooling,
+    precision,
 )
-from ocrgraft.passes import cleanup, dims, folding, fusion  # noqa: F401  (registers the passes)
-from ocrgraft.passes import dynamic, gridsample, opset, optional, pooling, precision  # noqa: F401
+from ocrgraft.passes.base import (
+    CHANGES,
+    EXACT,
+    LEGALIZE,
+    Pass,
+    PassResult,
+    get_pass,
+    list_passes,
+    parse_pass_list,
+    register,
+)
 
 __all__ = ["CHANGES", "CLEANUP_PASSES", "GENERIC_PASSES", "EXACT", "LEGALIZE", "Pass", "PassResult", "get_pass", "list_passes",
            "parse_pass_list", "register"]

@@ -7,13 +7,9 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.passes.folding import infer_shapes_fresh
+from ocrgraft.core.graph import infer_shapes_fresh, opset_of
 
 log = logging.getLogger("ocrgraft.passes")
-
-
-def opset_of(model: ir.Model) -> int:
-    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
@@ -197,3 +193,55 @@ def remove_unused(graph: ir.Graph, nodes) -> int:
         if not value.uses() and not value.is_graph_input() and not value.is_graph_output():
             graph.initializers.pop(value.name)
     return removed
+
+
+# -- reading shape tensors symbolically ---------------------------------------------------------------
+
+def shape_elements(value: ir.Value) -> list | None:
+    """The elements of a small int tensor that computes a shape: ints, ('dim', tensor, axis), None if unknown."""
+    array = const_array(value)
+    if array is not None:
+        return [int(v) for v in array.reshape(-1)] if array.ndim <= 1 and array.dtype.kind in "iu" else None
+    node = value.producer()
+    if node is None or node.domain:
+        return None
+    if node.op_type == "Shape":
+        src = node.inputs[0]
+        if src.shape is None:
+            return None
+        rank = len(src.shape)
+        start, end = (node.attributes.get_int(key, default) for key, default in (("start", 0), ("end", rank)))
+        start, end = (min(max(i + rank if i < 0 else i, 0), rank) for i in (start, end))
+        return [("dim", src, i) for i in range(start, end)]
+    if node.op_type in ("Cast", "Identity"):
+        return shape_elements(node.inputs[0])
+    if node.op_type == "Concat":     # an unreadable part of known length gives unknown (None) elements
+        parts = [shape_elements(v) or ([None] * dims(v)[0] if dims(v) and dims(v)[0] is not None else None)
+                 for v in node.inputs]
+        return None if any(p is None for p in parts) else [e for p in parts for e in p]
+    if node.op_type in ("Unsqueeze", "Squeeze", "Reshape"):
+        inner = shape_elements(node.inputs[0])
+        return inner if inner is not None and len(inner) == 1 else None
+    if node.op_type == "Slice" and len(node.inputs) >= 3:
+        source = shape_elements(node.inputs[0])
+        starts, ends, *rest = (const_array(v) if v is not None else None for v in node.inputs[1:5])
+        if source is None or starts is None or ends is None or starts.size != 1 or \
+                any(r is not None and r.reshape(-1).tolist() not in ([0], [1]) for r in rest):
+            return None   # only a plain slice along the one axis, step 1
+        return source[int(starts.reshape(-1)[0]):int(ends.reshape(-1)[0])]
+    if node.op_type == "Gather":
+        source, index = shape_elements(node.inputs[0]), const_array(node.inputs[1])
+        if source is None or index is None or node.attributes.get_int("axis", 0) != 0:
+            return None
+        try:
+            return [source[int(i)] for i in index.reshape(-1)]
+        except IndexError:
+            return None
+    return None
+
+
+def is_shape_dim(element, value: ir.Value, axis: int) -> bool:
+    """Whether a shape element provably equals dim `axis` of `value`."""
+    if isinstance(element, int):
+        return dims(value) is not None and dims(value)[axis] == element
+    return element is not None and same_dim(element[1], element[2], value, axis)

@@ -15,8 +15,9 @@ from typing import ClassVar
 import onnx
 import onnx_ir as ir
 
-from ocrgraft.converter.verify import Tolerance
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.compare import Tolerance
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.graph import all_nodes
 
 # The libraries passes build on log every rewrite at INFO; frameworks (Paddle) that configure the root
 # logger would print them all. ocrgraft reports rewrites itself.
@@ -83,7 +84,7 @@ class Pass(ir.passes.InPlacePass):
 
     def __call__(self, model, /) -> PassResult:
         """Run on an onnx_ir model in place; an onnx.ModelProto or a path is loaded first."""
-        from ocrgraft.converter.modelio import to_ir
+        from ocrgraft.core.modelio import to_ir
 
         if isinstance(model, (onnx.ModelProto, str)) or hasattr(model, "__fspath__"):
             model = to_ir(model)
@@ -91,19 +92,6 @@ class Pass(ir.passes.InPlacePass):
 
     def __repr__(self) -> str:
         return f"<pass {self.label}>"
-
-
-def all_nodes(model: ir.Model | ir.Graph) -> list[ir.Node]:
-    """Every node, those in If/Loop bodies included, as a list (passes walk it before and after)."""
-    nodes = list(model.graph if isinstance(model, ir.Model) else model)
-    for node in nodes:   # the list grows by each body found, which is scanned in turn
-        for attr in node.attributes.data.values():
-            if attr.type is ir.AttributeType.GRAPH:
-                nodes.extend(attr.value)
-            elif attr.type is ir.AttributeType.GRAPHS:
-                for graph in attr.value:
-                    nodes.extend(graph)
-    return nodes
 
 
 _REGISTRY: dict[str, type[Pass]] = {}

@@ -6,7 +6,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from ocrgraft.passes.base import Pass, all_nodes, register
+from ocrgraft.core.graph import all_nodes
+from ocrgraft.passes.base import Pass, register
 
 
 def count_nodes(model: ir.Model, op_type: str | None = None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.passes.base import Pass, register
 
 

@@ -11,63 +11,24 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.passes._edit import (Editor, axes_of, const_array, dims, ensure_shapes, only_use, remove_unused,
-                                   remove_unused_values, same_dim, set_attr)
-from ocrgraft.passes.base import Pass, all_nodes, register
+from ocrgraft.core.graph import all_nodes
+from ocrgraft.passes._edit import (
+    Editor,
+    axes_of,
+    const_array,
+    dims,
+    ensure_shapes,
+    is_shape_dim,
+    only_use,
+    remove_unused,
+    remove_unused_values,
+    same_dim,
+    set_attr,
+    shape_elements,
+)
+from ocrgraft.passes.base import Pass, register
 
 RNNS = ("LSTM", "GRU", "RNN")
-
-
-# -- reading shape tensors symbolically ---------------------------------------------------------------
-
-def _elements(value: ir.Value) -> list | None:
-    """The elements of a small int tensor that computes a shape: ints, ('dim', tensor, axis), None if unknown."""
-    array = const_array(value)
-    if array is not None:
-        return [int(v) for v in array.reshape(-1)] if array.ndim <= 1 and array.dtype.kind in "iu" else None
-    node = value.producer()
-    if node is None or node.domain:
-        return None
-    if node.op_type == "Shape":
-        src = node.inputs[0]
-        if src.shape is None:
-            return None
-        rank = len(src.shape)
-        start, end = (node.attributes.get_int(key, default) for key, default in (("start", 0), ("end", rank)))
-        start, end = (min(max(i + rank if i < 0 else i, 0), rank) for i in (start, end))
-        return [("dim", src, i) for i in range(start, end)]
-    if node.op_type in ("Cast", "Identity"):
-        return _elements(node.inputs[0])
-    if node.op_type == "Concat":     # an unreadable part of known length gives unknown (None) elements
-        parts = [_elements(v) or ([None] * dims(v)[0] if dims(v) and dims(v)[0] is not None else None)
-                 for v in node.inputs]
-        return None if any(p is None for p in parts) else [e for p in parts for e in p]
-    if node.op_type in ("Unsqueeze", "Squeeze", "Reshape"):
-        inner = _elements(node.inputs[0])
-        return inner if inner is not None and len(inner) == 1 else None
-    if node.op_type == "Slice" and len(node.inputs) >= 3:
-        source = _elements(node.inputs[0])
-        starts, ends, *rest = (const_array(v) if v is not None else None for v in node.inputs[1:5])
-        if source is None or starts is None or ends is None or starts.size != 1 or \
-                any(r is not None and r.reshape(-1).tolist() not in ([0], [1]) for r in rest):
-            return None   # only a plain slice along the one axis, step 1
-        return source[int(starts.reshape(-1)[0]):int(ends.reshape(-1)[0])]
-    if node.op_type == "Gather":
-        source, index = _elements(node.inputs[0]), const_array(node.inputs[1])
-        if source is None or index is None or node.attributes.get_int("axis", 0) != 0:
-            return None
-        try:
-            return [source[int(i)] for i in index.reshape(-1)]
-        except IndexError:
-            return None
-    return None
-
-
-def _is_dim(element, value: ir.Value, axis: int) -> bool:
-    """Whether a shape element provably equals dim `axis` of `value`."""
-    if isinstance(element, int):
-        return dims(value) is not None and dims(value)[axis] == element
-    return element is not None and same_dim(element[1], element[2], value, axis)
 
 
 @register
@@ -112,16 +73,16 @@ class ReshapeGemmToMatMul(Pass):
         k, n = weight.shape
         x = before.inputs[0]
         shape = dims(x)
-        target = _elements(before.inputs[1])
+        target = shape_elements(before.inputs[1])
         if target is None and dims(before.inputs[1]) is not None:
             target = [None] * (dims(before.inputs[1])[0] or 0)
         if shape is None or len(shape) < 2 or shape[-1] != k or target is None or len(target) != 2:
             return None   # the first Reshape must flatten exactly the leading dims of x
-        restored = _elements(after.inputs[1])
+        restored = shape_elements(after.inputs[1])
         if restored is None or len(restored) != len(shape) or restored.count(-1) > 1:
             return None
         for axis, element in enumerate(restored[:-1]):
-            if element != -1 and not _is_dim(element, x, axis):
+            if element != -1 and not is_shape_dim(element, x, axis):
                 return None   # the second Reshape must give back x's leading dims, then N
         if restored[-1] not in (-1, n) and not (isinstance(restored[-1], tuple) and dims(restored[-1][1]) is not None
                                                  and dims(restored[-1][1])[restored[-1][2]] == n):
@@ -209,7 +170,7 @@ class FoldReshapeShapes(Pass):
             shape = node.inputs[1]
             if const_array(shape) is not None:
                 continue
-            elements = _elements(shape)
+            elements = shape_elements(shape)
             target = constant_target(node.inputs[0], elements) if elements is not None else None
             if target is None:
                 continue

@@ -9,10 +9,19 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.passes._edit import Editor, axes_of, const_array, dims, ensure_shapes, only_use, remove_unused, \
-    remove_unused_values, same_dim
+from ocrgraft.passes._edit import (
+    Editor,
+    axes_of,
+    const_array,
+    dims,
+    ensure_shapes,
+    only_use,
+    remove_unused,
+    remove_unused_values,
+    same_dim,
+    shape_elements,
+)
 from ocrgraft.passes.base import Pass, register
-from ocrgraft.passes.dynamic import _elements
 
 _FLOATS = (np.float32, np.float64)
 _ONNX = ("", "ai.onnx")
@@ -204,7 +213,7 @@ def _is_own_shape(reshape: ir.Node, shapes: bool) -> bool:
         return True
     if not shapes:
         return False
-    elements, shape = _elements(target), dims(x)
+    elements, shape = shape_elements(target), dims(x)
     if elements is None or shape is None or len(elements) != len(shape):
         return False
     copies = not reshape.attributes.get_int("allowzero", 0)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from ocrgraft.errors import OcrgraftError
-from ocrgraft.passes._edit import Editor, opset_of, remove_unused, set_attr
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.graph import opset_of
+from ocrgraft.passes._edit import Editor, remove_unused, set_attr
 from ocrgraft.passes.base import Pass, register
 
 LINEAR, NEAREST = ("bilinear", "linear"), ("nearest",)

@@ -8,8 +8,8 @@ import onnx
 import onnx.version_converter
 import onnx_ir as ir
 
-from ocrgraft.errors import OcrgraftError
-from ocrgraft.passes._edit import opset_of
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.graph import opset_of
 from ocrgraft.passes.base import Pass, register
 
 

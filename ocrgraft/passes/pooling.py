@@ -9,9 +9,19 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.errors import OcrgraftError
-from ocrgraft.passes._edit import (Editor, axes_of, const_array, dims, ensure_shapes, ints, log, only_use,
-                                   remove_unused, same_dim)
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.passes._edit import (
+    Editor,
+    axes_of,
+    const_array,
+    dims,
+    ensure_shapes,
+    ints,
+    log,
+    only_use,
+    remove_unused,
+    same_dim,
+)
 from ocrgraft.passes.base import Pass, register
 
 POOLS = ("AveragePool", "MaxPool")
@@ -272,11 +282,11 @@ def _is_size(value: ir.Value, x: ir.Value, axis: int) -> bool:
     The exporter reads the size from whichever tensor torch.export proved to have it, often the graph input
     rather than the feature map (a padded Conv keeps the width), which shape inference cannot follow: the
     same axis of a tensor of the same rank is accepted unless the two dims are provably different."""
-    from ocrgraft.passes.dynamic import _elements
+    from ocrgraft.passes._edit import shape_elements
 
     if value.shape is not None and len(value.shape) > 1:
         return False
-    found = _elements(value)
+    found = shape_elements(value)
     if not found or len(found) != 1 or not isinstance(found[0], tuple):
         return False
     _, src, index = found[0]

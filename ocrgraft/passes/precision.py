@@ -13,10 +13,12 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ocrgraft.converter.modelio import to_proto
-from ocrgraft.converter.verify import Runner, Tolerance
-from ocrgraft.errors import OcrgraftError
-from ocrgraft.passes._edit import Editor, const_array, ensure_shapes, opset_of, remove_unused_values
+from ocrgraft.core.compare import Tolerance
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.graph import opset_of
+from ocrgraft.core.modelio import to_proto
+from ocrgraft.core.runner import Runner
+from ocrgraft.passes._edit import Editor, const_array, ensure_shapes, remove_unused_values
 from ocrgraft.passes.base import LEGALIZE, Pass, register
 
 log = logging.getLogger("ocrgraft.passes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.targets.ascend import AscendTarget
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
 from ocrgraft.targets.ort import OrtTarget

@@ -9,8 +9,8 @@ import subprocess
 
 import onnx_ir as ir
 
-from ocrgraft.converter.shapes import fmt_dims
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.shapes import fmt_dims
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
 from ocrgraft.targets.tables import check_against_table, load_table, table_versions
 
@@ -90,14 +90,14 @@ class AscendTarget(Target):
                                    {"AveragePool": _avgpool_kernel, "TopK": _topk_k})
 
     def build(self, ctx: BuildContext) -> BuildResult:
-        settings = dict(ctx.recipe.options.get("ascend", {}))
+        settings = dict(ctx.settings.get("ascend", {}))
         soc = ctx.options.get("soc") or settings.get("soc", DEFAULT_SOC)
         mode = settings.get("dynamic", "range")
         if mode not in ("range", "gears"):
             raise OcrgraftError(f"recipe [ascend] dynamic = '{mode}': expected 'range' or 'gears'")
-        shapes = ctx.result.shapes.shapes
+        shapes = ctx.shapes.shapes
         input_format = "NCHW" if all(len(s[0]) == 4 for s in shapes.values()) else "ND"
-        name = ctx.recipe.name
+        name = ctx.name
         parts = ["atc", "--framework=5", "--model=../model.onnx", f"--output=om/{name}", f"--input_format={input_format}",
                  *shape_flags(shapes, mode), f"--soc_version={soc}", "--log=error"]
         command = " ".join(shlex.quote(p) for p in parts)

@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import onnx_ir as ir
 
-from ocrgraft.converter.pipeline import PipelineResult
-from ocrgraft.converter.recipes import Recipe
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.compare import Tolerance
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.shapes import Case, ShapeSet
 
 
 def _all_options():
@@ -42,13 +42,16 @@ class BuildResult:
 
 @dataclass
 class BuildContext:
-    """Everything a target's build step may use."""
+    """What a target's build step gets: plain data, nothing of the pipeline that made it."""
 
     model_path: Path          # the verified final ONNX (out_dir/model.onnx)
     out_dir: Path             # where artifacts and scripts go
-    result: PipelineResult    # shapes, test inputs and the source's outputs for them
-    recipe: Recipe
-    options: dict[str, str] = field(default_factory=dict)   # from the CLI: build, soc, chip, quantize, calib
+    name: str                 # the model's name, for file names in scripts
+    shapes: ShapeSet          # the verified shape range (min / opt / max per input)
+    cases: list[Case]         # the test inputs and the source's outputs for them
+    tolerance: Tolerance      # the one the stages were verified at
+    settings: dict = field(default_factory=dict)   # the recipe's tables: [ascend], [sophon], [decoder], ...
+    options: dict[str, str] = field(default_factory=dict)   # from the CLI, checked by Target.check_options
 
 
 # One spelling of a precision for every target (--quantize fp16 and F16 mean the same).

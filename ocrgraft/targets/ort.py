@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from ocrgraft.converter.verify import Runner, compare_outputs
-from ocrgraft.errors import OcrgraftError, VerificationError
+from ocrgraft.core.compare import compare_outputs
+from ocrgraft.core.errors import OcrgraftError, VerificationError
+from ocrgraft.core.runner import Runner
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
 
 
@@ -23,25 +24,24 @@ class OrtTarget(Target):
         return check
 
     def build(self, ctx: BuildContext) -> BuildResult:
-        result = ctx.result
         runner = Runner(ctx.model_path.read_bytes(), what="the final model")
         worst, elements = 0.0, 0
-        for case in result.cases:
-            diffs = compare_outputs(runner.run(case.feeds), case.expected, result.tolerance)
+        for case in ctx.cases:
+            diffs = compare_outputs(runner.run(case.feeds), case.expected, ctx.tolerance)
             bad = [d for d in diffs if not d.ok]
             if bad:
                 raise VerificationError(f"target ort: final model differs from the source at {case.title}: "
-                                        f"{bad[0].describe()}; tolerance {result.tolerance}")
+                                        f"{bad[0].describe()}; tolerance {ctx.tolerance}")
             worst = max([worst] + [d.max_abs for d in diffs])
             elements += sum(int(np.prod(d.shape)) for d in diffs)
-        details = {"max_abs_vs_source": worst, "cases": len(result.cases)}
+        details = {"max_abs_vs_source": worst, "cases": len(ctx.cases)}
         summary = "ran in ONNX Runtime"
-        if result.cases and not elements:
+        if ctx.cases and not elements:
             summary = "ran in ONNX Runtime; nothing compared: every output was empty at the test shapes"
-        elif result.cases:
-            opt = result.cases[len(result.cases) // 2]
+        elif ctx.cases:
+            opt = ctx.cases[len(ctx.cases) // 2]
             details["latency_ms"] = runner.latency_ms(opt.feeds)
             details["latency_shapes"] = {k: list(v) for k, v in opt.shapes.items()}
-            summary = (f"ran in ONNX Runtime: matches the source on {len(result.cases)} inputs (max abs err {worst:.2g}); "
+            summary = (f"ran in ONNX Runtime: matches the source on {len(ctx.cases)} inputs (max abs err {worst:.2g}); "
                        f"median latency {details['latency_ms']:.2f} ms at {opt.title}")
         return BuildResult(built=True, summary=summary, command=None, artifacts=["model.onnx"], details=details)

@@ -45,9 +45,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ocrgraft.converter.shapes import fmt_dims, random_inputs
-from ocrgraft.converter.verify import Runner
-from ocrgraft.errors import OcrgraftError, VerificationError
+from ocrgraft.core.compare import similarity
+from ocrgraft.core.errors import OcrgraftError, VerificationError
+from ocrgraft.core.modelio import load
+from ocrgraft.core.runner import Runner
+from ocrgraft.core.shapes import fmt_dims, random_inputs
 from ocrgraft.targets import tpu_mlir_env
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
 
@@ -194,12 +196,12 @@ def _floats(value, what: str) -> list[float]:
 
 def make_plan(ctx: BuildContext) -> Plan:
     """Read the [sophon] table, the CLI options and the model into a checked Plan."""
-    table = dict(ctx.recipe.options.get("sophon", {}))
+    table = dict(ctx.settings.get("sophon", {}))
     known = {"batch", "shape", "chip", "quantize", "calibration", "mean", "scale", "pixel_format"}
     known |= {f"{q.lower()}_{k}" for q in THRESHOLDS for k in THRESHOLDS[q]}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise OcrgraftError(f"recipe '{ctx.recipe.name}': unknown key(s) in [sophon]: {', '.join(unknown)} (known: "
+        raise OcrgraftError(f"recipe '{ctx.name}': unknown key(s) in [sophon]: {', '.join(unknown)} (known: "
                             "batch, shape, chip, quantize, calibration, mean, scale, pixel_format, "
                             "<f32|f16|bf16|int8>_<min_cosine|min_euclid|max_error|min_text>)")
     chip = str(ctx.options.get("chip") or table.get("chip") or "bm1684x").lower()
@@ -227,7 +229,7 @@ def make_plan(ctx: BuildContext) -> Plan:
     if unknown_inputs:
         raise OcrgraftError(f"[sophon] shape names input(s) {', '.join(unknown_inputs)}; the model's inputs are "
                             f"{', '.join(names)}")
-    opt = ctx.result.shapes.opt() if ctx.result.shapes else {}
+    opt = ctx.shapes.opt() if ctx.shapes else {}
     shapes: dict[int, dict[str, tuple[int, ...]]] = {b: {} for b in batches}
     for vi in graph_inputs:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
@@ -255,7 +257,7 @@ def make_plan(ctx: BuildContext) -> Plan:
                                     f"for {b}")
             shapes[b][vi.name] = (b, *rest)
 
-    mean, scale, fmt = _normalization(table, ctx.recipe.options.get("preprocess"))
+    mean, scale, fmt = _normalization(table, ctx.settings.get("preprocess"))
     calib_dir = None
     if ctx.options.get("calib"):
         if quantize != "INT8":
@@ -269,7 +271,7 @@ def make_plan(ctx: BuildContext) -> Plan:
         key = f"{quantize.lower()}_{k}"
         if key in table:
             thresholds[k] = _floats(table[key], key)[0]
-    return Plan(name=re.sub(r"[^A-Za-z0-9_]+", "_", ctx.recipe.name), chip=chip, quantize=quantize,
+    return Plan(name=re.sub(r"[^A-Za-z0-9_]+", "_", ctx.name), chip=chip, quantize=quantize,
                 batches=batches, shapes=shapes, inputs=names, mean=mean, scale=scale, pixel_format=fmt,
                 calibration=calibration, calib_dir=calib_dir, thresholds=thresholds)
 
@@ -391,22 +393,6 @@ def match_outputs(onnx_names: list[str], bmodel_names: list[str]) -> list[Output
     return [OutputMatch(o, b, "position") for o, b in zip(onnx_names, bmodel_names)]
 
 
-def similarity(got: np.ndarray, ref: np.ndarray) -> dict:
-    """Cosine and euclidean similarity (1 - |a-b| / |(a+b)/2|, TPU-MLIR's definition), max abs error, and
-    the max abs error relative to the largest reference magnitude."""
-    a, b = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    cosine = float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
-    euclid = float(1.0 - np.linalg.norm(a - b) / (np.linalg.norm((a + b) / 2) + 1e-12))
-    err = np.abs(a - b)
-    worst = int(np.argmax(err)) if err.size else 0
-    scale = float(np.abs(b).max()) if b.size else 0.0
-    return {"cosine": cosine, "euclid": euclid, "max_abs": float(err.max()) if err.size else 0.0,
-            "max_error": float(err.max() / scale) if err.size and scale > 0 else 0.0,
-            "worst_index": [int(i) for i in np.unravel_index(worst, ref.shape)] if err.size else [],
-            "got": float(a[worst]) if err.size else 0.0, "expected": float(b[worst]) if err.size else 0.0}
-
-
 # ------------------------------------------------------------------------------------------ the target
 
 class SophonTarget(Target):
@@ -442,7 +428,7 @@ class SophonTarget(Target):
         script.write_text(plan.script(home / "venv"))
         script.chmod(0o755)
         tc = tpu_mlir_env.ensure(progress=_progress)
-        failed = ctx.out_dir.parent / f"{ctx.recipe.name}-sophon.failed"
+        failed = ctx.out_dir.parent / f"{ctx.name}-sophon.failed"
         try:
             details = self._run(ctx, plan, tc, work)
         except OcrgraftError as exc:
@@ -464,8 +450,8 @@ class SophonTarget(Target):
     def _run(self, ctx: BuildContext, plan: Plan, tc: tpu_mlir_env.Toolchain, work: Path) -> dict:
         reference = Runner(ctx.model_path.read_bytes(), what="the final model")
         onnx_outputs = reference.output_names
-        decoder = _decoder(ctx.recipe.options.get("decoder"))
-        dec_name = (ctx.recipe.options.get("decoder") or {}).get("output") or onnx_outputs[0]
+        decoder = _decoder(ctx.settings.get("decoder"))
+        dec_name = (ctx.settings.get("decoder") or {}).get("output") or onnx_outputs[0]
         rows, timings = [], {}
         for b in plan.batches:
             t = time.perf_counter()
@@ -581,8 +567,8 @@ class SophonTarget(Target):
     def _comparison_inputs(ctx: BuildContext, plan: Plan, b: int) -> list[dict[str, np.ndarray]]:
         """The pipeline's test inputs at this BModel's shapes, topped up with random ones drawn the same way."""
         shapes = plan.shapes[b]
-        found = [c.feeds for c in ctx.result.cases if all(tuple(c.shapes.get(k, ())) == v for k, v in shapes.items())]
-        model_inputs = list(ctx.result.model.graph.inputs)
+        found = [c.feeds for c in ctx.cases if all(tuple(c.shapes.get(k, ())) == v for k, v in shapes.items())]
+        model_inputs = list(load(ctx.model_path).graph.inputs)
         seed = 7000 + 10 * b
         while len(found) < SAMPLES_PER_BATCH:
             found.append(random_inputs(model_inputs, shapes, seed=seed + len(found)))
@@ -592,7 +578,7 @@ class SophonTarget(Target):
     def _calibration_inputs(ctx: BuildContext, plan: Plan, b: int, work: Path) -> None:
         folder = work / plan.calib_dataset(b)
         folder.mkdir(exist_ok=True)
-        model_inputs = list(ctx.result.model.graph.inputs)
+        model_inputs = list(load(ctx.model_path).graph.inputs)
         for i in range(plan.calibration):   # other seeds than the comparison inputs
             np.savez(folder / f"{i:03d}.npz", **random_inputs(model_inputs, plan.shapes[b], seed=9000 + 100 * b + i))
 
@@ -618,7 +604,7 @@ def _progress(message: str) -> None:
 def _decoder(options: dict | None):
     if not options or options.get("kind", "ctc") != "ctc":
         return None
-    from ocrgraft.converter.decode import decoder_from
+    from ocrgraft.core.decode import decoder_from
     return decoder_from(options)
 
 

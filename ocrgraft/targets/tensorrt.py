@@ -14,9 +14,9 @@ from importlib import resources
 
 import numpy as np
 
-from ocrgraft.converter.shapes import fmt_dims
-from ocrgraft.converter.verify import Runner
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.runner import Runner
+from ocrgraft.core.shapes import fmt_dims
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
 from ocrgraft.targets.tables import check_against_table, is_constant, load_table, table_versions
 
@@ -129,7 +129,7 @@ class TensorRTTarget(Target):
     def profiles(ctx: BuildContext) -> dict[str, list[list[int]]]:
         """min / opt / max per input, from the recipe's (or --shapes') range."""
         out = {}
-        for name, shapes in ctx.result.shapes.shapes.items():
+        for name, shapes in ctx.shapes.shapes.items():
             lo, opt, hi = shapes[0], shapes[len(shapes) // 2], shapes[-1]
             out[name] = [list(lo), list(opt), list(hi)]
         return out
@@ -151,7 +151,7 @@ class TensorRTTarget(Target):
         """The test inputs and ONNX Runtime's outputs of the final model, for build_engine.py --check."""
         runner = Runner(ctx.model_path.read_bytes(), what="the final model")
         inputs, expected = {}, {}
-        for i, case in enumerate(ctx.result.cases):
+        for i, case in enumerate(ctx.cases):
             inputs.update({f"{i:02d}/{k}": v for k, v in case.feeds.items()})
             expected.update({f"{i:02d}/{k}": v for k, v in runner.run(case.feeds).items()})
         np.savez(trt_dir / "check_inputs.npz", **inputs)

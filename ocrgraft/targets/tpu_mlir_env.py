@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 
 TPU_MLIR_VERSION = "1.30.2"
 # Everything installed into the toolchain venv, pinned. torch and psutil are imported by TPU-MLIR's

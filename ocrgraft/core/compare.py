@@ -1,16 +1,13 @@
-"""Running models in ONNX Runtime and comparing outputs element by element, naming the worst one."""
+"""One comparator for every check: element-wise error with the worst element named, and the
+similarity metrics vendor toolchains report (cosine, euclidean)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import onnx_ir as ir
-import onnxruntime as ort
 
-from ocrgraft.converter.modelio import to_bytes
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 
 
 @dataclass(frozen=True)
@@ -66,42 +63,6 @@ class CaseComparison:
     def to_json(self) -> dict:
         return {"label": self.label, "shapes": {k: list(v) for k, v in self.shapes.items()},
                 "outputs": [asdict(d) for d in self.diffs]}
-
-
-class Runner:
-    """An ONNX Runtime CPU session on an in-memory model; errors become one-line OcrgraftErrors."""
-
-    def __init__(self, model: ir.Model | bytes, what: str = "model", threads: int | None = None):
-        self.what = what
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            data = model if isinstance(model, bytes) else to_bytes(model)
-            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise OcrgraftError(f"ONNX Runtime cannot load {what}: {_short(exc)}") from exc
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            outs = self.session.run(None, feeds)
-        except Exception as exc:
-            shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-            raise OcrgraftError(f"ONNX Runtime failed to run {self.what} at {shapes}: {_short(exc)}") from exc
-        return dict(zip(self.output_names, outs))
-
-    def latency_ms(self, feeds: dict[str, np.ndarray], repeats: int = 20, warmup: int = 3) -> float:
-        """Median wall time of repeated runs on the same inputs."""
-        for _ in range(warmup):
-            self.session.run(None, feeds)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            self.session.run(None, feeds)
-            times.append((time.perf_counter() - t) * 1e3)
-        return float(np.median(times))
 
 
 def compare_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], tol: Tolerance) -> list[OutputDiff]:
@@ -163,6 +124,17 @@ def diff_arrays(name: str, got: np.ndarray, expected: np.ndarray, tol: Tolerance
                       bool((excess <= 0).all()))
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:400] or type(exc).__name__
+def similarity(got: np.ndarray, ref: np.ndarray) -> dict:
+    """Cosine and euclidean similarity (1 - |a-b| / |(a+b)/2|, TPU-MLIR's definition), max abs error, and
+    the max abs error relative to the largest reference magnitude."""
+    a, b = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    cosine = float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
+    euclid = float(1.0 - np.linalg.norm(a - b) / (np.linalg.norm((a + b) / 2) + 1e-12))
+    err = np.abs(a - b)
+    worst = int(np.argmax(err)) if err.size else 0
+    scale = float(np.abs(b).max()) if b.size else 0.0
+    return {"cosine": cosine, "euclid": euclid, "max_abs": float(err.max()) if err.size else 0.0,
+            "max_error": float(err.max() / scale) if err.size and scale > 0 else 0.0,
+            "worst_index": [int(i) for i in np.unravel_index(worst, ref.shape)] if err.size else [],
+            "got": float(a[worst]) if err.size else 0.0, "expected": float(b[worst]) if err.size else 0.0}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 
 ROLES = ("min", "opt", "max")
 
@@ -156,6 +156,20 @@ class ShapeSet:
                 shapes = [tuple(h if is_static(h) else w for w, h in zip(s, value.shape)) for s in shapes]
             out[value.name] = list(dict.fromkeys(shapes))
         return ShapeSet(out)
+
+
+@dataclass
+class Case:
+    """One test point: shapes, the random inputs, and the source's outputs for them."""
+
+    label: str
+    shapes: dict[str, tuple[int, ...]]
+    feeds: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({', '.join(f'{k}={fmt_dims(v)}' for k, v in self.shapes.items())})"
 
 
 def random_inputs(inputs: list[ir.Value], case: dict[str, tuple[int, ...]], seed: int,

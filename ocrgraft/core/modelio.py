@@ -17,7 +17,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from ocrgraft.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError
 
 
 def load_proto(path: str | os.PathLike) -> onnx.ModelProto:

@@ -1,0 +1,53 @@
+"""Running a model in ONNX Runtime on the CPU; its errors become one-line OcrgraftErrors."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.modelio import to_bytes
+
+
+class Runner:
+    """An ONNX Runtime CPU session on an in-memory model; errors become one-line OcrgraftErrors."""
+
+    def __init__(self, model: ir.Model | bytes, what: str = "model", threads: int | None = None):
+        self.what = what
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            data = model if isinstance(model, bytes) else to_bytes(model)
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise OcrgraftError(f"ONNX Runtime cannot load {what}: {_short(exc)}") from exc
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outs = self.session.run(None, feeds)
+        except Exception as exc:
+            shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+            raise OcrgraftError(f"ONNX Runtime failed to run {self.what} at {shapes}: {_short(exc)}") from exc
+        return dict(zip(self.output_names, outs))
+
+    def latency_ms(self, feeds: dict[str, np.ndarray], repeats: int = 20, warmup: int = 3) -> float:
+        """Median wall time of repeated runs on the same inputs."""
+        for _ in range(warmup):
+            self.session.run(None, feeds)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            self.session.run(None, feeds)
+            times.append((time.perf_counter() - t) * 1e3)
+        return float(np.median(times))
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:400] or type(exc).__name__
