@@ -41,7 +41,7 @@ def cmd_convert(args) -> int:
     conv = convert(args.model, onnx=args.onnx, paddle=args.paddle, target=args.target, out=args.out, passes=args.passes,
                    shapes=args.shapes, tolerance=_tolerance(args), target_options=options,
                    weights=args.weights, exporter=args.exporter, progress=_progress, force=args.force,
-                   trust_code=args.trust_code, inputs=_user_inputs(args.inputs))
+                   trust_code=args.trust_code, inputs=_user_inputs(args.inputs), explain=args.explain)
     r = conv.report
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
     print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
@@ -60,7 +60,7 @@ def cmd_apply(args) -> int:
     refuse_overwrite(inputs, outputs=[dst], folders=[args.stages] if args.stages else [])
     model = load(src)
     result = Pipeline(args.passes, tolerance=_tolerance(args), stages_dir=args.stages, progress=_progress,
-                      inputs=_user_inputs(args.inputs)).run(model, args.shapes)
+                      inputs=_user_inputs(args.inputs), explain=args.explain).run(model, args.shapes)
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
     print(f"wrote {dst}: {result.rewrites} rewrites, {result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
         sp.add_argument("--rtol", type=float, help="relative tolerance (default 1e-4)")
 
+    def explain_flag(sp):
+        sp.add_argument("--explain", action="store_true", help="for each pass, list where a pattern began to "
+                        "match but was not rewritten, and the condition that failed")
+
     def inputs_flag(sp):
         sp.add_argument("--inputs", metavar="FILE.npz", help="test inputs by input name, used beside the random "
                         "ones (for inputs whose valid values random data cannot hit: indices, shapes)")
@@ -224,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trust-code", action="store_true", help="a TorchScript --weights file is code: also run it, "
                    "to compare its outputs with the zoo model (default: only its tensors are read)")
     inputs_flag(c)
+    explain_flag(c)
     shape_flag(c)
     tolerance_flags(c)
     c.set_defaults(func=cmd_convert)
@@ -235,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--passes", "-p", required=True, help="comma-separated pass names")
     a.add_argument("--stages", metavar="DIR", help="also save every stage into DIR")
     inputs_flag(a)
+    explain_flag(a)
     shape_flag(a)
     tolerance_flags(a)
     a.set_defaults(func=cmd_apply)

@@ -80,7 +80,7 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
             passes: str | list | None = None, shapes=None, tolerance: Tolerance = FP32,
             target_options: dict[str, str] | None = None, weights: str | Path | None = None,
             exporter: str | None = None, progress: Callable[[str], None] = print, force: bool = False,
-            trust_code: bool = False, inputs: dict | None = None) -> Conversion:
+            trust_code: bool = False, inputs: dict | None = None, explain: bool = False) -> Conversion:
     if sum(x is not None for x in (model, onnx, paddle)) != 1:
         raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")
     if model:
@@ -106,7 +106,7 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
         progress(f"note: {note}")
     with atomic_dir(dest, force=force) as tmp:
         pipeline = Pipeline(pass_list, tolerance=tolerance, stages_dir=tmp / "stages", progress=progress,
-                            inputs=inputs)
+                            inputs=inputs, explain=explain)
         result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
         final = save(result.model, tmp / "model.onnx")
         parity = parity_table(recipe.options.get("decoder"), raw, result, source.framework) if raw else None

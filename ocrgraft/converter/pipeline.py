@@ -25,6 +25,7 @@ from ocrgraft.core.shapes import Case, ShapeSet, is_static, random_inputs, requi
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
 
 Outputs = dict[str, np.ndarray]
+EXPLAIN_LINES = 10          # 'not rewritten' lines per stage on the console (the report has all)
 SourceFn = Callable[[dict[str, np.ndarray]], Outputs]
 
 
@@ -48,6 +49,7 @@ class Stage:
     max_abs_prev: float | None = None
     file: str | None = None
     comparisons: list[dict] = field(default_factory=list)
+    explain: list[str] = field(default_factory=list)   # with explain on: where the pass did not fire, and why
 
 
 @dataclass
@@ -82,7 +84,8 @@ class Pipeline:
 
     def __init__(self, passes, *, tolerance: Tolerance = FP32, tolerances: dict[str, Tolerance] | None = None,
                  stages_dir: str | Path | None = None, verify: bool = True, samples: int = 2, seed: int = 0,
-                 progress: Callable[[str], None] | None = None, inputs: dict[str, np.ndarray] | None = None):
+                 progress: Callable[[str], None] | None = None, inputs: dict[str, np.ndarray] | None = None,
+                 explain: bool = False):
         self.passes: list[Pass] = parse_pass_list(passes)
         self.tolerance = tolerance
         self.tolerances = tolerances or {}
@@ -92,6 +95,7 @@ class Pipeline:
         self.seed = seed
         self.progress = progress or (lambda msg: None)
         self.inputs = dict(inputs or {})
+        self.explain = explain
 
     def tolerance_for(self, p: Pass) -> Tolerance:
         return self.tolerances.get(p.name) or p.tolerance or self.tolerance
@@ -144,6 +148,7 @@ class Pipeline:
             lend = bool(cases) and p.uses_samples and p.samples is None
             if lend:
                 p.samples = [c.feeds for c in self._cases_for(model, shapes, cases)]
+            p.explain = self.explain
             try:
                 result = p(model)
             except OcrgraftError:
@@ -190,8 +195,13 @@ class Pipeline:
                 previous = self._check(stage, runner, stage_cases, previous, self.tolerance_for(p),
                                        None if changed_at else source_tol)
                 stage.verify_seconds = time.perf_counter() - t
+            stage.explain = list(p.misses)
             stages.append(stage)
             self.progress(_progress_line(stage, len(self.passes)))
+            for line in stage.explain[:EXPLAIN_LINES]:
+                self.progress(f"    not rewritten: {line}")
+            if len(stage.explain) > EXPLAIN_LINES:
+                self.progress(f"    … {len(stage.explain) - EXPLAIN_LINES} more in the report")
         given = {k: [v] for k, v in _shapes(self.inputs).items() if k not in shapes.shapes}
         return PipelineResult(model, stages, cases, self.tolerance, ShapeSet({**shapes.shapes, **given}))
 

@@ -80,6 +80,11 @@ def render_markdown(r: dict) -> str:
         name = f"[{s['name']}]({s['file']})" if s["file"] else s["name"]
         lines.append(f"| {s['index']:02d} | {name} | {s['semantics']} | {s['rewrites']} | {s['nodes']} | {delta} | "
                      f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | {_err(s['max_rel'])} |")
+    explained = [s for s in r["stages"] if s.get("explain")]
+    if explained:
+        lines += ["", "## Where passes did not rewrite (--explain)", ""]
+        for s in explained:
+            lines += [f"- {s['index']:02d} {s['name']}:"] + [f"  - {line}" for line in s["explain"]]
     sup, b = r["support"], r["build"]
     lines += ["", "## Target", "", f"- support check ({sup['table']}): " + ("all ops supported" if sup["ok"] else
                                                                             "unsupported: " + "; ".join(sup["unsupported"]))]

@@ -1,7 +1,8 @@
 """The pass library. Importing this package registers every pass by name."""
 
-from ocrgraft.passes import (  # noqa: F401  (registers the passes)  # noqa: F401
+from ocrgraft.passes import (  # noqa: F401  (importing registers the passes)
     cleanup,
+    conv_affine,
     dims,
     dynamic,
     folding,

@@ -48,6 +48,8 @@ class Pass(ir.passes.InPlacePass):
     tolerance: ClassVar[Tolerance | None] = None  # overrides the run's tolerance for this pass
     uses_samples: ClassVar[bool] = False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
     samples: list[dict] | None = None     # ... a list of {input name: array}, for that run only
+    explain: bool = False                 # asked to say why it did not fire where a pattern began to match
+    misses: list[str] = []                # ... one line per such place, filled by the last run
 
     @classmethod
     def doc(cls) -> str:
@@ -66,6 +68,7 @@ class Pass(ir.passes.InPlacePass):
         raise NotImplementedError
 
     def call(self, model: ir.Model) -> PassResult:
+        self.misses = []
         before = all_nodes(model)   # held, so a new node cannot reuse a removed one's id
         count = int(self.rewrite(model))
         if not count:               # nothing changed: no walk afterwards (ops=None: the caller's count holds)

@@ -1,4 +1,4 @@
-"""Generic simplifications exporters leave to a simplifier: per-channel affine ops after a Conv, reshape round trips.
+"""Generic simplifications exporters leave to a simplifier: reshape round trips, reductions over unit axes.
 
 Both are what onnxsim / onnxslim do on every model; here they are exact, pattern-matched and verified like
 every other generic pass, and never fix a dynamic dimension.
@@ -15,9 +15,7 @@ from ocrgraft.passes._edit import (
     const_array,
     dims,
     ensure_shapes,
-    only_use,
     remove_unused,
-    remove_unused_values,
     same_dim,
     shape_elements,
 )
@@ -25,116 +23,6 @@ from ocrgraft.passes.base import Pass, register
 
 _FLOATS = (np.float32, np.float64)
 _ONNX = ("", "ai.onnx")
-
-
-@register
-class FuseConvAffine(Pass):
-    """Fold an inference BatchNormalization, or a Mul / Add by a per-channel constant, into the Conv before it.
-
-    Each is y = Conv(x, W, B) * s + t per output channel (BatchNormalization: s = scale / sqrt(var + eps),
-    t = bias - mean * s), which is Conv(x, W * s, B * s + t): one node less, and a scale ONNX Runtime would
-    otherwise apply as a separate pass over the output. Computed in float64, stored as float32/float64."""
-
-    name = "fuse-conv-affine"
-
-    def rewrite(self, model: ir.Model) -> int:
-        edit, count = Editor(model, self.name), 0
-        for node in list(model.graph):   # in order: Conv -> Mul -> Add folds one op after the other
-            match = _affine_after_conv(node)
-            if match is None:
-                continue
-            conv, weight, bias, scale, shift = match
-            factor = scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-            conv.resize_inputs(3)
-            old = [_set_input(edit, conv, 1, (weight.astype(np.float64) * factor).astype(weight.dtype), "weight"),
-                   _set_input(edit, conv, 2, (bias.astype(np.float64) * scale + shift).astype(weight.dtype), "bias")]
-            conv.doc_string = conv.doc_string or f"ocrgraft:{self.name}"
-            edit.at(node).replace(node.outputs[0], conv.outputs[0])
-            remove_unused(model.graph, [node])
-            remove_unused_values(model.graph, [v for v in old if v is not None])
-            count += 1
-        return count
-
-
-def _set_input(edit: Editor, node: ir.Node, index: int, array: np.ndarray, hint: str) -> ir.Value | None:
-    """Make input `index` of `node` the constant `array`: in place when only this node reads that initializer
-    (it keeps its name), else as a new one; returns the value it no longer reads, if any."""
-    value = node.inputs[index]
-    if value is not None and value.is_initializer() and not value.is_graph_input() and only_use(value) is node \
-            and value.const_value is not None and value.const_value.shape == array.shape:
-        value.const_value = ir.Tensor(array, name=value.name)
-        return None
-    node.replace_input_with(index, edit.const(array, hint))
-    return value
-
-
-def _affine_after_conv(node: ir.Node):
-    """(conv, W, B, s, t) when `node` is an affine op on a Conv output it alone reads, else None."""
-    if node.domain not in _ONNX or node.op_type not in ("BatchNormalization", "Mul", "Add"):
-        return None
-    reads = node.inputs[:1] if node.op_type == "BatchNormalization" else node.inputs[:2]
-    conv = next((v.producer() for v in reads if v is not None and v.producer() is not None
-                 and v.producer().op_type == "Conv" and v.producer().domain in _ONNX), None)
-    if conv is None or conv.graph is not node.graph or only_use(conv.outputs[0]) is not node:
-        return None
-    weight = const_array(conv.inputs[1])
-    has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
-    bias = const_array(conv.inputs[2]) if has_bias else None
-    if weight is None or weight.dtype.type not in _FLOATS or weight.ndim < 3 or has_bias and bias is None:
-        return None
-    channels = weight.shape[0]
-    bias = np.zeros(channels) if bias is None else bias.reshape(-1)
-    if node.op_type == "BatchNormalization":
-        params = [_constant(v) for v in node.inputs[1:]]
-        if len(params) != 4 or any(p is None or p.size != channels for p in params) \
-                or node.attributes.get_int("training_mode", 0) or node.attributes.get_int("spatial", 1) != 1 \
-                or any(v.uses() or v.is_graph_output() for v in node.outputs[1:]):
-            return None
-        gamma, beta, mean, var = (p.reshape(-1).astype(np.float64) for p in params)
-        scale = gamma / np.sqrt(var + node.attributes.get_float("epsilon", 1e-5))
-        return conv, weight, bias, scale, beta - mean * scale
-    other = node.inputs[1] if node.inputs[0] is conv.outputs[0] else node.inputs[0]
-    values = _per_channel(_constant(other), channels, weight.ndim, weight.dtype)
-    if values is None:
-        return None
-    if node.op_type == "Mul":
-        return conv, weight, bias, values, np.zeros(channels)
-    return conv, weight, bias, np.ones(channels), values
-
-
-def _constant(value: ir.Value | None) -> np.ndarray | None:
-    """A constant, also through the Reshape / Unsqueeze exporters put on one (a bias viewed as [1, C, 1, 1]),
-    which fold-constants would only fold later in the pipeline."""
-    array = const_array(value)
-    node = value.producer() if array is None and value is not None else None
-    if node is None or node.domain not in _ONNX or node.op_type not in ("Reshape", "Unsqueeze"):
-        return array
-    data = _constant(node.inputs[0])
-    if data is None:
-        return None
-    try:
-        if node.op_type == "Unsqueeze":
-            axes = axes_of(node)
-            return None if axes is None else np.expand_dims(data, tuple(axes))
-        target = const_array(node.inputs[1])
-        if target is None or (0 in target and node.attributes.get_int("allowzero", 0)):
-            return None
-        return data.reshape([data.shape[i] if t == 0 else int(t) for i, t in enumerate(target.reshape(-1))])
-    except (ValueError, IndexError, np.exceptions.AxisError):   # not a valid reshape: leave it to ONNX Runtime
-        return None
-
-
-def _per_channel(array: np.ndarray | None, channels: int, rank: int, dtype) -> np.ndarray | None:
-    """The constant as one number per output channel, if broadcasting it over a Conv output [N, C, ...]
-    reads only the channel: a single number, or C numbers along axis 1 ([C, 1, 1], [1, C, 1, 1])."""
-    if array is None or array.dtype != dtype or array.ndim > rank:
-        return None
-    if array.size == 1:
-        return np.full(channels, float(array.reshape(-1)[0]))
-    shape = (1,) * (rank - array.ndim) + array.shape
-    if shape[1] != channels or any(d != 1 for i, d in enumerate(shape) if i != 1):
-        return None
-    return array.reshape(-1).astype(np.float64)
 
 
 @register

@@ -130,11 +130,10 @@ class _Sampler:
         return self.op("Transpose", out, perm=[1, 0, 2, 3])
 
 
-def _check_decomposable(node: ir.Node) -> tuple[bool, str, int]:
-    """(nearest?, padding, align_corners) of a GridSample this pass can replace; a clear error otherwise."""
-    mode, padding, align = _settings(node)
+def _why_not_decomposable(node: ir.Node) -> str | None:
+    """Why this pass cannot replace a GridSample, in words; None when it can."""
+    mode, padding, _ = _settings(node)
     x, grid = node.inputs[0], node.inputs[1]
-    where = f"decompose-gridsample: GridSample {node.name or ''}".replace("  ", " ")
     problem = None
     if mode not in LINEAR + NEAREST:
         problem = f"uses mode '{mode}'; only bilinear and nearest are decomposed"
@@ -144,9 +143,7 @@ def _check_decomposable(node: ir.Node) -> tuple[bool, str, int]:
         problem = f"samples a {len(x.shape)}-D input; only 4-D (N,C,H,W) is decomposed"
     elif any(v.dtype not in (None, ir.DataType.FLOAT) for v in (x, grid)):
         problem = "has non-float32 inputs; only float32 is decomposed"
-    if problem:
-        raise OcrgraftError(f"{where} {problem}")
-    return mode in NEAREST, padding, align
+    return problem
 
 
 @register
@@ -165,7 +162,14 @@ class DecomposeGridSample(Pass):
         for node in list(model.graph):
             if node.op_type != "GridSample" or node.domain:
                 continue
-            nearest, padding, align = _check_decomposable(node)
+            problem = _why_not_decomposable(node)
+            if problem and self.explain:   # the target's support check names what is left
+                self.misses.append(f"GridSample at node '{node.name or '?'}' {problem}")
+                continue
+            if problem:
+                raise OcrgraftError(f"decompose-gridsample: GridSample {node.name or ''} {problem}".replace("  ", " "))
+            mode, padding, align = _settings(node)
+            nearest = mode in NEAREST
             edit.at(node)
             out = _Sampler(edit, node.inputs[0], node.inputs[1], padding, align).sample(nearest)
             out.type, out.shape = node.outputs[0].type, node.outputs[0].shape

@@ -521,7 +521,9 @@ class AdaptiveAvgPoolToPool(Pass):
             if node.op_type != "GatherND" or node.domain or node.graph is not model.graph:
                 continue
             found = self._match(node)
-            if found is None:
+            if isinstance(found, str) or found is None:
+                if isinstance(found, str) and self.explain:
+                    self.misses.append(f"GatherND at node '{node.name or '?'}' (an AdaptiveAvgPool form?): {found}")
                 continue
             x, out, last, plans = found
             edit.at(last)
@@ -534,25 +536,25 @@ class AdaptiveAvgPoolToPool(Pass):
     @staticmethod
     def _match(gather: ir.Node):
         if gather.attributes.get_int("batch_dims", 0) != 0:
-            return None
+            return "it has batch_dims, which torch's export never writes"
         first = gather.inputs[0].producer()
         if first is None or first.op_type != "Transpose" or only_use(first.outputs[0]) is not gather:
-            return None
+            return "its data does not come from a Transpose only it reads"
         x = first.inputs[0]
         shape = dims(x)
         if shape is None or len(shape) not in (3, 4):   # [N, C, H, W] or unbatched [C, H, W]
-            return None
+            return "the pooled tensor's rank is unknown or not 3 / 4"
         rank = len(shape)
         lead = list(range(rank - 2))
         if ints(first, "perm") != [rank - 2, rank - 1, *lead]:
-            return None
+            return f"the Transpose before it has perm {ints(first, 'perm')}, not the spatial axes first"
         second = only_use(gather.outputs[0])
         if second is None or second.op_type != "Transpose" or \
                 ints(second, "perm") != [4 + i for i in lead] + [0, 1, 2, 3]:   # [oh,kh,ow,kw,N,C] -> [N,C,oh,kh,ow,kw]
-            return None
+            return "it is not read by one Transpose that puts the windows last"
         pieces = _split_index(gather.inputs[1], x)
         if pieces is None:
-            return None
+            return "its index is not a constant grid of windows per axis"
         # per axis: (out, window) sizes of the weight grid; an identity over a dynamic axis counts as 1 x 1
         grid, tables = [], []
         for axis, (kind, table) in zip((rank - 2, rank - 1), pieces):
@@ -562,10 +564,10 @@ class AdaptiveAvgPoolToPool(Pass):
                 continue
             size = shape[axis]
             if size is None or table.ndim != 2:
-                return None
+                return f"axis {axis} is dynamic or its window table is not 2-D"
             table = np.where(table < 0, table + size, table).astype(np.int64)
             if (table < 0).any() or (table >= size).any():
-                return None
+                return f"its windows on axis {axis} reach outside the input"
             grid += list(table.shape)
             tables.append(table)
         grid = tuple(grid)
@@ -575,10 +577,10 @@ class AdaptiveAvgPoolToPool(Pass):
             cond, fill = const_array(node.inputs[0]), const_array(node.inputs[1])   # masked_fill(mask, 0)
             if cond is None or fill is None or fill.size != 1 or fill.any() or cond.dtype != np.bool_ or \
                     max(cond.ndim, fill.ndim) > rank + 2:
-                return None
+                return "a Where after it is not a constant mask filling zeros"
             cond = _bcast(cond, grid)
             if cond is None:
-                return None
+                return "a Where mask does not broadcast to the window grid"
             keep &= ~cond
             value = node.outputs[0]
         oh, kh, ow, kw = grid
@@ -590,7 +592,7 @@ class AdaptiveAvgPoolToPool(Pass):
         else:
             summed = _gathered_sum(value, kh, kw)
             if summed is None:
-                return None
+                return "the windows are neither reduced by ReduceMean / ReduceSum nor summed by Gather / Add"
             total, weights = summed[0], keep.astype(np.float64)
         # an optional Div by (or Mul with) constant window sizes
         out, node = total, only_use(total)
@@ -599,24 +601,24 @@ class AdaptiveAvgPoolToPool(Pass):
             if const is not None and const.dtype.kind == "f" and const.ndim <= rank:
                 factor = _bcast(const.astype(np.float64), (oh, ow))
                 if factor is None or not factor.all():
-                    return None
+                    return "the window sizes it is divided by do not fit the window grid"
                 weights = weights * (1.0 / factor if node.op_type == "Div" else factor)[:, None, :, None]
                 out = node.outputs[0]
         # separable weights: w[i, k, j, l] = a[i, k] * b[j, l]
         flat = weights.reshape(oh * kh, ow * kw)
         r, c = np.unravel_index(np.argmax(np.abs(flat)), flat.shape)
         if flat[r, c] == 0:
-            return None
+            return "every window weight is zero"
         a, b = flat[:, c], flat[r, :] / flat[r, c]
         if not np.allclose(flat, np.outer(a, b), rtol=1e-6, atol=1e-12):
-            return None
+            return "the window weights are not separable per axis, so it is no average pool"
         a, b = a.reshape(oh, kh), b.reshape(ow, kw)
         if tables[0] is None:          # a dynamic identity axis: its one weight goes to the other axis
             a, b = np.ones_like(a), b * a.item()
         if tables[1] is None:
             a, b = a * b.item(), np.ones_like(b)
         if tables[0] is None and tables[1] is None and not np.isclose(a.item(), 1.0):
-            return None
+            return "it pools nothing but scales: not an average"
         mats = []
         for axis, table, w in ((rank - 2, tables[0], a), (rank - 1, tables[1], b)):
             if table is None:

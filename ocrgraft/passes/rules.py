@@ -1,0 +1,117 @@
+"""Passes written as onnxscript rewrite rules: a pattern function, a replacement function and a
+check that says, in words, why a match was refused.
+
+A `RulePass` wraps one rule family in ocrgraft's Pass contract (name, docstring, semantics, rewrite
+count, rewritten nodes tagged). Asked to explain (`ocrgraft apply --explain`), it traces the matcher
+and lists, per node where a pattern began to match, the condition that failed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import onnx_ir as ir
+from onnx_ir import convenience
+from onnxscript import optimizer
+from onnxscript.rewriter import _basics, pattern
+
+from ocrgraft.core.graph import all_nodes
+from ocrgraft.passes._edit import remove_unused_values
+from ocrgraft.passes.base import Pass
+
+
+class _NearMisses(_basics.MatchingTracer):
+    """Keeps every refused match that got somewhere (a node matched, or the check ran), one per root
+    node, the furthest; onnxscript's own tracer keeps only the best match of each rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.misses: dict[int, tuple[int, str, ir.Node, _basics.MatchInfo]] = {}
+
+    def log(self, rule, container, node, match_result, status) -> None:
+        if status == _basics.MatchStatus.SUCCESS:
+            self.misses.pop(id(node), None)
+            return
+        info = _basics.MatchInfo(match_result, node, container, status)
+        if not match_result.nodes and status == _basics.MatchStatus.NO_MATCH:
+            return
+        best = self.misses.get(id(node))
+        if best is None or info.score() > best[0]:
+            self.misses[id(node)] = (info.score(), rule.name or type(rule).__name__, node, info)
+
+
+def describe_miss(rule_name: str, node: ir.Node, info: _basics.MatchInfo) -> str:
+    """One line: the node, the condition that failed in words, and the rule."""
+    reason = info.match_result.reason or "the pattern did not match"
+    matched = list(info.match_result.nodes)
+    if reason.startswith("Matched nodes have other uses"):   # name the value and its other reader
+        inside = set(map(id, matched))
+        for other in matched:
+            if other is node:
+                continue
+            for out in other.outputs:
+                readers = [u.node for u in out.uses() if id(u.node) not in inside]
+                if readers or out.is_graph_output():
+                    by = f"{readers[0].op_type} '{readers[0].name or '?'}'" if readers else "a graph output"
+                    reason = (f"the output '{out.name}' of {other.op_type} '{other.name or '?'}' is also read "
+                              f"by {by}, so it cannot be folded away")
+                    break
+    what = "condition failed" if info.status == _basics.MatchStatus.CONDITION_FAILED else "no match"
+    return f"{node.op_type} at node '{node.name or '?'}': {reason} ({rule_name}: {what})"
+
+
+class Rule(pattern.RewriteRuleClassBase):
+    """A rule of a RulePass. A successful check hands `replaced(...)` the values only the matched nodes
+    may read (their constants), which the pass removes with their producers once nothing reads them."""
+
+    def __init__(self, orphans: list[ir.Value] | None = None):
+        super().__init__()
+        self.orphans = orphans if orphans is not None else []
+
+    def replaced(self, *values: ir.Value | None) -> None:
+        self.orphans.extend(v for v in values if v is not None)
+
+
+class RulePass(Pass):
+    """A pass made of onnxscript rewrite rules. Subclasses list rule classes in `rules` (and set
+    `commute` when Add / Mul patterns should match with their inputs either way round)."""
+
+    rules: ClassVar[tuple[type[Rule], ...]] = ()
+    commute: ClassVar[bool] = False
+
+    def rewrite(self, model: ir.Model) -> int:
+        orphans: list[ir.Value] = []
+        rules = pattern.RewriteRuleSet([cls.rule(orphans) for cls in self.rules], commute=self.commute).rules
+        by_root: dict[str, list] = {}
+        for rule in rules:   # a rule is tried only where its pattern's last op is
+            by_root.setdefault(rule._target_pattern.output_node.op_type, []).append(rule)
+        if self.explain:     # a traced run only looks; the real run follows
+            tracer = _NearMisses()
+            _apply(model, by_root, tracer)
+            self.misses = [describe_miss(name, node, info) for _, name, node, info in tracer.misses.values()]
+            orphans.clear()
+        count = _apply(model, by_root, None)
+        if count:
+            remove_unused_values(model.graph, list({id(v): v for v in orphans}.values()))
+        return count
+
+
+def _apply(model: ir.Model, by_root: dict[str, list], tracer) -> int:
+    """onnxscript's RewriteRuleSet loop, tried only at nodes whose op type ends a pattern: on an
+    export of tens of thousands of nodes, matching every rule at every node would cost more than the
+    rewrites. With a tracer nothing is replaced (onnxscript's convention)."""
+    count = 0
+    for node in all_nodes(model):
+        graph = node.graph
+        for rule in by_root.get(node.op_type, ()) if node.graph is not None else ():
+            delta = rule.try_rewrite(model, graph, node, tracer=tracer)
+            if delta is None or tracer is not None:
+                continue
+            for init in delta.new_initializers:
+                graph.initializers.setdefault(init.name, init)
+            optimizer.basic_constant_propagation(delta.new_nodes)
+            convenience.replace_nodes_and_values(graph, node, delta.match.nodes, delta.new_nodes,
+                                                 delta.match.outputs, delta.new_outputs)
+            count += 1
+            break
+    return count
