@@ -31,18 +31,28 @@ from graphs import NODES_PER_BLOCK, residual_graph  # noqa: E402
 from tools import peak_mib  # noqa: E402
 
 TOOLS = ["floor", "ocrgraft", "onnxsim", "onnxslim", "graphsurgeon"]
-LABELS = {"floor": "floor (onnx.load + onnx.save)", "ocrgraft": "ocrgraft generic pipeline",
-          "onnxsim": "onnxsim", "onnxslim": "onnxslim", "graphsurgeon": "graphsurgeon fold+cleanup+toposort"}
-CHECK_LIMIT = 900   # seconds for ONNX Runtime to load and run one output (it is slow on 48k-node graphs)
+LABELS = {
+    "floor": "floor (onnx.load + onnx.save)",
+    "ocrgraft": "ocrgraft generic pipeline",
+    "onnxsim": "onnxsim",
+    "onnxslim": "onnxslim",
+    "graphsurgeon": "graphsurgeon fold+cleanup+toposort",
+}
+CHECK_LIMIT = 900  # seconds for ONNX Runtime to load and run one output (it is slow on 48k-node graphs)
 
 
 def child(args: list[str], limit: float) -> dict:
     """Run `tools.py ARGS` with a time limit; its last JSON line (with its peak memory, MiB), or why not."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:   # files: never a full pipe
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # files: never a full pipe
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, str(HERE / "tools.py"), *args], stdout=out, stderr=err, text=True,
-                                start_new_session=True)
-        peak = 0.0   # sampled, for a child killed at its limit (one that finishes reports its own)
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "tools.py"), *args],
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+        peak = 0.0  # sampled, for a child killed at its limit (one that finishes reports its own)
         while True:
             pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -58,7 +68,9 @@ def child(args: list[str], limit: float) -> dict:
         stdout, stderr = out.read(), err.read()
     result = {"peak_mib": peak, "wall": time.perf_counter() - start}
     if proc.returncode != 0:
-        tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [f"exit {proc.returncode}"]
+        tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [
+            f"exit {proc.returncode}"
+        ]
         return {**result, "status": "failed", "error": tail[0][:300]}
     for line in reversed(stdout.strip().splitlines()):
         try:
@@ -69,6 +81,7 @@ def child(args: list[str], limit: float) -> dict:
 
 
 # -- scale ----------------------------------------------------------------------------------------
+
 
 def scale(sizes: list[int], tools: list[str], limit: float, repeat: int, work: Path) -> list[dict]:
     """Every tool on every size, `repeat` rounds interleaved (round by round, size by size), so a neighbour
@@ -96,15 +109,31 @@ def scale(sizes: list[int], tools: list[str], limit: float, repeat: int, work: P
     for (size, tool), done in runs.items():
         src, npz, nodes = graphs[size]
         run = min(done, key=lambda r: r.get("seconds", float("inf")))
-        row = {"size": size, "nodes_in": nodes, "tool": tool, "status": run["status"], "seconds": run.get("seconds"),
-               "cpu_seconds": run.get("cpu_seconds"), "peak_mib": run["peak_mib"], "limit": limit,
-               "runs": [r.get("seconds") for r in done], "error": run.get("error", "")}
+        row = {
+            "size": size,
+            "nodes_in": nodes,
+            "tool": tool,
+            "status": run["status"],
+            "seconds": run.get("seconds"),
+            "cpu_seconds": run.get("cpu_seconds"),
+            "peak_mib": run["peak_mib"],
+            "limit": limit,
+            "runs": [r.get("seconds") for r in done],
+            "error": run.get("error", ""),
+        }
         if run["status"] == "ok":
             check = child(["check", str(src), str(_output(work, size, tool)), str(npz)], CHECK_LIMIT)
-            row.update(nodes=check.get("nodes"), equal=check.get("equal"), dynamic=check.get("dynamic"),
-                       detail=check.get("detail", check.get("error", check["status"])))
+            row.update(
+                nodes=check.get("nodes"),
+                equal=check.get("equal"),
+                dynamic=check.get("dynamic"),
+                detail=check.get("detail", check.get("error", check["status"])),
+            )
         rows.append(row)
-        print(f"  {size // 1000}k {tool:13s} {_cell_seconds(row):>12s}  nodes {row.get('nodes', '-')}", flush=True)
+        print(
+            f"  {size // 1000}k {tool:13s} {_cell_seconds(row):>12s}  nodes {row.get('nodes', '-')}",
+            flush=True,
+        )
     return rows
 
 
@@ -122,8 +151,10 @@ def _cell_seconds(row: dict) -> str:
 
 def scale_table(rows: list[dict]) -> str:
     yes = {True: "yes", False: "**no**", None: "-"}
-    lines = ["| graph | tool | seconds | CPU s | peak MiB | nodes left | outputs equal (2 shapes) | dynamic dims kept |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+    lines = [
+        "| graph | tool | seconds | CPU s | peak MiB | nodes left | outputs equal (2 shapes) | dynamic dims kept |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
     for r in rows:
         nodes = f"{r['nodes']:,}" if r.get("nodes") is not None else "-"
         equal, dynamic = yes[r.get("equal")], yes[r.get("dynamic")]
@@ -134,8 +165,10 @@ def scale_table(rows: list[dict]) -> str:
         if r["status"] == "failed":
             equal = f"failed: {r['error'][:80]}"
         cpu = f"{r['cpu_seconds']:.2f}" if r.get("cpu_seconds") is not None else "-"
-        lines.append(f"| {r['size'] // 1000}k ({r['nodes_in']:,} nodes) | {LABELS[r['tool']]} | {_cell_seconds(r)} | "
-                     f"{cpu} | {r['peak_mib']:.0f} | {nodes} | {equal} | {dynamic} |")
+        lines.append(
+            f"| {r['size'] // 1000}k ({r['nodes_in']:,} nodes) | {LABELS[r['tool']]} | {_cell_seconds(r)} | "
+            f"{cpu} | {r['peak_mib']:.0f} | {nodes} | {equal} | {dynamic} |"
+        )
     return "\n".join(lines)
 
 
@@ -145,33 +178,45 @@ def goals(rows: list[dict]) -> list[str]:
     sizes = sorted({r["size"] for r in rows})
     out = []
     for size in sizes:
-        ours, sim, slim = (by.get((size, t), {"status": "not run"}) for t in ("ocrgraft", "onnxsim", "onnxslim"))
+        ours, sim, slim = (
+            by.get((size, t), {"status": "not run"}) for t in ("ocrgraft", "onnxsim", "onnxslim")
+        )
         if ours["status"] != "ok":
             out.append(f"{size // 1000}k: ocrgraft {ours['status']}")
             continue
-        if sim["status"] == "ok":   # the goal is set at 48k nodes; smaller graphs are for information
+        if sim["status"] == "ok":  # the goal is set at 48k nodes; smaller graphs are for information
             ratio = ours["seconds"] / sim["seconds"]
             verdict = f"(goal <= 0.5): {_ok(ratio <= 0.5)}" if size >= 48000 else "(goal set at 48k)"
             out.append(f"{size // 1000}k: ocrgraft / onnxsim time = {ratio:.2f} {verdict}")
         if slim["status"] == "ok":
-            out.append(f"{size // 1000}k: nodes left {ours['nodes']:,} vs onnxslim {slim['nodes']:,}: "
-                       f"{_ok(ours['nodes'] <= slim['nodes'])}")
-        else:   # compare per block with the largest graph onnxslim did finish
-            per_block = lambda r: r["nodes"] / (r["nodes_in"] // NODES_PER_BLOCK)   # noqa: E731
+            out.append(
+                f"{size // 1000}k: nodes left {ours['nodes']:,} vs onnxslim {slim['nodes']:,}: "
+                f"{_ok(ours['nodes'] <= slim['nodes'])}"
+            )
+        else:  # compare per block with the largest graph onnxslim did finish
+            per_block = lambda r: r["nodes"] / (r["nodes_in"] // NODES_PER_BLOCK)  # noqa: E731
             done = [by[(s, "onnxslim")] for s in sizes if by.get((s, "onnxslim"), {}).get("status") == "ok"]
-            line = (f"{size // 1000}k: onnxslim {slim['status']}; ocrgraft leaves {ours['nodes']:,} nodes "
-                    f"({per_block(ours):.0f} per block)")
+            line = (
+                f"{size // 1000}k: onnxslim {slim['status']}; ocrgraft leaves {ours['nodes']:,} nodes "
+                f"({per_block(ours):.0f} per block)"
+            )
             if done:
-                line += (f", onnxslim {per_block(done[-1]):.0f} per block at {done[-1]['size'] // 1000}k: "
-                         f"{_ok(per_block(ours) <= per_block(done[-1]))}")
+                line += (
+                    f", onnxslim {per_block(done[-1]):.0f} per block at {done[-1]['size'] // 1000}k: "
+                    f"{_ok(per_block(ours) <= per_block(done[-1]))}"
+                )
             out.append(line)
-        out.append(f"{size // 1000}k: ocrgraft outputs equal {_ok(ours['equal'])}, dynamic dims kept {_ok(ours['dynamic'])}")
+        out.append(
+            f"{size // 1000}k: ocrgraft outputs equal {_ok(ours['equal'])}, dynamic dims kept {_ok(ours['dynamic'])}"
+        )
     if len(sizes) > 1 and all(by.get((s, "ocrgraft"), {}).get("status") == "ok" for s in sizes):
         small, large = by[(sizes[0], "ocrgraft")], by[(sizes[-1], "ocrgraft")]
         growth, factor = large["seconds"] / small["seconds"], sizes[-1] / sizes[0]
         cpu = large["cpu_seconds"] / small["cpu_seconds"]
-        out.append(f"scaling: {sizes[-1] // 1000}k time / {sizes[0] // 1000}k time = {growth:.2f} for {factor:.0f}x the "
-                   f"nodes (goal <= {factor * 1.125:.1f}): {_ok(growth <= factor * 1.125)}; in CPU time {cpu:.2f}")
+        out.append(
+            f"scaling: {sizes[-1] // 1000}k time / {sizes[0] // 1000}k time = {growth:.2f} for {factor:.0f}x the "
+            f"nodes (goal <= {factor * 1.125:.1f}): {_ok(growth <= factor * 1.125)}; in CPU time {cpu:.2f}"
+        )
     return out
 
 
@@ -181,6 +226,7 @@ def _ok(flag) -> str:
 
 # -- zoo ------------------------------------------------------------------------------------------
 
+
 def zoo(models: list[str], targets: list[str], limit: float, work: Path) -> list[dict]:
     from ocrgraft.converter.recipes import get_recipe
 
@@ -189,8 +235,13 @@ def zoo(models: list[str], targets: list[str], limit: float, work: Path) -> list
         for target in targets:
             row = {"model": name, "target": target}
             conv = child(["convert", name, target, str(work / "zoo")], limit)
-            row.update(status=conv["status"], error=conv.get("error", ""), cost=conv.get("cost"),
-                       verified=conv.get("verified"), build=conv.get("build", ""))
+            row.update(
+                status=conv["status"],
+                error=conv.get("error", ""),
+                cost=conv.get("cost"),
+                verified=conv.get("verified"),
+                build=conv.get("build", ""),
+            )
             if conv["status"] == "ok" and target == "ort":
                 row.update(_quality(name, Path(conv["out"]), get_recipe(name), limit, work))
             rows.append(row)
@@ -205,7 +256,7 @@ def _quality(name: str, out: Path, recipe, limit: float, work: Path) -> dict:
     raw, final, sim = out / "stages" / "00_source.onnx", out / "model.onnx", work / f"{name}.onnxsim.onnx"
     sim.unlink(missing_ok=True)
     simmed = child(["run", "onnxsim", str(raw), str(sim)], limit)
-    control = work / f"{name}.raw-copy.onnx"     # the raw export again, as its own session: an A/A control
+    control = work / f"{name}.raw-copy.onnx"  # the raw export again, as its own session: an A/A control
     shutil.copyfile(raw, control)
     models = {"raw": raw, "ocrgraft": final} | ({"onnxsim": sim} if simmed["status"] == "ok" else {})
     nodes = {k: len(onnx.load(p, load_external_data=False).graph.node) for k, p in models.items()}
@@ -224,9 +275,17 @@ def _quality(name: str, out: Path, recipe, limit: float, work: Path) -> dict:
         same, spread = paired_ratio(rounds["control"], rounds["raw"])
         noise = {k: max(v, abs(same - 1) + spread) for k, v in noise.items()}
         ms.pop("control")
-    return {"nodes": nodes, "ms": ms, "ratio": ratio, "noise": noise, "control": same,
-            "shapes": shapes, "onnxsim": simmed["status"],
-            "onnxsim_error": simmed.get("error", ""), "latency_error": latency.get("error", "")}
+    return {
+        "nodes": nodes,
+        "ms": ms,
+        "ratio": ratio,
+        "noise": noise,
+        "control": same,
+        "shapes": shapes,
+        "onnxsim": simmed["status"],
+        "onnxsim_error": simmed.get("error", ""),
+        "latency_error": latency.get("error", ""),
+    }
 
 
 def paired_ratio(ours, other) -> tuple[float, float]:
@@ -238,8 +297,11 @@ def paired_ratio(ours, other) -> tuple[float, float]:
 
 
 def quality_table(rows: list[dict]) -> str:
-    lines = ["| model | input | raw export ms (nodes) | ocrgraft ms (nodes) | onnxsim ms (nodes) | ocrgraft / raw | "
-             "ocrgraft / onnxsim | raw copy / raw (A/A) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | input | raw export ms (nodes) | ocrgraft ms (nodes) | onnxsim ms (nodes) | ocrgraft / raw | "
+        "ocrgraft / onnxsim | raw copy / raw (A/A) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if r["target"] != "ort":
             continue
@@ -248,11 +310,18 @@ def quality_table(rows: list[dict]) -> str:
             lines.append(f"| {r['model']} | | conversion {r['status']}: {why[:90]} | | | | | |")
             continue
         ms, nodes = r["ms"], r["nodes"]
-        cell = {k: f"{ms[k]:.2f} ({nodes[k]})" if k in ms else f"{r['onnxsim']} ({r['onnxsim_error'][:60]})"
-                for k in ("raw", "ocrgraft", "onnxsim")}
-        vs = {k: f"{r['ratio'][k]:.3f} ±{100 * r['noise'][k]:.1f}%" if k in r["ratio"] else "-" for k in ("raw", "onnxsim")}
-        lines.append(f"| {r['model']} | {r['shapes']} | {cell['raw']} | {cell['ocrgraft']} | {cell['onnxsim']} | "
-                     f"{vs['raw']} | {vs['onnxsim']} | {r['control']:.3f} |")
+        cell = {
+            k: f"{ms[k]:.2f} ({nodes[k]})" if k in ms else f"{r['onnxsim']} ({r['onnxsim_error'][:60]})"
+            for k in ("raw", "ocrgraft", "onnxsim")
+        }
+        vs = {
+            k: f"{r['ratio'][k]:.3f} ±{100 * r['noise'][k]:.1f}%" if k in r["ratio"] else "-"
+            for k in ("raw", "onnxsim")
+        }
+        lines.append(
+            f"| {r['model']} | {r['shapes']} | {cell['raw']} | {cell['ocrgraft']} | {cell['onnxsim']} | "
+            f"{vs['raw']} | {vs['onnxsim']} | {r['control']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -263,7 +332,13 @@ def quality_goals(rows: list[dict]) -> list[str]:
         if r["target"] != "ort" or not r.get("ms"):
             continue
         for other, ratio in r["ratio"].items():
-            verdict = "met" if ratio <= 1.0 else "tie within noise" if ratio <= 1.0 + r["noise"][other] else "**not met**"
+            verdict = (
+                "met"
+                if ratio <= 1.0
+                else "tie within noise"
+                if ratio <= 1.0 + r["noise"][other]
+                else "**not met**"
+            )
             out.append((r["model"], other, ratio, verdict))
     if not out:
         return []
@@ -276,29 +351,42 @@ def quality_goals(rows: list[dict]) -> list[str]:
 
 
 def cost_table(rows: list[dict]) -> str:
-    lines = ["| model | target | export | passes (slowest) | verify | save stages | build | total s |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| model | target | export | passes (slowest) | verify | save stages | build | total s |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         c = r.get("cost")
         if not c:
             lines.append(f"| {r['model']} | {r['target']} | {r['status']}: {r['error'][:90]} | | | | | |")
             continue
         slowest = max(c["passes"].items(), key=lambda kv: kv[1])
-        lines.append(f"| {r['model']} | {r['target']} | {c['export']:.2f} | {sum(c['passes'].values()):.2f} "
-                     f"({slowest[0]} {slowest[1]:.2f}) | {c['verify']:.2f} | {c['save']:.2f} | {c['build']:.2f} | "
-                     f"{c['total']:.1f} |")
+        lines.append(
+            f"| {r['model']} | {r['target']} | {c['export']:.2f} | {sum(c['passes'].values()):.2f} "
+            f"({slowest[0]} {slowest[1]:.2f}) | {c['verify']:.2f} | {c['save']:.2f} | {c['build']:.2f} | "
+            f"{c['total']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 # -- main -----------------------------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", default=os.environ.get("BENCH") == "full",
-                        help="48k-node graph too and every target's conversion cost (or BENCH=full)")
-    parser.add_argument("--sizes", help="graph sizes in nodes, comma-separated, or 'none' (default 12000, full: 12000,48000)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        default=os.environ.get("BENCH") == "full",
+        help="48k-node graph too and every target's conversion cost (or BENCH=full)",
+    )
+    parser.add_argument(
+        "--sizes", help="graph sizes in nodes, comma-separated, or 'none' (default 12000, full: 12000,48000)"
+    )
     parser.add_argument("--timeout", type=float, help="seconds per tool run (default 120, full: 600)")
-    parser.add_argument("--repeat", type=int, help="runs per tool (those under 30 s), fastest kept (default 3, full: 5)")
+    parser.add_argument(
+        "--repeat", type=int, help="runs per tool (those under 30 s), fastest kept (default 3, full: 5)"
+    )
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"scale tools (default {','.join(TOOLS)})")
     parser.add_argument("--models", help="zoo models, comma-separated (default: every recipe; 'none' skips)")
     parser.add_argument("--targets", help="targets for conversion cost (default ort; full: ort,trt,ascend)")
@@ -310,8 +398,14 @@ def main() -> None:
     repeat = args.repeat or (5 if args.full else 3)
     targets = (args.targets or ("ort,trt,ascend" if args.full else "ort")).split(",")
     from ocrgraft.converter.recipes import list_recipes
-    models = [r.name for r in list_recipes()] if not args.models else \
-        [] if args.models == "none" else args.models.split(",")
+
+    models = (
+        [r.name for r in list_recipes()]
+        if not args.models
+        else []
+        if args.models == "none"
+        else args.models.split(",")
+    )
     work = HERE / ".work"
     work.mkdir(exist_ok=True)
 
@@ -320,9 +414,15 @@ def main() -> None:
     print(f"== zoo: {len(models)} models x {', '.join(targets)}", flush=True)
     zoo_rows = zoo(models, targets, max(limit, 600.0), work)
 
-    results = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": "full" if args.full else "quick",
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-               "scale": scale_rows, "goals": goals(scale_rows), "zoo": zoo_rows, "quality_goals": quality_goals(zoo_rows)}
+    results = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "mode": "full" if args.full else "quick",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "scale": scale_rows,
+        "goals": goals(scale_rows),
+        "zoo": zoo_rows,
+        "quality_goals": quality_goals(zoo_rows),
+    }
     Path(args.out).write_text(json.dumps(results, indent=1))
     print()
     print(markdown(results))
@@ -331,18 +431,32 @@ def main() -> None:
 def markdown(results: dict) -> str:
     parts = [f"Run {results['created']} ({results['mode']}; {results['machine']})."]
     if results["scale"]:
-        parts += ["", "**Scale** (generated residual graphs, batch and width dynamic; seconds are wall time of load + "
-                  "passes + save in the tool's own process, imports excluded, fastest of the runs):", "",
-                  scale_table(results["scale"]), "", *[f"- {g}" for g in results["goals"]]]
+        parts += [
+            "",
+            "**Scale** (generated residual graphs, batch and width dynamic; seconds are wall time of load + "
+            "passes + save in the tool's own process, imports excluded, fastest of the runs):",
+            "",
+            scale_table(results["scale"]),
+            "",
+            *[f"- {g}" for g in results["goals"]],
+        ]
     if results["zoo"]:
-        parts += ["", "**Output quality** (ONNX Runtime CPU, default optimizations, one thread, 100 rounds "
-                  "running the models in rotating order at the recipe's opt shape; median ms, node counts in "
-                  "parentheses; ratios are medians of the per-round ratios, ± their noise: the larger of the spread of the "
-                  "medians of four interleaved quarters of the rounds and how far a second session of the raw "
-                  "export (an A/A control) is from it):", "",
-                  quality_table(results["zoo"]), "",
-                  *[f"- {g}" for g in results["quality_goals"]],
-                  "", "**Conversion cost** (`convert`, every stage verified; seconds):", "", cost_table(results["zoo"])]
+        parts += [
+            "",
+            "**Output quality** (ONNX Runtime CPU, default optimizations, one thread, 100 rounds "
+            "running the models in rotating order at the recipe's opt shape; median ms, node counts in "
+            "parentheses; ratios are medians of the per-round ratios, ± their noise: the larger of the spread of the "
+            "medians of four interleaved quarters of the rounds and how far a second session of the raw "
+            "export (an A/A control) is from it):",
+            "",
+            quality_table(results["zoo"]),
+            "",
+            *[f"- {g}" for g in results["quality_goals"]],
+            "",
+            "**Conversion cost** (`convert`, every stage verified; seconds):",
+            "",
+            cost_table(results["zoo"]),
+        ]
     return "\n".join(parts)
 
 

@@ -37,6 +37,7 @@ def _imports(tool: str):
             model = ocrgraft.load(src)
             ocrgraft.Pipeline(list(GENERIC_PASSES), verify=False).run(model)
             ocrgraft.save(model, dst)
+
         return run
     if tool == "onnxsim":
         import onnxsim
@@ -44,9 +45,11 @@ def _imports(tool: str):
         def run(src, dst):
             model, _ = onnxsim.simplify(onnx.load(src))
             onnx.save(model, dst)
+
         return run
     if tool == "onnxslim":
         import onnxslim
+
         return lambda src, dst: onnx.save(onnxslim.slim(onnx.load(src)), dst)
     if tool == "graphsurgeon":
         import onnx_graphsurgeon as gs
@@ -55,6 +58,7 @@ def _imports(tool: str):
             graph = gs.import_onnx(onnx.load(src))
             graph.fold_constants().cleanup().toposort()
             onnx.save(gs.export_onnx(graph), dst)
+
         return run
     raise SystemExit(f"unknown tool {tool}")
 
@@ -68,16 +72,20 @@ def cmd_run(tool: str, src: str, dst: str) -> dict:
 
 def _session(path: str):
     import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # check the graph as written
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # check the graph as written
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def cmd_reference(src: str, npz: str) -> dict:
     session = _session(src)
-    arrays = {f"{case}/{o.name}": value for case in SHAPES
-              for o, value in zip(session.get_outputs(), session.run(None, feeds(case)))}
+    arrays = {
+        f"{case}/{o.name}": value
+        for case in SHAPES
+        for o, value in zip(session.get_outputs(), session.run(None, feeds(case)))
+    }
     np.savez(npz, **arrays)
     return {"cases": list(SHAPES)}
 
@@ -93,9 +101,16 @@ def _dynamic_dims(model: onnx.ModelProto) -> dict[str, set[int]]:
 def cmd_check(src: str, dst: str, npz: str) -> dict:
     """Same outputs at both shapes (atol 1e-5, rtol 1e-4), and every dim dynamic in SRC still dynamic in DST."""
     before, after = onnx.load(src, load_external_data=False), onnx.load(dst, load_external_data=False)
-    lost = [f"{name}[{i}]" for name, dims in _dynamic_dims(before).items()
-            for i in sorted(dims - _dynamic_dims(after).get(name, set()))]
-    result = {"nodes": len(after.graph.node), "dynamic": not lost, "detail": f"fixed: {', '.join(lost)}" if lost else ""}
+    lost = [
+        f"{name}[{i}]"
+        for name, dims in _dynamic_dims(before).items()
+        for i in sorted(dims - _dynamic_dims(after).get(name, set()))
+    ]
+    result = {
+        "nodes": len(after.graph.node),
+        "dynamic": not lost,
+        "detail": f"fixed: {', '.join(lost)}" if lost else "",
+    }
     expected = np.load(npz)
     try:
         session = _session(dst)
@@ -103,12 +118,16 @@ def cmd_check(src: str, dst: str, npz: str) -> dict:
             for o, got in zip(session.get_outputs(), session.run(None, feeds(case))):
                 ref = expected[f"{case}/{o.name}"]
                 if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-5):
-                    raise ValueError(f"{o.name} differs at {'x'.join(map(str, SHAPES[case]))}: "
-                                     f"max abs err {np.abs(got - ref).max() if got.shape == ref.shape else 'shape'}")
+                    raise ValueError(
+                        f"{o.name} differs at {'x'.join(map(str, SHAPES[case]))}: "
+                        f"max abs err {np.abs(got - ref).max() if got.shape == ref.shape else 'shape'}"
+                    )
         result["equal"] = True
     except Exception as exc:  # noqa: BLE001  (a tool's broken output is a result, not a crash)
         result["equal"] = False
-        result["detail"] = (result["detail"] + "; " if result["detail"] else "") + " ".join(str(exc).split())[:200]
+        result["detail"] = (result["detail"] + "; " if result["detail"] else "") + " ".join(str(exc).split())[
+            :200
+        ]
     return result
 
 
@@ -118,13 +137,23 @@ def cmd_convert(model: str, target: str, out: str) -> dict:
 
     marks: list[tuple[float, str]] = []
     start = time.perf_counter()
-    conversion = convert(model, target=target, out=out, progress=lambda msg: marks.append((time.perf_counter(), msg)))
+    conversion = convert(
+        model, target=target, out=out, progress=lambda msg: marks.append((time.perf_counter(), msg))
+    )
     total = time.perf_counter() - start
     report = conversion.report
     stages = report["stages"]
     first_stage = next(t for t, msg in marks if msg.startswith("[0/"))
-    building = [i for i, (_, msg) in enumerate(marks) if msg.startswith(f"target {target}:") and msg.endswith("building")]
-    build = marks[building[0] + 1][0] - marks[building[0]][0] if building and building[0] + 1 < len(marks) else 0.0
+    building = [
+        i
+        for i, (_, msg) in enumerate(marks)
+        if msg.startswith(f"target {target}:") and msg.endswith("building")
+    ]
+    build = (
+        marks[building[0] + 1][0] - marks[building[0]][0]
+        if building and building[0] + 1 < len(marks)
+        else 0.0
+    )
     source = stages[0]
     cost = {
         "export": first_stage - start - source["verify_seconds"] - source.get("save_seconds", 0.0),
@@ -134,8 +163,13 @@ def cmd_convert(model: str, target: str, out: str) -> dict:
         "build": build,
         "total": total,
     }
-    return {"cost": cost, "out": str(conversion.out_dir), "verified": report["all_verified"],
-            "build": report["build"]["summary"], "nodes": [stages[0]["nodes"], stages[-1]["nodes"]]}
+    return {
+        "cost": cost,
+        "out": str(conversion.out_dir),
+        "verified": report["all_verified"],
+        "build": report["build"]["summary"],
+        "nodes": [stages[0]["nodes"], stages[-1]["nodes"]],
+    }
 
 
 def cmd_latency(shapes: str, *paths: str, rounds: int = 100) -> dict:
@@ -152,15 +186,17 @@ def cmd_latency(shapes: str, *paths: str, rounds: int = 100) -> dict:
     rng = np.random.default_rng(0)
     first = next(iter(sessions.values()))
     dims = dict(item.split(":") for item in shapes.split(";"))
-    inputs = {i.name: rng.uniform(-1, 1, [int(d) for d in dims[i.name].split("x")]).astype(np.float32)
-              for i in first.get_inputs()}
+    inputs = {
+        i.name: rng.uniform(-1, 1, [int(d) for d in dims[i.name].split("x")]).astype(np.float32)
+        for i in first.get_inputs()
+    }
     times: dict[str, list[float]] = {p: [] for p in paths}
-    for path, session in sessions.items():   # warm up
+    for path, session in sessions.items():  # warm up
         for _ in range(3):
             session.run(None, inputs)
     order = list(sessions.items())
-    for r in range(rounds):   # each model takes each place in the round equally often
-        for path, session in order[r % len(order):] + order[:r % len(order)]:
+    for r in range(rounds):  # each model takes each place in the round equally often
+        for path, session in order[r % len(order) :] + order[: r % len(order)]:
             t = time.perf_counter()
             session.run(None, inputs)
             times[path].append((time.perf_counter() - t) * 1e3)
@@ -180,8 +216,13 @@ def peak_mib(pid: int | str = "self") -> float | None:
 
 
 def main(argv: list[str]) -> None:
-    commands = {"run": cmd_run, "reference": cmd_reference, "check": cmd_check, "convert": cmd_convert,
-                "latency": cmd_latency}
+    commands = {
+        "run": cmd_run,
+        "reference": cmd_reference,
+        "check": cmd_check,
+        "convert": cmd_convert,
+        "latency": cmd_latency,
+    }
     result = commands[argv[0]](*argv[1:])
     print(json.dumps({**result, "peak_mib": peak_mib()}), flush=True)
 

@@ -12,9 +12,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 # Every semantics-preserving pass that takes no arguments, beyond the generic ones: run together on real
 # models (tests/test_passes_ppocr.py, tests/test_zoo.py) they must keep outputs equal and dims dynamic.
-EXACT_FAMILY = ["pool-to-reduce", "maxpool3d-to-2d", "split-pool", "fold-reshape-shapes", "reshape-gemm-to-matmul",
-                "drop-zero-rnn-state", "fold-flip-rnn", "int64-to-int32", "legalize-gridsample", "decompose-gridsample",
-                "squeeze-after-concat"]
+EXACT_FAMILY = [
+    "pool-to-reduce",
+    "maxpool3d-to-2d",
+    "split-pool",
+    "fold-reshape-shapes",
+    "reshape-gemm-to-matmul",
+    "drop-zero-rnn-state",
+    "fold-flip-rnn",
+    "int64-to-int32",
+    "legalize-gridsample",
+    "decompose-gridsample",
+    "squeeze-after-concat",
+]
 
 
 def ppocr_model(name: str) -> Path:
@@ -56,13 +66,23 @@ def make_dynamic_model(stale_width: int | None = None) -> onnx.ModelProto:
         helper.make_node("Reshape", ["rk", "newshape"], ["y"]),
         helper.make_node("Neg", ["r"], ["dead"]),
     ]
-    inits = [w, b, numpy_helper.from_array(np.array([0], np.int64), "ax0"),
-             numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+    inits = [
+        w,
+        b,
+        numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+    ]
     graph = helper.make_graph(
-        nodes, "dyn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, "width"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 32, "width"])], inits)
+        nodes,
+        "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 32, "width"])],
+        inits,
+    )
     if stale_width:
-        graph.value_info.append(helper.make_tensor_value_info("rk", TensorProto.FLOAT, ["batch", 4, 8, stale_width]))
+        graph.value_info.append(
+            helper.make_tensor_value_info("rk", TensorProto.FLOAT, ["batch", 4, 8, stale_width])
+        )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 

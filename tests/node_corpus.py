@@ -29,7 +29,7 @@ from ocrgraft import Pipeline
 from ocrgraft.core.modelio import to_bytes
 from ocrgraft.passes import GENERIC_PASSES
 
-TOL = {"atol": 1e-5, "rtol": 1e-4}   # numpy.allclose's rule: |got - want| <= atol + rtol * |want|
+TOL = {"atol": 1e-5, "rtol": 1e-4}  # numpy.allclose's rule: |got - want| <= atol + rtol * |want|
 
 # Cases to leave out if ORT runs them: outputs that differ from run to run (random ops). ORT 1.31 has no
 # RandomUniformLike(22), so these are "ort-cannot-run" today. Dropout carries a seed: deterministic, kept.
@@ -44,22 +44,22 @@ STATUSES = ("ort-cannot-run", "excluded", "compared", "silent-change", "crash")
 class NodeCase:
     name: str
     model: onnx.ModelProto
-    data_sets: list[tuple[dict, list]]   # (feeds by input name, the reference outputs) per data set
+    data_sets: list[tuple[dict, list]]  # (feeds by input name, the reference outputs) per data set
 
 
 @dataclass
 class Result:
     name: str
-    status: str                 # one of STATUSES
+    status: str  # one of STATUSES
     detail: str = ""
-    verifier: str = ""          # with verifier=True: "compared", or why the verifier did not compare
+    verifier: str = ""  # with verifier=True: "compared", or why the verifier did not compare
 
 
 def load_cases(names: list[str] | None = None) -> list[NodeCase]:
     """The node test cases (all, or those whose name contains one of `names`), built in memory."""
     import onnx.backend.test.case.node as node_cases
 
-    with warnings.catch_warnings():   # the generators cast out-of-range values on purpose
+    with warnings.catch_warnings():  # the generators cast out-of-range values on purpose
         warnings.simplefilter("ignore")
         collected = node_cases.collect_testcases()
     out = []
@@ -82,7 +82,7 @@ def _feed(info: onnx.ValueInfoProto, value):
         return [numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v) for v in value]
     if info.type.HasField("optional_type") and value is None:
         return None
-    return np.asarray(value)   # ORT refuses numpy scalars (rank-0 inputs come as np.float32(...))
+    return np.asarray(value)  # ORT refuses numpy scalars (rank-0 inputs come as np.float32(...))
 
 
 def session(model: bytes) -> ort.InferenceSession:
@@ -110,7 +110,7 @@ def differ(got, want) -> str:
     if want.dtype.kind in "OUS":
         return "" if np.array_equal(got, want) else "strings differ"
     g, w = got.astype(np.float64), want.astype(np.float64)
-    close = np.isclose(g, w, equal_nan=True, **TOL)   # equal infinities are close
+    close = np.isclose(g, w, equal_nan=True, **TOL)  # equal infinities are close
     if close.all():
         return ""
     i = np.unravel_index(int(np.argmin(close)), close.shape)
@@ -206,8 +206,8 @@ def summary(results: list[Result]) -> dict[str, int]:
 
 
 def main(argv: list[str]) -> int:
-    logging.getLogger("onnxscript").setLevel(logging.ERROR)   # its folder explains every op it skips
-    ort.set_default_logger_severity(4)   # failed runs are counted and listed below, not logged as they happen
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)  # its folder explains every op it skips
+    ort.set_default_logger_severity(4)  # failed runs are counted and listed below, not logged as they happen
     verifier = "--no-verifier" not in argv
     names = [a for a in argv if not a.startswith("--")] or None
     t = time.perf_counter()
@@ -221,11 +221,15 @@ def main(argv: list[str]) -> int:
             if r.status != "ort-cannot-run" and r.verifier != "compared":
                 print(f"{'not verified':14s} {r.name}: {r.verifier}")
     counts = summary(results)
-    print(f"\nnode-test corpus, {seconds:.0f}s, outputs equal within atol {TOL['atol']:g} "
-          f"rtol {TOL['rtol']:g}")
+    print(
+        f"\nnode-test corpus, {seconds:.0f}s, outputs equal within atol {TOL['atol']:g} rtol {TOL['rtol']:g}"
+    )
     for key, n in counts.items():
-        share = f"  {100 * n / counts['ort-runnable']:.1f}% of ORT-runnable" if key in (
-            "compared", "verifier-compared") and counts["ort-runnable"] else ""
+        share = (
+            f"  {100 * n / counts['ort-runnable']:.1f}% of ORT-runnable"
+            if key in ("compared", "verifier-compared") and counts["ort-runnable"]
+            else ""
+        )
         print(f"  {n:6d}  {key}{share}")
     return int(bool(counts["silent-change"] or counts["crash"]))
 

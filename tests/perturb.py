@@ -12,8 +12,11 @@ class PerturbWeight(Pass):
     name = "test-perturb-weight"
 
     def rewrite(self, model: ir.Model) -> int:
-        inits = [v for v in model.graph.initializers.values()
-                 if v.const_value is not None and v.const_value.dtype == ir.DataType.FLOAT]
+        inits = [
+            v
+            for v in model.graph.initializers.values()
+            if v.const_value is not None and v.const_value.dtype == ir.DataType.FLOAT
+        ]
         target = max(inits, key=lambda v: v.const_value.size)
         arr = target.const_value.numpy().copy()
         arr.flat[0] += 0.01

@@ -37,7 +37,9 @@ def sha(path) -> str:
 def ppocr_conversion(tmp_path_factory, ppocr_rec):
     out = tmp_path_factory.mktemp("out")
     before = sha(ppocr_rec)
-    rc = main(["convert", "--onnx", str(ppocr_rec), "--target", "ort", "--shapes", PPOCR_SHAPES, "--out", str(out)])
+    rc = main(
+        ["convert", "--onnx", str(ppocr_rec), "--target", "ort", "--shapes", PPOCR_SHAPES, "--out", str(out)]
+    )
     assert rc == 0
     assert sha(ppocr_rec) == before, "the input model was modified"
     return out / "ch_PP-OCRv4_rec_infer-ort"
@@ -45,8 +47,13 @@ def ppocr_conversion(tmp_path_factory, ppocr_rec):
 
 def test_convert_real_ppocr_writes_the_layout(ppocr_conversion):
     d = ppocr_conversion
-    assert sorted(p.name for p in d.iterdir()) == [".ocrgraft-manifest.json", "model.onnx", "report.json", "report.md",
-                                                  "stages"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        ".ocrgraft-manifest.json",
+        "model.onnx",
+        "report.json",
+        "report.md",
+        "stages",
+    ]
     stages = sorted(p.name for p in (d / "stages").iterdir())
     assert stages[0] == "00_source.onnx" and len(stages) == 1 + len(GENERIC_PASSES)
     onnx.checker.check_model(onnx.load(d / "model.onnx"))
@@ -57,7 +64,9 @@ def test_convert_report_has_every_stage_verified(ppocr_conversion):
     assert report["all_verified"] and report["build"]["built"]
     assert report["shapes"] == {"x": [[1, 3, 48, 32], [1, 3, 48, 320], [8, 3, 48, 1280]]}
     for stage in report["stages"]:
-        assert {"name", "rewrites", "nodes", "op_delta", "seconds", "verified", "max_abs", "max_rel"} <= set(stage)
+        assert {"name", "rewrites", "nodes", "op_delta", "seconds", "verified", "max_abs", "max_rel"} <= set(
+            stage
+        )
         assert stage["verified"] in ("reference", "yes", "unchanged")
     changed = [s for s in report["stages"] if s["verified"] == "yes"]
     assert changed and all(s["max_abs"] is not None and s["max_abs"] <= 1e-4 for s in changed)
@@ -75,27 +84,50 @@ def test_final_ppocr_model_stays_dynamic_in_batch_and_width(ppocr_conversion, pp
     ref, got = Runner(load(ppocr_rec)), Runner(final)
     for i, shape in enumerate([(2, 3, 48, 100), (5, 3, 48, 640)]):
         feeds = random_inputs(list(final.graph.inputs), {"x": shape}, seed=50 + i)
-        np.testing.assert_allclose(got.run(feeds)["softmax_11.tmp_0"], ref.run(feeds)["softmax_11.tmp_0"],
-                                   atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(
+            got.run(feeds)["softmax_11.tmp_0"], ref.run(feeds)["softmax_11.tmp_0"], atol=1e-5, rtol=1e-4
+        )
 
 
 def test_convert_zoo_recipe_by_name(tmp_path, capsys):
-    rc, out, err = run_cli(capsys, "convert", "ppocrv4-rec", "--out", tmp_path, "--passes", "eliminate-identity",
-                           "--shapes", "x:1x3x48x32,2x3x48x96")
+    rc, out, err = run_cli(
+        capsys,
+        "convert",
+        "ppocrv4-rec",
+        "--out",
+        tmp_path,
+        "--passes",
+        "eliminate-identity",
+        "--shapes",
+        "x:1x3x48x32,2x3x48x96",
+    )
     assert rc == 0, err
     assert "every stage verified" in out
     assert (tmp_path / "ppocrv4-rec-ort" / "stages" / "01_eliminate-identity.onnx").exists()
-    assert "[1/1] eliminate-identity" in err     # progress goes to stderr
+    assert "[1/1] eliminate-identity" in err  # progress goes to stderr
 
 
 def test_apply_keeps_batch_and_width_dynamic_and_outputs_equal(tmp_path, dynamic_model_file, capsys):
     out = tmp_path / "out.onnx"
-    rc, stdout, err = run_cli(capsys, "apply", dynamic_model_file, out, "-p",
-                              "eliminate-identity,lift-constants,fold-constants,remove-dead-nodes", "--shapes", DYN_SHAPES)
+    rc, stdout, err = run_cli(
+        capsys,
+        "apply",
+        dynamic_model_file,
+        out,
+        "-p",
+        "eliminate-identity,lift-constants,fold-constants,remove-dead-nodes",
+        "--shapes",
+        DYN_SHAPES,
+    )
     assert rc == 0, err
     assert "stage(s) verified on 6 inputs" in stdout
     model = load(out)
-    assert [d if isinstance(d, int) else d.value for d in model.graph.inputs[0].shape] == ["batch", 3, 8, "width"]
+    assert [d if isinstance(d, int) else d.value for d in model.graph.inputs[0].shape] == [
+        "batch",
+        3,
+        8,
+        "width",
+    ]
     src, got = Runner(load(dynamic_model_file)), Runner(model)
     for i, shape in enumerate([(1, 3, 8, 16), (2, 3, 8, 40), (3, 3, 8, 64)]):
         feeds = random_inputs(list(model.graph.inputs), {"x": shape}, seed=i)
@@ -110,7 +142,7 @@ def test_passes_lists_docs_and_filters_by_target(capsys):
     assert "run by ascend]" in lines["split-pool"] and "run by opt-in" in lines["to-fp16"]
     rc, out, _ = run_cli(capsys, "passes", "--target", "ort")
     assert rc == 0 and "eliminate-identity" in out and "split-pool" not in out
-    rc, out, _ = run_cli(capsys, "passes", "--target", "ascend")     # what the target declares it runs
+    rc, out, _ = run_cli(capsys, "passes", "--target", "ascend")  # what the target declares it runs
     assert rc == 0 and "split-pool" in out and "eliminate-identity" in out and "maxpool3d-to-2d" not in out
 
 
@@ -118,19 +150,38 @@ def test_inspect_shows_io_dynamic_dims_opset_and_histogram(ppocr_rec, capsys):
     rc, out, _ = run_cli(capsys, "inspect", ppocr_rec)
     assert rc == 0
     assert "opset ai.onnx 12" in out
-    assert "input  x: FLOAT [p2o.DynamicDimension.0,3,?,p2o.DynamicDimension.1]  dynamic dims [0, 2, 3]" in out
+    assert (
+        "input  x: FLOAT [p2o.DynamicDimension.0,3,?,p2o.DynamicDimension.1]  dynamic dims [0, 2, 3]" in out
+    )
     assert "nodes: 860" in out and "Constant" in out
 
 
 def test_compare_reports_per_output_errors(tmp_path, dynamic_model_file, capsys):
     good = tmp_path / "good.onnx"
-    assert main(["apply", str(dynamic_model_file), str(good), "-p", "lift-constants", "--shapes", DYN_SHAPES]) == 0
+    assert (
+        main(["apply", str(dynamic_model_file), str(good), "-p", "lift-constants", "--shapes", DYN_SHAPES])
+        == 0
+    )
     capsys.readouterr()
     rc, out, _ = run_cli(capsys, "compare", dynamic_model_file, good, "--shapes", DYN_SHAPES)
     assert rc == 0 and "all outputs match" in out and out.count(" y ") == 3
     bad = tmp_path / "bad.onnx"
-    assert main(["apply", str(dynamic_model_file), str(bad), "-p", "test-perturb-weight", "--shapes", DYN_SHAPES,
-                 "--atol", "100"]) == 0
+    assert (
+        main(
+            [
+                "apply",
+                str(dynamic_model_file),
+                str(bad),
+                "-p",
+                "test-perturb-weight",
+                "--shapes",
+                DYN_SHAPES,
+                "--atol",
+                "100",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     rc, out, err = run_cli(capsys, "compare", dynamic_model_file, bad, "--shapes", DYN_SHAPES)
     assert rc == 1 and "NO: output 'y' worst element" in out and "exceed the tolerance" in err
@@ -153,7 +204,7 @@ def test_view_serves_a_model_in_netron(dynamic_model_file, capsys):
 
 def _assert_clean_failure(rc, out, err, message, out_dir=None):
     assert rc == 1
-    lines = err.strip().splitlines()   # progress lines may come first; the error is the one last line
+    lines = err.strip().splitlines()  # progress lines may come first; the error is the one last line
     assert lines[-1].startswith("ocrgraft: error: ") and message in lines[-1], err
     assert sum("error" in line for line in lines) == 1, err
     assert "Traceback" not in err + out
@@ -185,13 +236,19 @@ def test_truncated_file(tmp_path, ppocr_rec, capsys):
     assert sha(bad) == before
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["convert", "no-such-model"], "unknown model 'no-such-model'"),
-    (["convert", "ppocrv4-rec", "--target", "tpu"], "unknown target 'tpu'"),
-    (["convert", "ppocrv4-rec", "--passes", "fold-constant"], "unknown pass 'fold-constant' (did you mean 'fold-constants'?)"),
-    (["convert", "ppocrv4-rec", "--shapes", "x:1x3x48"], "has rank 4"),
-    (["convert", "ppocrv4-rec", "--shapes", "x:1x4x48x32"], "dim 1 is fixed at 3"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["convert", "no-such-model"], "unknown model 'no-such-model'"),
+        (["convert", "ppocrv4-rec", "--target", "tpu"], "unknown target 'tpu'"),
+        (
+            ["convert", "ppocrv4-rec", "--passes", "fold-constant"],
+            "unknown pass 'fold-constant' (did you mean 'fold-constants'?)",
+        ),
+        (["convert", "ppocrv4-rec", "--shapes", "x:1x3x48"], "has rank 4"),
+        (["convert", "ppocrv4-rec", "--shapes", "x:1x4x48x32"], "dim 1 is fixed at 3"),
+    ],
+)
 def test_unknown_names_and_wrong_shapes(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
     rc, o, e = run_cli(capsys, *argv, "--out", out)
@@ -207,11 +264,23 @@ def test_open_dim_without_shapes_names_input_and_dim(tmp_path, dynamic_model_fil
 def test_pass_that_breaks_numerics_writes_nothing(tmp_path, dynamic_model_file, capsys):
     before = sha(dynamic_model_file)
     out = tmp_path / "out"
-    rc, o, e = run_cli(capsys, "convert", "--onnx", dynamic_model_file, "--out", out, "--shapes", DYN_SHAPES,
-                       "--passes", "eliminate-identity,test-perturb-weight")
+    rc, o, e = run_cli(
+        capsys,
+        "convert",
+        "--onnx",
+        dynamic_model_file,
+        "--out",
+        out,
+        "--shapes",
+        DYN_SHAPES,
+        "--passes",
+        "eliminate-identity,test-perturb-weight",
+    )
     _assert_clean_failure(rc, o, e, "stage 02 'test-perturb-weight' changed the outputs", out)
     dest = tmp_path / "applied.onnx"
-    rc, o, e = run_cli(capsys, "apply", dynamic_model_file, dest, "-p", "test-perturb-weight", "--shapes", DYN_SHAPES)
+    rc, o, e = run_cli(
+        capsys, "apply", dynamic_model_file, dest, "-p", "test-perturb-weight", "--shapes", DYN_SHAPES
+    )
     _assert_clean_failure(rc, o, e, "output 'y' worst element")
     assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]
     assert sha(dynamic_model_file) == before
@@ -219,10 +288,22 @@ def test_pass_that_breaks_numerics_writes_nothing(tmp_path, dynamic_model_file, 
 
 def test_failed_conversion_keeps_the_previous_good_output(tmp_path, dynamic_model_file, capsys):
     out = tmp_path / "out"
-    assert main(["convert", "--onnx", str(dynamic_model_file), "--out", str(out), "--shapes", DYN_SHAPES]) == 0
+    assert (
+        main(["convert", "--onnx", str(dynamic_model_file), "--out", str(out), "--shapes", DYN_SHAPES]) == 0
+    )
     report = (out / "dyn-ort" / "report.json").read_bytes()
-    rc, o, e = run_cli(capsys, "convert", "--onnx", dynamic_model_file, "--out", out, "--shapes", DYN_SHAPES,
-                       "--passes", "test-perturb-weight")
+    rc, o, e = run_cli(
+        capsys,
+        "convert",
+        "--onnx",
+        dynamic_model_file,
+        "--out",
+        out,
+        "--shapes",
+        DYN_SHAPES,
+        "--passes",
+        "test-perturb-weight",
+    )
     assert rc == 1
     assert (out / "dyn-ort" / "report.json").read_bytes() == report
     assert sorted(p.name for p in out.iterdir()) == ["dyn-ort"]
@@ -230,15 +311,27 @@ def test_failed_conversion_keeps_the_previous_good_output(tmp_path, dynamic_mode
 
 def test_apply_refuses_to_overwrite_its_input(dynamic_model_file, capsys):
     before = sha(dynamic_model_file)
-    rc, o, e = run_cli(capsys, "apply", dynamic_model_file, dynamic_model_file, "-p", "lift-constants",
-                       "--shapes", DYN_SHAPES)
+    rc, o, e = run_cli(
+        capsys,
+        "apply",
+        dynamic_model_file,
+        dynamic_model_file,
+        "-p",
+        "lift-constants",
+        "--shapes",
+        DYN_SHAPES,
+    )
     _assert_clean_failure(rc, o, e, "the output would overwrite the input")
     assert sha(dynamic_model_file) == before
 
 
 def test_module_entry_point_prints_one_line_and_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ocrgraft", "convert", "--onnx", str(tmp_path / "x.onnx")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ocrgraft", "convert", "--onnx", str(tmp_path / "x.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"ocrgraft: error: no such file: {tmp_path / 'x.onnx'}"
 
@@ -248,16 +341,26 @@ def test_source_with_external_data(tmp_path, capsys):
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     proto = make_dynamic_model()
-    onnx.save(proto, src_dir / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-              location="ext.onnx.data", size_threshold=0)
+    onnx.save(
+        proto,
+        src_dir / "ext.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
     assert (src_dir / "ext.onnx.data").exists()
     out = tmp_path / "out"
-    rc, o, e = run_cli(capsys, "convert", "--onnx", src_dir / "ext.onnx", "--out", out, "--shapes", DYN_SHAPES)
+    rc, o, e = run_cli(
+        capsys, "convert", "--onnx", src_dir / "ext.onnx", "--out", out, "--shapes", DYN_SHAPES
+    )
     assert rc == 0, e
     final = onnx.load(out / "ext-ort" / "model.onnx", load_external_data=False)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in final.graph.initializer)
     (src_dir / "ext.onnx.data").unlink()
-    rc, o, e = run_cli(capsys, "convert", "--onnx", src_dir / "ext.onnx", "--out", tmp_path / "out2", "--shapes", DYN_SHAPES)
+    rc, o, e = run_cli(
+        capsys, "convert", "--onnx", src_dir / "ext.onnx", "--out", tmp_path / "out2", "--shapes", DYN_SHAPES
+    )
     _assert_clean_failure(rc, o, e, "external data", tmp_path / "out2")
 
 
@@ -265,8 +368,22 @@ def test_view_serves_every_stage_of_a_conversion(tmp_path, dynamic_model_file, c
     import netron
 
     out = tmp_path / "out"
-    assert main(["convert", "--onnx", str(dynamic_model_file), "--out", str(out), "--shapes", DYN_SHAPES,
-                 "--passes", "eliminate-identity"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--onnx",
+                str(dynamic_model_file),
+                "--out",
+                str(out),
+                "--shapes",
+                DYN_SHAPES,
+                "--passes",
+                "eliminate-identity",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     rc, o, _ = run_cli(capsys, "view", out / "dyn-ort", "--port", "18741", "--no-wait")
     addresses = [("127.0.0.1", 18741 + i) for i in range(3)]

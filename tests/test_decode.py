@@ -17,16 +17,16 @@ def one_hot_logits(labels, classes, high=8.0):
 
 def test_blank_first_merges_repeats_and_drops_blanks():
     dec = CTCDecoder(charset="abc", blank=0, layout="NTC", scores="logits")
-    steps = [1, 1, 0, 1, 2, 2, 0, 0, 3]            # a a - a b b - - c
-    (text, conf), = dec.decode(one_hot_logits(steps, 4)[None])
+    steps = [1, 1, 0, 1, 2, 2, 0, 0, 3]  # a a - a b b - - c
+    ((text, conf),) = dec.decode(one_hot_logits(steps, 4)[None])
     assert text == "aabc"
     assert 0.99 < conf <= 1.0
 
 
 def test_blank_last_as_lprnet_and_channel_major_layout():
     dec = CTCDecoder(charset="xyz", blank=3, layout="NCT", scores="logits")
-    steps = [3, 0, 0, 3, 0, 1, 3, 2]               # - x x - x y - z
-    out = one_hot_logits(steps, 4).T[None]         # [N, C, T]
+    steps = [3, 0, 0, 3, 0, 1, 3, 2]  # - x x - x y - z
+    out = one_hot_logits(steps, 4).T[None]  # [N, C, T]
     assert dec.decode(out)[0][0] == "xxyz"
 
 
@@ -34,14 +34,14 @@ def test_sequence_first_log_probabilities_per_batch_item():
     dec = CTCDecoder(charset="ab", blank=0, layout="TNC", scores="log_softmax")
     a = one_hot_logits([1, 0, 2], 3)
     b = one_hot_logits([2, 2, 2], 3)
-    logp = np.stack([a, b], axis=1)                # [T, N, C]
+    logp = np.stack([a, b], axis=1)  # [T, N, C]
     logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
     assert [t for t, _ in dec.decode(logp)] == ["ab", "b"]
 
 
 def test_confidence_mean_of_kept_vs_product_over_steps():
     probs = np.full((1, 3, 3), 0.1, np.float32)
-    probs[0, 0, 1], probs[0, 1, 0], probs[0, 2, 2] = 0.8, 0.6, 0.5   # a, blank, b
+    probs[0, 0, 1], probs[0, 1, 0], probs[0, 2, 2] = 0.8, 0.6, 0.5  # a, blank, b
     mean = CTCDecoder("ab", 0, "NTC", "probs", "mean").decode(probs)[0]
     prod = CTCDecoder("ab", 0, "NTC", "probs", "product").decode(probs)[0]
     assert mean == ("ab", pytest.approx(0.65))

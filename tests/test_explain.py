@@ -32,12 +32,14 @@ def test_a_batchnorm_with_computed_parameters_names_them():
     model = _conv_bn()
     bn = next(n for n in model.graph if n.op_type == "BatchNormalization")
     assert bn.inputs[3].name == "bn.mean"
-    model.graph.initializers.pop("bn.mean")      # the mean becomes an input: not a constant any more
+    model.graph.initializers.pop("bn.mean")  # the mean becomes an input: not a constant any more
     bn.inputs[3].const_value = None
     model.graph.inputs.append(bn.inputs[3])
     shapes = SHAPES + ";bn.mean:4"
     _, lines = _explain(model, ["fuse-conv-affine"], shapes)
-    assert any("its parameter(s) bn.mean are not constants" in line and "condition failed" in line for line in lines)
+    assert any(
+        "its parameter(s) bn.mean are not constants" in line and "condition failed" in line for line in lines
+    )
 
 
 def test_a_fused_model_explains_nothing():
@@ -49,7 +51,9 @@ def test_a_gridsample_the_pass_cannot_decompose_is_explained_not_fatal():
     nodes = [helper.make_node("GridSample", ["x", "g"], ["y"], name="tps_sampler", mode="cubic")]
     model = graph_model(nodes, [("x", [1, 2, 5, 6]), ("g", [1, 3, 4, 2])], [("y", [1, 2, 3, 4])], opset=20)
     result, lines = _explain(model, ["decompose-gridsample"], None)
-    assert lines == ["GridSample at node 'tps_sampler' uses mode 'cubic'; only bilinear and nearest are decomposed"]
+    assert lines == [
+        "GridSample at node 'tps_sampler' uses mode 'cubic'; only bilinear and nearest are decomposed"
+    ]
     assert result.stages[1].verified == "unchanged"
 
 
@@ -64,8 +68,21 @@ def test_an_adaptive_pool_form_that_is_not_recognised_is_explained():
 def test_apply_and_convert_print_and_report_the_explanation(tmp_path, capsys):
     model = tmp_path / "bn.onnx"
     save(_conv_bn(extra_use=True), model)
-    assert main(["apply", str(model), str(tmp_path / "o.onnx"), "-p", "fuse-conv-affine", "--shapes", SHAPES,
-                 "--explain"]) == 0
+    assert (
+        main(
+            [
+                "apply",
+                str(model),
+                str(tmp_path / "o.onnx"),
+                "-p",
+                "fuse-conv-affine",
+                "--shapes",
+                SHAPES,
+                "--explain",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "    not rewritten: BatchNormalization at node" in err and "is also read by Neg" in err
     out = tmp_path / "out"

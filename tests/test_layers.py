@@ -37,7 +37,7 @@ def imports() -> dict[str, set[tuple[str, str]]]:
         if layer is None:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "ocrgraft":   # from ocrgraft import models
+            if isinstance(node, ast.ImportFrom) and node.module == "ocrgraft":  # from ocrgraft import models
                 names = [f"ocrgraft.{a.name}" for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
@@ -82,7 +82,9 @@ def test_the_package_graph_has_no_cycle():
 
 @pytest.mark.parametrize("module", ["ocrgraft.passes", "ocrgraft.targets", "ocrgraft.frontends.onnx"])
 def test_lower_layers_import_without_the_pipeline_or_cli(module):
-    code = (f"import sys, {module}; print(sorted(m for m in sys.modules "
-            "if m.startswith(('ocrgraft.converter', 'torch', 'paddle'))))")
+    code = (
+        f"import sys, {module}; print(sorted(m for m in sys.modules "
+        "if m.startswith(('ocrgraft.converter', 'torch', 'paddle'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

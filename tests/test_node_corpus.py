@@ -25,27 +25,57 @@ KNOWN_BAD = {
     "test_affine_grid_3d_expanded": "the same",
     "test_affine_grid_3d_align_corners_expanded": "the same",
     "test_split_to_sequence_1": "fold-constants crashed in onnxscript's SplitToSequence evaluator",
-    "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal_expanded":
-        "the verifier refused a correct rewrite: -inf vs -inf gave abs err nan",
+    "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal_expanded": "the verifier refused a correct rewrite: -inf vs -inf gave abs err nan",
 }
 # A spread of other ops: control flow, sequences, strings, indices, axes, shapes, the expanded losses.
 OTHERS = [
-    "test_if", "test_if_seq", "test_if_opt", "test_loop13_seq", "test_sequence_map_add_2_sequences_expanded",
-    "test_gather_0", "test_gather_elements_1", "test_gathernd_example_int32_batch_dim1",
-    "test_scatter_elements_with_negative_indices", "test_scatternd", "test_top_k", "test_slice",
-    "test_reshape_negative_dim", "test_expand_dim_changed", "test_split_variable_parts_1d_opset18",
-    "test_squeeze", "test_unsqueeze_two_axes", "test_reduce_sum_keepdims_random", "test_cumsum_1d",
-    "test_resize_upsample_scales_linear", "test_nllloss_NCd1_weight_ii_expanded",
-    "test_sce_mean_weight_expanded", "test_constant_pad_axes", "test_reflect_pad", "test_clip_default_min",
-    "test_tile", "test_constantofshape_int_zeros", "test_lstm_with_peepholes", "test_string_concat",
-    "test_layer_normalization_2d_axis0_expanded", "test_attention_4d_causal_nonpad_batch_prefill",
-    "test_tensorscatter", "test_dft_axis", "test_affine_grid_2d", "test_constant", "test_training_dropout",
+    "test_if",
+    "test_if_seq",
+    "test_if_opt",
+    "test_loop13_seq",
+    "test_sequence_map_add_2_sequences_expanded",
+    "test_gather_0",
+    "test_gather_elements_1",
+    "test_gathernd_example_int32_batch_dim1",
+    "test_scatter_elements_with_negative_indices",
+    "test_scatternd",
+    "test_top_k",
+    "test_slice",
+    "test_reshape_negative_dim",
+    "test_expand_dim_changed",
+    "test_split_variable_parts_1d_opset18",
+    "test_squeeze",
+    "test_unsqueeze_two_axes",
+    "test_reduce_sum_keepdims_random",
+    "test_cumsum_1d",
+    "test_resize_upsample_scales_linear",
+    "test_nllloss_NCd1_weight_ii_expanded",
+    "test_sce_mean_weight_expanded",
+    "test_constant_pad_axes",
+    "test_reflect_pad",
+    "test_clip_default_min",
+    "test_tile",
+    "test_constantofshape_int_zeros",
+    "test_lstm_with_peepholes",
+    "test_string_concat",
+    "test_layer_normalization_2d_axis0_expanded",
+    "test_attention_4d_causal_nonpad_batch_prefill",
+    "test_tensorscatter",
+    "test_dft_axis",
+    "test_affine_grid_2d",
+    "test_constant",
+    "test_training_dropout",
 ]
 # Cases the verifier's random inputs cannot serve: a sequence input (refused by name), and AffineGrid's
 # expansion, whose size input a Gather takes apart (the sizes must match theta: give them as inputs).
-NOT_DRAWN = {"test_loop13_seq", "test_sequence_map_add_2_sequences_expanded", "test_affine_grid_2d_expanded",
-             "test_affine_grid_2d_align_corners_expanded", "test_affine_grid_3d_expanded",
-             "test_affine_grid_3d_align_corners_expanded"}
+NOT_DRAWN = {
+    "test_loop13_seq",
+    "test_sequence_map_add_2_sequences_expanded",
+    "test_affine_grid_2d_expanded",
+    "test_affine_grid_2d_align_corners_expanded",
+    "test_affine_grid_3d_expanded",
+    "test_affine_grid_3d_align_corners_expanded",
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +134,11 @@ def _vi(name, shape=(2, 3)):
 
 def test_eliminate_identity_keeps_an_output_that_copies_another_output():
     """y = Relu(x), z = Identity(y), outputs (y, z): removing the Identity would list y twice."""
-    model = _model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Identity", ["y"], ["z"])],
-                   [_vi("x")], [_vi("y"), _vi("z")])
+    model = _model(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Identity", ["y"], ["z"])],
+        [_vi("x")],
+        [_vi("y"), _vi("z")],
+    )
     assert get_pass("eliminate-identity")(model).rewrites == 0
     assert [v.name for v in model.graph.outputs] == ["y", "z"]
     x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
@@ -115,10 +148,16 @@ def test_eliminate_identity_keeps_an_output_that_copies_another_output():
 
 
 def test_eliminate_identity_removes_a_copy_into_an_output_and_keeps_the_name():
-    model = _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"]),
-                    helper.make_node("Identity", ["x"], ["x_copy"])],
-                   [_vi("x")], [_vi("y"), _vi("x_copy")])
-    assert get_pass("eliminate-identity")(model).rewrites == 1   # x -> x_copy stays: x is an input
+    model = _model(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Identity", ["r"], ["y"]),
+            helper.make_node("Identity", ["x"], ["x_copy"]),
+        ],
+        [_vi("x")],
+        [_vi("y"), _vi("x_copy")],
+    )
+    assert get_pass("eliminate-identity")(model).rewrites == 1  # x -> x_copy stays: x is an input
     assert [v.name for v in model.graph.outputs] == ["y", "x_copy"]
     assert [n.op_type for n in model.graph] == ["Relu", "Identity"]
 
@@ -127,9 +166,14 @@ def test_eliminate_identity_keeps_a_branch_output_from_the_outer_scope():
     """An If branch `out = Identity(outer)` must stay: ORT refuses a branch returning an outer value."""
     then = helper.make_graph([helper.make_node("Identity", ["a"], ["t"])], "then", [], [_vi("t")])
     other = helper.make_graph([helper.make_node("Neg", ["a"], ["e"])], "else", [], [_vi("e")])
-    model = _model([helper.make_node("Relu", ["x"], ["a"]),
-                    helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
-                   [_vi("x"), helper.make_tensor_value_info("c", TensorProto.BOOL, [])], [_vi("y")])
+    model = _model(
+        [
+            helper.make_node("Relu", ["x"], ["a"]),
+            helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+        ],
+        [_vi("x"), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [_vi("y")],
+    )
     get_pass("eliminate-identity")(model)
     onnx.checker.check_model(ir.serde.serialize_model(model), full_check=True)
     x = np.ones((2, 3), np.float32)

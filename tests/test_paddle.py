@@ -21,7 +21,9 @@ pytest.importorskip("paddle", reason="PaddlePaddle is installed by `make test` (
 
 
 def save_zoo(name, out_dir, legacy=False):
-    cmd = [sys.executable, "-m", "ocrgraft.models.paddle_rec", name, str(out_dir)] + (["--legacy"] if legacy else [])
+    cmd = [sys.executable, "-m", "ocrgraft.models.paddle_rec", name, str(out_dir)] + (
+        ["--legacy"] if legacy else []
+    )
     subprocess.run(cmd, check=True, capture_output=True)
     return out_dir
 
@@ -37,7 +39,7 @@ def test_starnet_to_ascend_has_no_gridsample_and_is_verified_against_paddle(star
     report = json.loads((starnet_ascend / "report.json").read_text())
     assert report["all_verified"] and report["source"]["framework"] == "paddle"
     stage0 = report["stages"][0]
-    assert stage0["verified"] == "yes"              # the paddle2onnx export itself, against Paddle
+    assert stage0["verified"] == "yes"  # the paddle2onnx export itself, against Paddle
     assert {c["shapes"]["x"][0] for c in stage0["comparisons"]} == {1, 4, 16}
     assert any("decompose-gridsample" in s["name"] for s in report["stages"])
     final = onnx.load(starnet_ascend / "model.onnx")
@@ -46,7 +48,7 @@ def test_starnet_to_ascend_has_no_gridsample_and_is_verified_against_paddle(star
     assert "random initialization" in " ".join(report["source"]["notes"])
     parity = report["parity"]
     assert parity["sources"][0] == "paddle" and parity["all_agree"] and parity["samples"] >= 3
-    assert len({row["paddle"]["text"] for row in parity["rows"]}) > 1   # stand-in weights read varied text
+    assert len({row["paddle"]["text"] for row in parity["rows"]}) > 1  # stand-in weights read varied text
 
 
 def test_final_starnet_equals_paddle_at_three_batch_sizes(starnet_ascend, tmp_path):
@@ -67,8 +69,17 @@ def test_final_starnet_equals_paddle_at_three_batch_sizes(starnet_ascend, tmp_pa
 def test_pir_format_with_dynamic_batch_and_width(tmp_path, capsys):
     model_dir = save_zoo("paddle-crnn", tmp_path / "crnn")
     assert sorted(p.name for p in model_dir.iterdir()) == ["inference.json", "inference.pdiparams"]
-    rc = main(["convert", "--paddle", str(model_dir), "--out", str(tmp_path / "out"),
-               "--shapes", "x:1x3x32x32,2x3x32x100,3x3x32x320"])
+    rc = main(
+        [
+            "convert",
+            "--paddle",
+            str(model_dir),
+            "--out",
+            str(tmp_path / "out"),
+            "--shapes",
+            "x:1x3x32x32,2x3x32x100,3x3x32x320",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     model = load(tmp_path / "out" / "crnn-ort" / "model.onnx")
     dims = list(model.graph.inputs[0].shape)
@@ -78,7 +89,17 @@ def test_pir_format_with_dynamic_batch_and_width(tmp_path, capsys):
 def test_legacy_pdmodel_format(tmp_path, capsys):
     model_dir = save_zoo("paddle-small", tmp_path / "small", legacy=True)
     assert (model_dir / "inference.pdmodel").exists() and not (model_dir / "inference.json").exists()
-    rc = main(["convert", "--paddle", str(model_dir), "--out", str(tmp_path / "out"), "--shapes", "x:1x3x32x100,5x3x32x100"])
+    rc = main(
+        [
+            "convert",
+            "--paddle",
+            str(model_dir),
+            "--out",
+            str(tmp_path / "out"),
+            "--shapes",
+            "x:1x3x32x100,5x3x32x100",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     report = json.loads((tmp_path / "out" / "small-ort" / "report.json").read_text())
@@ -87,7 +108,8 @@ def test_legacy_pdmodel_format(tmp_path, capsys):
 
 def test_unsupported_operator_is_named_and_nothing_is_written(tmp_path, capsys):
     script = tmp_path / "make_affine.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys, paddle, paddle.nn as nn, paddle.nn.functional as F
         class Affine(nn.Layer):
             def __init__(self):
@@ -98,13 +120,17 @@ def test_unsupported_operator_is_named_and_nothing_is_written(tmp_path, capsys):
                 return F.grid_sample(x, F.affine_grid(theta, [x.shape[0], 3, 8, 8]))
         spec = paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")
         paddle.jit.save(paddle.jit.to_static(Affine(), input_spec=[spec], full_graph=True), sys.argv[1] + "/inference")
-    """))
+    """)
+    )
     subprocess.run([sys.executable, str(script), str(tmp_path / "affine")], check=True, capture_output=True)
     out = tmp_path / "out"
     rc = main(["convert", "--paddle", str(tmp_path / "affine"), "--out", str(out), "--shapes", "x:1x3x8x8"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1       # the calling process survived paddle2onnx's abort
-    assert err[-1] == "ocrgraft: error: paddle2onnx cannot convert inference.json: unsupported Paddle operator(s): affine_grid"
+    assert rc == 1  # the calling process survived paddle2onnx's abort
+    assert (
+        err[-1]
+        == "ocrgraft: error: paddle2onnx cannot convert inference.json: unsupported Paddle operator(s): affine_grid"
+    )
     assert not out.exists()
 
 

@@ -54,9 +54,17 @@ def export_dynamo(module, shape, dynamic=(), optimize=True):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module.eval(), (torch.randn(*shape),), dynamo=True, opset_version=18,
-                                    input_names=["x"], output_names=["y"], dynamic_shapes=(spec or None,),
-                                    verbose=False, optimize=optimize)
+        program = torch.onnx.export(
+            module.eval(),
+            (torch.randn(*shape),),
+            dynamo=True,
+            opset_version=18,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_shapes=(spec or None,),
+            verbose=False,
+            optimize=optimize,
+        )
     return to_ir(program.model_proto)
 
 
@@ -80,17 +88,42 @@ def shape_text(shapes):
 
 CASES = {
     # output size, input shape, dynamic axes, shapes checked, ops expected after the pass
-    "windows of one size (7x10 -> 3x4)": ((3, 4), (2, 3, 7, 10), (0,), [(1, 3, 7, 10), (2, 3, 7, 10), (3, 3, 7, 10)],
-                                          {"AveragePool": 1, "MatMul": 1}),
-    "uneven windows (8x12 -> 3x5)": ((3, 5), (2, 3, 8, 12), (0,), [(1, 3, 8, 12), (3, 3, 8, 12)],
-                                     {"MatMul": 2, "Transpose": 2}),
-    "whole height, uneven width (7x10 -> 1x3)": ((1, 3), (1, 3, 7, 10), (), [(1, 3, 7, 10)],
-                                                 {"ReduceMean": 1, "AveragePool": 1}),
+    "windows of one size (7x10 -> 3x4)": (
+        (3, 4),
+        (2, 3, 7, 10),
+        (0,),
+        [(1, 3, 7, 10), (2, 3, 7, 10), (3, 3, 7, 10)],
+        {"AveragePool": 1, "MatMul": 1},
+    ),
+    "uneven windows (8x12 -> 3x5)": (
+        (3, 5),
+        (2, 3, 8, 12),
+        (0,),
+        [(1, 3, 8, 12), (3, 3, 8, 12)],
+        {"MatMul": 2, "Transpose": 2},
+    ),
+    "whole height, uneven width (7x10 -> 1x3)": (
+        (1, 3),
+        (1, 3, 7, 10),
+        (),
+        [(1, 3, 7, 10)],
+        {"ReduceMean": 1, "AveragePool": 1},
+    ),
     "(None, 4) on a static 7x10": ((None, 4), (1, 3, 7, 10), (), [(1, 3, 7, 10)], {"MatMul": 1}),
-    "(3, None), dynamic batch and width": ((3, None), (2, 3, 8, 20), (0, 3),
-                                           [(1, 3, 8, 12), (2, 3, 8, 40), (3, 3, 8, 97)], {"MatMul": 1, "Transpose": 2}),
-    "(None, 3), dynamic height": ((None, 3), (1, 3, 12, 10), (2,), [(1, 3, 5, 10), (1, 3, 12, 10), (1, 3, 33, 10)],
-                                  {"AveragePool": 1}),
+    "(3, None), dynamic batch and width": (
+        (3, None),
+        (2, 3, 8, 20),
+        (0, 3),
+        [(1, 3, 8, 12), (2, 3, 8, 40), (3, 3, 8, 97)],
+        {"MatMul": 1, "Transpose": 2},
+    ),
+    "(None, 3), dynamic height": (
+        (None, 3),
+        (1, 3, 12, 10),
+        (2,),
+        [(1, 3, 5, 10), (1, 3, 12, 10), (1, 3, 33, 10)],
+        {"AveragePool": 1},
+    ),
 }
 
 
@@ -99,15 +132,15 @@ def test_dynamo_export_becomes_compact_and_stays_exact(case):
     size, shape, dynamic, shapes, expected = CASES[case]
     module = Net(size, shape[1]).eval()
     model = export_dynamo(module, shape, dynamic)
-    assert ops(model)["GatherND"] == 1                  # the gathered form this pass is for
-    same_as_torch(model, module, shapes)                # the export itself is right at these shapes
+    assert ops(model)["GatherND"] == 1  # the gathered form this pass is for
+    same_as_torch(model, module, shapes)  # the export itself is right at these shapes
     inputs = [str(d) for d in model.graph.inputs[0].shape]
-    result = verify(model, [PASS], shape_text(shapes))   # each stage against the export in ONNX Runtime
+    result = verify(model, [PASS], shape_text(shapes))  # each stage against the export in ONNX Runtime
     assert result.stages[1].rewrites == 1
     after = ops(model)
     assert not GATHERED & set(after), after
     assert {k: v for k, v in after.items() if k not in ("Conv", "Relu")} == expected
-    assert [str(d) for d in model.graph.inputs[0].shape] == inputs   # dynamic dims stay dynamic
+    assert [str(d) for d in model.graph.inputs[0].shape] == inputs  # dynamic dims stay dynamic
     same_as_torch(model, module, shapes)
     assert_idempotent(PASS, model)
 
@@ -118,19 +151,19 @@ def test_without_the_exporters_optimizer_after_cleanup():
     module = Net((3, None)).eval()
     model = export_dynamo(module, (2, 3, 8, 20), (0, 3), optimize=False)
     shapes = [(1, 3, 8, 16), (2, 3, 8, 45)]
-    result = verify(model, [*CLEANUP_PASSES, PASS], shape_text(shapes))    # a generic pass: it runs in both
+    result = verify(model, [*CLEANUP_PASSES, PASS], shape_text(shapes))  # a generic pass: it runs in both
     assert [s.rewrites for s in result.stages if s.name == PASS] == [1, 0]
     assert not GATHERED & set(ops(model))
     same_as_torch(model, module, shapes)
 
 
 def test_unbatched_and_1d_adaptive_pools():
-    pool2d = torch.nn.AdaptiveAvgPool2d((3, 4))          # an unbatched [C, H, W] map: MatMuls only
+    pool2d = torch.nn.AdaptiveAvgPool2d((3, 4))  # an unbatched [C, H, W] map: MatMuls only
     model = export_dynamo(pool2d, (2, 7, 10))
     assert apply(PASS, model) == 1
     assert set(ops(model)) == {"MatMul", "Transpose"}
     same_as_torch(model, pool2d, [(2, 7, 10)])
-    pool1d = torch.nn.AdaptiveAvgPool1d(3)               # 10 -> 3: windows of 4, stride 3
+    pool1d = torch.nn.AdaptiveAvgPool1d(3)  # 10 -> 3: windows of 4, stride 3
     model = export_dynamo(pool1d, (1, 2, 10))
     assert apply(PASS, model) == 1
     assert ops(model)["AveragePool"] == 1 and ops(model)["GatherND"] == 0
@@ -143,7 +176,7 @@ def test_target_pipelines_run_it_after_lowering_the_opset():
     source = export_dynamo(module, (2, 3, 8, 12), (0,))
     for name in ("ascend", "sophon"):
         target = get_target(name)
-        model = to_ir(to_proto(source))   # a copy
+        model = to_ir(to_proto(source))  # a copy
         lower = [f"convert-opset(opset={target.max_opset()})"] if opset_of(model) > target.max_opset() else []
         result = verify(model, [*CLEANUP_PASSES, *lower, *target.passes], "x:1x3x8x12,4x3x8x12")
         assert any(s.name == PASS and s.rewrites == 1 for s in result.stages), name
@@ -154,21 +187,28 @@ def test_target_pipelines_run_it_after_lowering_the_opset():
 
 # -- what the pass leaves alone ----------------------------------------------------------------------------
 
+
 def test_torchscript_exporter_refuses_uneven_sizes_and_writes_compact_global_pools():
     with pytest.raises(Exception, match="not factor of input size"):
         export_torch(Net((3, 4)), (torch.randn(1, 3, 7, 10),), input_names=["x"])
     # the global pool with dynamic dims is GlobalAveragePool at every opset: already compact
     module = Net((1, 1)).eval()
     for opset in (11, 13, 17):
-        model = export_torch(module, (torch.randn(1, 3, 7, 10),), opset, input_names=["x"], output_names=["y"],
-                             dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+        model = export_torch(
+            module,
+            (torch.randn(1, 3, 7, 10),),
+            opset,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+        )
         assert ops(model)["GlobalAveragePool"] == 1
         assert_untouched(PASS, model)
         same_as_torch(model, module, [(1, 3, 7, 10), (2, 3, 9, 31)])
 
 
 def test_dynamo_even_and_global_forms_are_left_to_other_passes():
-    global_pool = Net((1, 1)).eval()                    # ReduceMean, dynamic dims kept
+    global_pool = Net((1, 1)).eval()  # ReduceMean, dynamic dims kept
     model = export_dynamo(global_pool, (1, 3, 7, 10), (0, 2, 3))
     assert ops(model)["ReduceMean"] == 1
     assert_untouched(PASS, model)
@@ -184,23 +224,25 @@ def test_a_fixed_size_over_a_dynamic_axis_is_left_alone():
 
 
 def _gathered_graph(index, tail="ReduceMean", shape=(1, 2, 7, 10), opset=18):
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[2, 3, 0, 1]),
-             helper.make_node("GatherND", ["t", "idx"], ["g"]),
-             helper.make_node("Transpose", ["g"], ["p"], perm=[4, 5, 0, 1, 2, 3]),
-             helper.make_node(tail, ["p", "axes"], ["y"], keepdims=0)]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[2, 3, 0, 1]),
+        helper.make_node("GatherND", ["t", "idx"], ["g"]),
+        helper.make_node("Transpose", ["g"], ["p"], perm=[4, 5, 0, 1, 2, 3]),
+        helper.make_node(tail, ["p", "axes"], ["y"], keepdims=0),
+    ]
     inits = [("idx", index), ("axes", np.array([-3, -1], np.int64))]
     return graph_model(nodes, [("x", list(shape))], [("y", None)], inits, opset=opset)
 
 
 def test_crafted_gathers_that_are_not_adaptive_pools_are_untouched():
-    h = np.array([[0, 1, 2], [2, 3, 4], [4, 5, 6]])             # 7 -> 3, windows of 3
+    h = np.array([[0, 1, 2], [2, 3, 4], [4, 5, 6]])  # 7 -> 3, windows of 3
     w = np.array([[0, 1, 2], [2, 3, 4], [5, 6, 7], [7, 8, 9]])  # 10 -> 4, windows of 3
     index = np.stack(np.broadcast_arrays(h[:, :, None, None], w[None, None]), axis=-1).astype(np.int64)
     pool = _gathered_graph(index)
-    verify(pool, [PASS], "x:1x2x7x10")                  # the crafted pattern itself is rewritten
+    verify(pool, [PASS], "x:1x2x7x10")  # the crafted pattern itself is rewritten
     assert ops(pool) == {"AveragePool": 1, "MatMul": 1}
-    assert_untouched(PASS, _gathered_graph(index, tail="ReduceMax"))   # a max of windows is not an average
+    assert_untouched(PASS, _gathered_graph(index, tail="ReduceMax"))  # a max of windows is not an average
     mixed = index.copy()
-    mixed[0, 0, 1, 0] = [3, 4]                          # H index depends on the W window: not separable
+    mixed[0, 0, 1, 0] = [3, 4]  # H index depends on the W window: not separable
     assert_untouched(PASS, _gathered_graph(mixed))
     assert_untouched(PASS, _gathered_graph(index[..., ::-1].copy(), shape=(1, 2, 10, 7)))  # a transposed pool

@@ -22,13 +22,17 @@ FLOAT = TensorProto.FLOAT
 
 def graph_model(nodes, inputs, outputs, inits=(), opset=11, ir_version=None) -> ir.Model:
     """An onnx_ir model from onnx.helper parts; inputs/outputs are (name, shape) or (name, shape, elem_type)."""
+
     def info(spec):
         name, shape, *elem = spec
         return helper.make_tensor_value_info(name, elem[0] if elem else FLOAT, shape)
+
     inits = [i if isinstance(i, TensorProto) else onnx.numpy_helper.from_array(i[1], i[0]) for i in inits]
     graph = helper.make_graph(nodes, "g", [info(i) for i in inputs], [info(o) for o in outputs], inits)
     opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version or helper.find_min_ir_version_for(opsets))
+    proto = helper.make_model(
+        graph, opset_imports=opsets, ir_version=ir_version or helper.find_min_ir_version_for(opsets)
+    )
     return to_ir(proto)
 
 
@@ -57,7 +61,9 @@ def run(model, feeds) -> dict[str, np.ndarray]:
 def rand(*shape, seed=0, scale=1.0) -> np.ndarray:
     """Random non-zero float32 values in ±[0.05, 1] * scale."""
     rng = np.random.default_rng(seed)
-    return (rng.uniform(0.05, 1.0, shape) * np.where(rng.random(shape) < 0.5, -1, 1) * scale).astype(np.float32)
+    return (rng.uniform(0.05, 1.0, shape) * np.where(rng.random(shape) < 0.5, -1, 1) * scale).astype(
+        np.float32
+    )
 
 
 def apply(spec, model) -> int:
@@ -97,27 +103,45 @@ def verify(model, passes, shapes, tol=Tolerance(atol=1e-5, rtol=1e-5)):
 
 # -- tests of the shared helpers and the registry entries -------------------------------------------
 
+
 def test_every_pass_is_registered_documented_and_scoped():
     names = {c.name for c in list_passes()}
-    for name in ("pool-to-reduce", "maxpool3d-to-2d", "split-pool", "adaptive-avgpool-to-pool", "decompose-gridsample",
-                 "legalize-gridsample", "reshape-gemm-to-matmul", "fold-reshape-shapes", "drop-zero-rnn-state",
-                 "fold-flip-rnn", "squeeze-after-concat", "merge-duplicates", "int64-to-int32", "to-fp16",
-                 "convert-opset", "resize-nearest-to-bilinear"):
+    for name in (
+        "pool-to-reduce",
+        "maxpool3d-to-2d",
+        "split-pool",
+        "adaptive-avgpool-to-pool",
+        "decompose-gridsample",
+        "legalize-gridsample",
+        "reshape-gemm-to-matmul",
+        "fold-reshape-shapes",
+        "drop-zero-rnn-state",
+        "fold-flip-rnn",
+        "squeeze-after-concat",
+        "merge-duplicates",
+        "int64-to-int32",
+        "to-fp16",
+        "convert-opset",
+        "resize-nearest-to-bilinear",
+    ):
         assert name in names, name
     for cls in list_passes():
-        if cls.__module__.startswith("ocrgraft.passes"):      # other tests register their own
+        if cls.__module__.startswith("ocrgraft.passes"):  # other tests register their own
             assert cls.doc() and len(cls.doc()) < 200, cls.name
 
 
 def test_editor_replace_keeps_output_name_and_remove_unused_clears_chain():
-    model = graph_model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["y"])],
-                        [("x", [2, 3])], [("y", [2, 3])])
+    model = graph_model(
+        [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["y"])],
+        [("x", [2, 3])],
+        [("y", [2, 3])],
+    )
     edit = Editor(model, "t")
     neg = model.graph.node(1)
     edit.at(neg)
     new = edit.op("Abs", [model.graph.inputs[0]])
     edit.replace(neg.outputs[0], new)
-    assert remove_unused(model.graph, [neg]) == 2   # Neg and the Relu that only fed it
+    assert remove_unused(model.graph, [neg]) == 2  # Neg and the Relu that only fed it
     assert [v.name for v in model.graph.outputs] == ["y"]
     x = rand(2, 3)
     np.testing.assert_array_equal(run(model, {"x": x})["y"], np.abs(x))
@@ -125,5 +149,6 @@ def test_editor_replace_keeps_output_name_and_remove_unused_clears_chain():
 
 def test_bad_pass_arguments_are_refused():
     from ocrgraft.core.errors import OcrgraftError
+
     with pytest.raises(OcrgraftError):
         get_pass("split-pool(max_kernel=0)")

@@ -10,11 +10,15 @@ from ocrgraft.targets import get_target
 
 def topk_model(k=3):
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("TopK", ["r", "k"], ["v", "i"], axis=1)], "topk",
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("TopK", ["r", "k"], ["v", "i"], axis=1)],
+        "topk",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10])],
-        [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["n", k]),
-         helper.make_tensor_value_info("i", TensorProto.INT64, ["n", k])],
-        [numpy_helper.from_array(np.array([k], np.int64), "k")])
+        [
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, ["n", k]),
+            helper.make_tensor_value_info("i", TensorProto.INT64, ["n", k]),
+        ],
+        [numpy_helper.from_array(np.array([k], np.int64), "k")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
@@ -29,9 +33,12 @@ def test_topk_k_becomes_int32_once_and_ascend_accepts_it():
 
 
 def test_graph_without_topk_is_untouched():
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "plain",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+    )
     model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     assert get_pass("topk-int32")(model).rewrites == 0
 
@@ -41,16 +48,29 @@ def test_stages_after_a_vendor_form_are_not_claimed_verified():
     verified = [s.verified for s in result.stages]
     assert verified[1] in ("yes", "unchanged")
     assert verified[2].startswith("not checked: a vendor-only form")
-    assert verified[3].startswith("not checked: ONNX Runtime cannot run the vendor-only form made at stage 02")
+    assert verified[3].startswith(
+        "not checked: ONNX Runtime cannot run the vendor-only form made at stage 02"
+    )
 
 
 def test_after_an_opt_in_changes_pass_stages_compare_with_it_not_the_source():
     graph = helper.make_graph(
-        [helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="nearest"), helper.make_node("Identity", ["r"], ["y"])],
-        "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 4, 4])],
+        [
+            helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="nearest"),
+            helper.make_node("Identity", ["r"], ["y"]),
+        ],
+        "up",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, 8, 8])],
-        [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+        [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     result = Pipeline(["resize-nearest-to-bilinear", "eliminate-identity"]).run(proto, "x:1x2x4x4,2x2x4x4")
-    assert result.stages[1].rewrites == 1 and result.stages[1].verified.startswith("not checked: changes the numbers")
-    assert result.stages[2].verified == "yes" and result.stages[2].max_abs is None and result.stages[2].max_abs_prev == 0.0
+    assert result.stages[1].rewrites == 1 and result.stages[1].verified.startswith(
+        "not checked: changes the numbers"
+    )
+    assert (
+        result.stages[2].verified == "yes"
+        and result.stages[2].max_abs is None
+        and result.stages[2].max_abs_prev == 0.0
+    )

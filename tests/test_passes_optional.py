@@ -24,8 +24,12 @@ class _Fpn(torch.nn.Module):
         self.fine = torch.nn.Conv2d(3, 4, 3, padding=1)
 
     def forward(self, x):
-        up = torch.nn.functional.interpolate(self.coarse(x), scale_factor=2.0, mode=self.mode,
-                                             **({} if self.mode == "nearest" else {"align_corners": False}))
+        up = torch.nn.functional.interpolate(
+            self.coarse(x),
+            scale_factor=2.0,
+            mode=self.mode,
+            **({} if self.mode == "nearest" else {"align_corners": False}),
+        )
         return self.fine(x) + up
 
 
@@ -33,12 +37,17 @@ def test_nearest_becomes_what_a_bilinear_model_computes():
     nearest = _Fpn("nearest")
     bilinear = _Fpn("bilinear")
     bilinear.load_state_dict(nearest.state_dict())
-    model = export_torch(nearest, (torch.randn(1, 3, 32, 32),), input_names=["x"], output_names=["y"],
-                         dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    model = export_torch(
+        nearest,
+        (torch.randn(1, 3, 32, 32),),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+    )
     before = Runner(model)
     result = Pipeline(["resize-nearest-to-bilinear"]).run(model, shapes="x:1x3x32x32,2x3x64x96")
     assert result.stages[1].rewrites == 1 and result.stages[1].semantics == CHANGES
-    assert result.stages[1].verified.startswith("not checked")          # never claimed equal
+    assert result.stages[1].verified.startswith("not checked")  # never claimed equal
     after = Runner(model)
     for shape in [(1, 3, 32, 32), (2, 3, 64, 96)]:
         x = rand(*shape, seed=shape[2])
@@ -46,16 +55,20 @@ def test_nearest_becomes_what_a_bilinear_model_computes():
             expected = bilinear(torch.from_numpy(x)).numpy()
         got = after.run({"x": x})["y"]
         np.testing.assert_allclose(got, expected, atol=1e-5)
-        assert np.abs(got - before.run({"x": x})["y"]).max() > 1e-3    # the numbers did change
+        assert np.abs(got - before.run({"x": x})["y"]).max() > 1e-3  # the numbers did change
     assert_idempotent("resize-nearest-to-bilinear", model)
 
 
 def test_other_resizes_are_left_alone():
     scales = np.array([1.0, 1.0, 2.0, 2.0], np.float32)
     channel = np.array([1.0, 2.0, 2.0, 2.0], np.float32)
-    nodes = [helper.make_node("Resize", ["x", "", "s"], ["a"], mode="linear"),
-             helper.make_node("Resize", ["a", "", "c"], ["y"], mode="nearest")]   # also scales channels
-    model = graph_model(nodes, [("x", [1, 2, 4, 4])], [("y", [1, 4, 16, 16])], [("s", scales), ("c", channel)], opset=13)
+    nodes = [
+        helper.make_node("Resize", ["x", "", "s"], ["a"], mode="linear"),
+        helper.make_node("Resize", ["a", "", "c"], ["y"], mode="nearest"),
+    ]  # also scales channels
+    model = graph_model(
+        nodes, [("x", [1, 2, 4, 4])], [("y", [1, 4, 16, 16])], [("s", scales), ("c", channel)], opset=13
+    )
     assert_untouched("resize-nearest-to-bilinear", model)
 
 

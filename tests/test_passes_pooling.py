@@ -26,9 +26,11 @@ from test_passes_common import (
 
 def _adaptive_pool_graph(opset=11, op="AveragePool", height=4):
     """The torch export of permute(0,3,1,2) -> AdaptiveAvgPool2d((None, 1)) -> squeeze(3), batch and width dynamic."""
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
-             helper.make_node(op, ["t"], ["p"], kernel_shape=[1, height], strides=[1, height]),
-             helper.make_node("Relu", ["p"], ["y"])]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node(op, ["t"], ["p"], kernel_shape=[1, height], strides=[1, height]),
+        helper.make_node("Relu", ["p"], ["y"]),
+    ]
     return graph_model(nodes, [("x", ["n", 8, height, "w"])], [("y", ["n", "w", 8, 1])], opset=opset)
 
 
@@ -70,14 +72,17 @@ def test_pool_to_reduce_real_torch_export():
 
 
 def test_pool_to_reduce_leaves_real_pools_alone():
-    nodes = [helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("AveragePool", ["a"], ["b"], kernel_shape=[2, 3], pads=[0, 1, 0, 1]),
-             helper.make_node("MaxPool", ["b"], ["y"], kernel_shape=[1, 3], strides=[1, 1])]
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("AveragePool", ["a"], ["b"], kernel_shape=[2, 3], pads=[0, 1, 0, 1]),
+        helper.make_node("MaxPool", ["b"], ["y"], kernel_shape=[1, 3], strides=[1, 1]),
+    ]
     model = graph_model(nodes, [("x", [1, 2, 4, "w"])], [("y", None)])
     assert_untouched("pool-to-reduce", model)
 
 
 # -- maxpool3d-to-2d ---------------------------------------------------------------------------------
+
 
 class _Lpr(torch.nn.Module):
     """LPRNet's backbone pattern: nn.MaxPool3d over (channel, H, W) of a 4-D tensor."""
@@ -95,10 +100,15 @@ class _Lpr(torch.nn.Module):
 
 def test_maxpool3d_on_4d_from_torch_becomes_valid_and_equal():
     model_t = _Lpr().eval()
-    model = export_torch(model_t, (torch.randn(1, 3, 24, 94),), input_names=["x"], output_names=["y"],
-                         dynamic_axes={"x": {0: "n", 3: "w"}})
+    model = export_torch(
+        model_t,
+        (torch.randn(1, 3, 24, 94),),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n", 3: "w"}},
+    )
     with pytest.raises(Exception):
-        Runner(model)   # the exported graph is not valid ONNX
+        Runner(model)  # the exported graph is not valid ONNX
     assert apply("maxpool3d-to-2d", model) == 3
     assert all(len(n.attributes.get_ints("kernel_shape")) == 2 for n in model.graph if n.op_type == "MaxPool")
     runner = Runner(model)
@@ -111,10 +121,16 @@ def test_maxpool3d_on_4d_from_torch_becomes_valid_and_equal():
 
 
 def test_maxpool3d_unsqueeze_squeeze_form():
-    nodes = [helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),
-             helper.make_node("MaxPool", ["u"], ["p"], kernel_shape=[2, 3, 3], strides=[2, 1, 2], pads=[0, 1, 1, 1, 1, 1]),
-             helper.make_node("Squeeze", ["p", "ax"], ["y"])]
-    model = graph_model(nodes, [("x", ["n", 8, 12, "w"])], [("y", None)], [("ax", np.array([0], np.int64))], opset=18)
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),
+        helper.make_node(
+            "MaxPool", ["u"], ["p"], kernel_shape=[2, 3, 3], strides=[2, 1, 2], pads=[0, 1, 1, 1, 1, 1]
+        ),
+        helper.make_node("Squeeze", ["p", "ax"], ["y"]),
+    ]
+    model = graph_model(
+        nodes, [("x", ["n", 8, 12, "w"])], [("y", None)], [("ax", np.array([0], np.int64))], opset=18
+    )
     verify(model, ["maxpool3d-to-2d"], "x:1x8x12x20,3x8x12x31")
     assert ops(model) == {"MaxPool": 2, "Transpose": 2}
     assert_idempotent("maxpool3d-to-2d", model)
@@ -128,6 +144,7 @@ def test_maxpool3d_true_5d_pool_is_left_alone():
 
 # -- split-pool ----------------------------------------------------------------------------------------
 
+
 def test_split_plan_matches_the_vendor_example_and_composes():
     plan = split_plan([32, 64], [32, 64], 255)
     assert all(math.prod(k) <= 255 for k, _ in plan)
@@ -136,9 +153,12 @@ def test_split_plan_matches_the_vendor_example_and_composes():
 
 
 def test_split_pool_average_and_max_equal_at_several_widths():
-    nodes = [helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[4, 80], strides=[4, 80]),
-             helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[4, 96], strides=[2, 8]),
-             helper.make_node("Relu", ["a"], ["y"]), helper.make_node("Relu", ["m"], ["z"])]
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[4, 80], strides=[4, 80]),
+        helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[4, 96], strides=[2, 8]),
+        helper.make_node("Relu", ["a"], ["y"]),
+        helper.make_node("Relu", ["m"], ["z"]),
+    ]
     model = graph_model(nodes, [("x", ["n", 3, 4, "w"])], [("y", None), ("z", None)])
     result = verify(model, ["split-pool"], "x:1x3x4x96,1x3x4x163,2x3x4x400")
     assert result.stages[1].rewrites == 2
@@ -148,13 +168,18 @@ def test_split_pool_average_and_max_equal_at_several_widths():
 
 
 def test_split_pool_limit_argument_and_unsplittable_pools():
-    nodes = [helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[17, 17]),
-             helper.make_node("AveragePool", ["a"], ["y"], kernel_shape=[2, 8], strides=[2, 8])]
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a"], kernel_shape=[17, 17]),
+        helper.make_node("AveragePool", ["a"], ["y"], kernel_shape=[2, 8], strides=[2, 8]),
+    ]
     model = graph_model(nodes, [("x", [1, 2, 40, 80])], [("y", None)])
-    assert_untouched("split-pool", model)                 # 17x17 is prime per axis; 2x8 is small
-    assert apply("split-pool(max_kernel=4)", model) == 1   # 2x8 -> chain of <= 4-element pools
-    assert all(math.prod(n.attributes.get_ints("kernel_shape")) <= 4
-               for n in model.graph if list(n.attributes.get_ints("kernel_shape")) != [17, 17])
+    assert_untouched("split-pool", model)  # 17x17 is prime per axis; 2x8 is small
+    assert apply("split-pool(max_kernel=4)", model) == 1  # 2x8 -> chain of <= 4-element pools
+    assert all(
+        math.prod(n.attributes.get_ints("kernel_shape")) <= 4
+        for n in model.graph
+        if list(n.attributes.get_ints("kernel_shape")) != [17, 17]
+    )
     x = rand(1, 2, 40, 80)
     ref = graph_model(nodes, [("x", [1, 2, 40, 80])], [("y", None)])
     np.testing.assert_allclose(Runner(model).run({"x": x})["y"], Runner(ref).run({"x": x})["y"], atol=1e-6)

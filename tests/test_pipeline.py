@@ -36,7 +36,9 @@ def test_generic_pipeline_keeps_dims_dynamic_and_outputs_equal(tmp_path):
 
 
 def test_stages_are_saved_in_order_and_loadable(tmp_path):
-    result = Pipeline(["eliminate-identity", "lift-constants"], stages_dir=tmp_path).run(make_dynamic_model(), DYN_SHAPES)
+    result = Pipeline(["eliminate-identity", "lift-constants"], stages_dir=tmp_path).run(
+        make_dynamic_model(), DYN_SHAPES
+    )
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["00_source.onnx", "01_eliminate-identity.onnx", "02_lift-constants.onnx"]
     assert [s.file for s in result.stages] == [str(tmp_path / n) for n in names]
@@ -49,7 +51,7 @@ def test_stages_verified_at_every_shape_case():
     result = Pipeline(["lift-constants"], samples=2).run(make_dynamic_model(), DYN_SHAPES)
     assert [c.label for c in result.cases] == ["min#1", "min#2", "opt#1", "opt#2", "max#1", "max#2"]
     assert len(result.stages[1].comparisons) == 6
-    for case in result.cases:   # random, never zeros
+    for case in result.cases:  # random, never zeros
         assert np.abs(case.feeds["x"]).min() >= 0.05
 
 
@@ -64,7 +66,9 @@ def test_wrong_pass_is_caught_naming_pass_output_and_worst_element():
 
 def test_tolerance_can_be_loosened_per_pass_and_per_run():
     loose = Tolerance(atol=10.0, rtol=0.0)
-    Pipeline([PerturbWeight()], tolerances={"test-perturb-weight": loose}).run(make_dynamic_model(), DYN_SHAPES)
+    Pipeline([PerturbWeight()], tolerances={"test-perturb-weight": loose}).run(
+        make_dynamic_model(), DYN_SHAPES
+    )
     Pipeline([PerturbWeight()], tolerance=loose).run(make_dynamic_model(), DYN_SHAPES)
     with pytest.raises(VerificationError):
         Pipeline([PerturbWeight()], tolerances={"other-pass": loose}).run(make_dynamic_model(), DYN_SHAPES)
@@ -73,7 +77,8 @@ def test_tolerance_can_be_loosened_per_pass_and_per_run():
 def test_stale_static_annotation_does_not_freeze_a_dynamic_dim():
     """An exporter's wrong 'width=100' annotation must not be folded into the graph."""
     result = Pipeline(["fold-constants", "remove-dead-nodes", "infer-shapes"]).run(
-        make_dynamic_model(stale_width=100), "x:1x3x8x30,2x3x8x64,3x3x8x100")
+        make_dynamic_model(stale_width=100), "x:1x3x8x30,2x3x8x64,3x3x8x100"
+    )
     assert _input_dims(result.model) == ["batch", 3, 8, "width"]
 
 
@@ -89,13 +94,16 @@ def test_missing_shape_for_dynamic_dim_names_input_and_dim():
         Pipeline(["lift-constants"]).run(make_dynamic_model())
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("x:1x3x8", "has rank 4"),
-    ("x:1x4x8x16", "dim 1 is fixed at 3"),
-    ("y:1x3x8x16", "the model's inputs are: x"),
-    ("x:1x3x8x0", "dims must be positive"),
-    ("x1x3x8x16", "expected NAME:MIN"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("x:1x3x8", "has rank 4"),
+        ("x:1x4x8x16", "dim 1 is fixed at 3"),
+        ("y:1x3x8x16", "the model's inputs are: x"),
+        ("x:1x3x8x0", "dims must be positive"),
+        ("x1x3x8x16", "expected NAME:MIN"),
+    ],
+)
 def test_bad_shapes_are_refused(spec, message):
     with pytest.raises(OcrgraftError, match=message):
         Pipeline(["lift-constants"]).run(make_dynamic_model(), spec)
@@ -117,6 +125,7 @@ def test_shape_set_cases_and_opt():
 def test_a_crashing_pass_becomes_one_clear_error():
     class Broken(ocrgraft.Pass):
         """Raises inside."""
+
         name = "test-broken"
 
         def rewrite(self, model):
@@ -130,8 +139,9 @@ def test_a_loosened_pass_loosens_later_checks_against_the_source():
     """After a pass with its own wider tolerance (fp16-like), exact passes compare with the source at
     that wider tolerance, and with the previous stage at their own."""
     loose = Tolerance(atol=10.0, rtol=0.0)
-    result = Pipeline([PerturbWeight(), "eliminate-identity", "lift-constants"],
-                      tolerances={"test-perturb-weight": loose}).run(make_dynamic_model(), DYN_SHAPES)
+    result = Pipeline(
+        [PerturbWeight(), "eliminate-identity", "lift-constants"], tolerances={"test-perturb-weight": loose}
+    ).run(make_dynamic_model(), DYN_SHAPES)
     assert [s.verified for s in result.stages[1:]] == ["yes", "yes", "yes"]
     assert result.stages[3].max_abs > 1e-3 and result.stages[3].max_abs_prev == 0.0
 
@@ -139,6 +149,7 @@ def test_a_loosened_pass_loosens_later_checks_against_the_source():
 def test_source_that_onnxruntime_cannot_load_is_checked_through_the_framework_reference():
     class SetIrVersion(ocrgraft.Pass):
         """Test only: declare an IR version ONNX Runtime reads."""
+
         name = "test-ir-version"
 
         def rewrite(self, model):
@@ -147,10 +158,12 @@ def test_source_that_onnxruntime_cannot_load_is_checked_through_the_framework_re
             return int(changed)
 
     proto = make_dynamic_model()
-    proto.ir_version = 99   # too new for ONNX Runtime
+    proto.ir_version = 99  # too new for ONNX Runtime
     clean = make_dynamic_model()
-    framework = Runner(clean.SerializeToString()).run   # stands for torch / paddle here
-    result = Pipeline([SetIrVersion(), "lift-constants"]).run(proto, DYN_SHAPES, source=framework, source_name="torch")
+    framework = Runner(clean.SerializeToString()).run  # stands for torch / paddle here
+    result = Pipeline([SetIrVersion(), "lift-constants"]).run(
+        proto, DYN_SHAPES, source=framework, source_name="torch"
+    )
     assert result.stages[0].verified.startswith("not checked: ONNX Runtime cannot load the torch model")
     assert result.stages[1].verified == "yes" and result.stages[2].verified == "yes"
 

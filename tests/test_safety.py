@@ -66,6 +66,7 @@ def dyn_file(tmp_path) -> Path:
 
 # ---- 1. no code execution from inputs ------------------------------------------------------------
 
+
 def test_crafted_pdparams_is_refused_without_running(tmp_path, capsys):
     marker = tmp_path / "pwned"
     weights = tmp_path / "evil.pdparams"
@@ -78,7 +79,7 @@ def test_crafted_pdparams_is_refused_without_running(tmp_path, capsys):
 def test_crafted_torchscript_pickle_is_refused_without_running(tmp_path, capsys):
     marker = tmp_path / "pwned"
     weights = tmp_path / "evil.pt"
-    with zipfile.ZipFile(weights, "w") as z:      # looks like TorchScript: code/ and constants.pkl
+    with zipfile.ZipFile(weights, "w") as z:  # looks like TorchScript: code/ and constants.pkl
         z.writestr("evil/data.pkl", pickle.dumps(RunsCode(marker), protocol=2))
         z.writestr("evil/constants.pkl", pickle.dumps(()))
         z.writestr("evil/code/__torch__.py", "")
@@ -129,7 +130,7 @@ def test_torchscript_weights_are_read_not_run(file_writing_torchscript):
     assert marker.read_bytes() == b"\0" * 4, "the TorchScript file's code ran"
     notes = " ".join(source.notes)
     assert "tensors read without running its code" in notes and "(--trust-code runs it)" in notes
-    expected = models.build("crnn", seed=1).state_dict()      # the tensors did arrive
+    expected = models.build("crnn", seed=1).state_dict()  # the tensors did arrive
     feeds = {"imgs": np.random.default_rng(0).uniform(-1, 1, (1, 1, 32, 64)).astype(np.float32)}
     model = models.build("crnn", seed=0)
     model.load_state_dict(expected)
@@ -141,7 +142,7 @@ def test_torchscript_weights_are_read_not_run(file_writing_torchscript):
 def test_torchscript_runs_only_with_trust_code_and_says_so(file_writing_torchscript):
     path, marker = file_writing_torchscript
     source = load_source(get_recipe("crnn"), weights=path, shapes=_shapes(SMALL), trust_code=True)
-    assert marker.read_bytes() == b"AAAA"       # it was run, as asked
+    assert marker.read_bytes() == b"AAAA"  # it was run, as asked
     notes = " ".join(source.notes)
     assert "is code (TorchScript) and was run because --trust-code was given" in notes
     assert "agree at" in notes
@@ -149,6 +150,7 @@ def test_torchscript_runs_only_with_trust_code_and_says_so(file_writing_torchscr
 
 def _shapes(text):
     from ocrgraft.core.shapes import ShapeSet
+
     return ShapeSet.parse(text)
 
 
@@ -161,17 +163,22 @@ def test_readme_states_what_runs():
 
 # ---- 2. no data loss --------------------------------------------------------------------------------
 
+
 def _convert(out, model, *extra):
-    return main(["convert", "--onnx", str(model), "--out", str(out), "--shapes", DYN_SHAPES, *map(str, extra)])
+    return main(
+        ["convert", "--onnx", str(model), "--out", str(out), "--shapes", DYN_SHAPES, *map(str, extra)]
+    )
 
 
 def test_convert_refuses_an_input_inside_its_output_folder(tmp_path, dyn_file, capsys):
     assert _convert(tmp_path, dyn_file) == 0
     dest = tmp_path / "dyn-ort"
-    inner = dest / "dyn.onnx"           # the user's model, kept in the folder a conversion would replace
+    inner = dest / "dyn.onnx"  # the user's model, kept in the folder a conversion would replace
     inner.write_bytes(dyn_file.read_bytes())
     (dest / "notes.txt").write_text("mine")
-    rc, _, err = run_cli(capsys, "convert", "--onnx", inner, "--out", tmp_path, "--shapes", DYN_SHAPES, "--force")
+    rc, _, err = run_cli(
+        capsys, "convert", "--onnx", inner, "--out", tmp_path, "--shapes", DYN_SHAPES, "--force"
+    )
     one_line_error(rc, err, "lies inside the output folder")
     assert inner.read_bytes() == dyn_file.read_bytes() and (dest / "notes.txt").read_text() == "mine"
 
@@ -181,18 +188,30 @@ def test_apply_refuses_to_write_a_stage_over_its_input(tmp_path, dyn_file, capsy
     stages.mkdir()
     src = stages / "00_source.onnx"
     src.write_bytes(dyn_file.read_bytes())
-    rc, _, err = run_cli(capsys, "apply", src, tmp_path / "o.onnx", "-p", "eliminate-identity",
-                         "--stages", stages, "--shapes", DYN_SHAPES)
+    rc, _, err = run_cli(
+        capsys,
+        "apply",
+        src,
+        tmp_path / "o.onnx",
+        "-p",
+        "eliminate-identity",
+        "--stages",
+        stages,
+        "--shapes",
+        DYN_SHAPES,
+    )
     one_line_error(rc, err, "lies inside the output folder")
     assert src.read_bytes() == dyn_file.read_bytes() and not (tmp_path / "o.onnx").exists()
-    rc, _, err = run_cli(capsys, "apply", dyn_file, dyn_file, "-p", "eliminate-identity", "--shapes", DYN_SHAPES)
+    rc, _, err = run_cli(
+        capsys, "apply", dyn_file, dyn_file, "-p", "eliminate-identity", "--shapes", DYN_SHAPES
+    )
     one_line_error(rc, err, "would overwrite the input")
 
 
 def test_rerun_replaces_only_its_own_files_unless_forced(tmp_path, dyn_file, capsys):
     dest = tmp_path / "dyn-ort"
     assert _convert(tmp_path, dyn_file) == 0
-    assert _convert(tmp_path, dyn_file) == 0          # only ocrgraft's files there: replaced
+    assert _convert(tmp_path, dyn_file) == 0  # only ocrgraft's files there: replaced
     (dest / "model.engine").write_bytes(b"built by the user")
     rc, _, err = run_cli(capsys, "convert", "--onnx", dyn_file, "--out", tmp_path, "--shapes", DYN_SHAPES)
     one_line_error(rc, err, "holds files ocrgraft did not write (model.engine)", "--force")
@@ -211,7 +230,7 @@ def test_outputs_follow_the_umask(tmp_path, dyn_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~modelio.UMASK, path
 
 
-KILLED_CHILD = textwrap.dedent('''
+KILLED_CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from ocrgraft.core import modelio
@@ -227,7 +246,7 @@ KILLED_CHILD = textwrap.dedent('''
         elif point == "after-exchange":    # the folders swapped, the old one not yet removed
             assert modelio._exchange(tmp, dest)
         os.kill(os.getpid(), signal.SIGKILL)
-''')
+""")
 
 
 @pytest.mark.parametrize("point", ["writing", "between-renames", "after-exchange"])
@@ -241,9 +260,9 @@ def test_sigkill_during_the_swap_is_repaired_by_the_next_run(tmp_path, point):
     assert leftovers, "the killed run left nothing to repair: the test does not test"
     modelio.recover_interrupted(dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-ort"]
-    expected = "new" if point == "after-exchange" else "old"   # the exchange itself is the commit point
+    expected = "new" if point == "after-exchange" else "old"  # the exchange itself is the commit point
     assert (dest / "model.onnx").read_text() == expected
-    with modelio.atomic_dir(dest) as tmp:                       # and the next run goes through
+    with modelio.atomic_dir(dest) as tmp:  # and the next run goes through
         (tmp / "model.onnx").write_text("next")
     assert (dest / "model.onnx").read_text() == "next"
 
@@ -267,24 +286,43 @@ def test_sigterm_leaves_what_ctrl_c_leaves(tmp_path, dyn_file, ppocr_rec, when):
     assert _convert(tmp_path, dyn_file) == 0
     before = (tmp_path / "dyn-ort" / "report.json").read_bytes()
     exe = Path(sys.executable).with_name("ocrgraft")
-    proc = subprocess.Popen([str(exe), "convert", "--onnx", str(ppocr_rec), "--out", str(tmp_path), "--shapes",
-                             "x:1x3x48x32,1x3x48x320,8x3x48x1280"], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "convert",
+            "--onnx",
+            str(ppocr_rec),
+            "--out",
+            str(tmp_path),
+            "--shapes",
+            "x:1x3x48x32,1x3x48x320,8x3x48x1280",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     seen = _wait_for(proc, when)
     if when is None:
         time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     err = seen + proc.stderr.read()
     assert proc.wait(timeout=60) == 143, err
-    assert err.strip().splitlines()[-1] == "ocrgraft: terminated; nothing was written" and "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1] == "ocrgraft: terminated; nothing was written" and "Traceback" not in err
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn-ort", "dyn.onnx"]
     assert (tmp_path / "dyn-ort" / "report.json").read_bytes() == before
 
 
 def test_ctrl_c_at_start_up_is_one_line(tmp_path):
     exe = Path(sys.executable).with_name("ocrgraft")
-    proc = subprocess.Popen([str(exe), "convert", "crnn", "--out", str(tmp_path / "out")], stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
-    time.sleep(0.5)          # importing torch and the zoo
+    proc = subprocess.Popen(
+        [str(exe), "convert", "crnn", "--out", str(tmp_path / "out")],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    time.sleep(0.5)  # importing torch and the zoo
     proc.send_signal(signal.SIGINT)
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 130
@@ -294,26 +332,51 @@ def test_ctrl_c_at_start_up_is_one_line(tmp_path):
 
 # ---- 3. no false claims -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shapes,needle", [
-    ("x:3x3x8x16,2x3x8x40,1x3x8x64", "input 'x' dim 0: min 3 is larger than opt 2"),
-    ("x:1x3x8x16,2x3x8x80,3x3x8x64", "input 'x' dim 3: opt 80 is larger than max 64"),
-    ("x:1x3x8x0", "dims must be positive"),
-    ("x:1x3x8x-4", "dims must be positive"),
-])
+
+@pytest.mark.parametrize(
+    "shapes,needle",
+    [
+        ("x:3x3x8x16,2x3x8x40,1x3x8x64", "input 'x' dim 0: min 3 is larger than opt 2"),
+        ("x:1x3x8x16,2x3x8x80,3x3x8x64", "input 'x' dim 3: opt 80 is larger than max 64"),
+        ("x:1x3x8x0", "dims must be positive"),
+        ("x:1x3x8x-4", "dims must be positive"),
+    ],
+)
 def test_impossible_shape_ranges_are_refused(tmp_path, dyn_file, capsys, shapes, needle):
-    rc, _, err = run_cli(capsys, "convert", "--onnx", dyn_file, "--target", "trt", "--out", tmp_path / "out",
-                         "--shapes", shapes)
+    rc, _, err = run_cli(
+        capsys,
+        "convert",
+        "--onnx",
+        dyn_file,
+        "--target",
+        "trt",
+        "--out",
+        tmp_path / "out",
+        "--shapes",
+        shapes,
+    )
     one_line_error(rc, err, needle)
     assert not (tmp_path / "out").exists()
 
 
 def test_an_input_given_twice_is_refused(tmp_path, dyn_file, capsys):
-    rc, _, err = run_cli(capsys, "convert", "--onnx", dyn_file, "--out", tmp_path / "out",
-                         "--shapes", "x:1x3x8x16", "--shapes", "x:2x3x8x40")
+    rc, _, err = run_cli(
+        capsys,
+        "convert",
+        "--onnx",
+        dyn_file,
+        "--out",
+        tmp_path / "out",
+        "--shapes",
+        "x:1x3x8x16",
+        "--shapes",
+        "x:2x3x8x40",
+    )
     one_line_error(rc, err, "gives input 'x' twice")
 
 
 # ---- 5. the environment's failures ------------------------------------------------------------------
+
 
 def test_out_that_is_a_file_or_below_one(tmp_path, dyn_file, capsys):
     blocker = tmp_path / "afile"
@@ -325,12 +388,14 @@ def test_out_that_is_a_file_or_below_one(tmp_path, dyn_file, capsys):
 
 
 def test_apply_out_that_is_a_folder(tmp_path, dyn_file, capsys):
-    rc, _, err = run_cli(capsys, "apply", dyn_file, tmp_path, "-p", "eliminate-identity", "--shapes", DYN_SHAPES)
+    rc, _, err = run_cli(
+        capsys, "apply", dyn_file, tmp_path, "-p", "eliminate-identity", "--shapes", DYN_SHAPES
+    )
     one_line_error(rc, err, "is a folder: give a file path")
 
 
 def test_disk_full_and_read_only_say_what_to_do():
-    with pytest.raises(OSError) as full:          # the kernel's own ENOSPC
+    with pytest.raises(OSError) as full:  # the kernel's own ENOSPC
         with open("/dev/full", "w") as f:
             f.write("x")
             f.flush()
@@ -362,12 +427,21 @@ def _offset_gather_model(path: Path) -> None:
     """y = Gather(data[3, 4], idx + 2): random indices cannot know about the +2, so only given ones are valid."""
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("Add", ["idx", "two"], ["j"]), helper.make_node("Gather", ["data", "j"], ["g"]),
-             helper.make_node("Identity", ["g"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [3, 4]),
-                                           helper.make_tensor_value_info("idx", TensorProto.INT64, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
-                              [numpy_helper.from_array(np.array(2, np.int64), "two")])
+    nodes = [
+        helper.make_node("Add", ["idx", "two"], ["j"]),
+        helper.make_node("Gather", ["data", "j"], ["g"]),
+        helper.make_node("Identity", ["g"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("data", TensorProto.FLOAT, [3, 4]),
+            helper.make_tensor_value_info("idx", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(np.array(2, np.int64), "two")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
 
 
@@ -377,10 +451,26 @@ def test_inputs_file_checks_what_random_inputs_cannot(tmp_path, capsys):
     rc, _, err = run_cli(capsys, "apply", model, tmp_path / "o.onnx", "-p", "eliminate-identity")
     one_line_error(rc, err, "ONNX Runtime failed to run")
     np.savez(tmp_path / "in.npz", idx=np.array([-2, 0], np.int64))
-    rc, out, err = run_cli(capsys, "apply", model, tmp_path / "o.onnx", "-p", "eliminate-identity",
-                           "--inputs", tmp_path / "in.npz")
+    rc, out, err = run_cli(
+        capsys,
+        "apply",
+        model,
+        tmp_path / "o.onnx",
+        "-p",
+        "eliminate-identity",
+        "--inputs",
+        tmp_path / "in.npz",
+    )
     assert rc == 0 and "1 stage(s) verified" in out, err
     (tmp_path / "objects.npz").write_bytes(b"PK\x03\x04 not a zip")
-    rc, _, err = run_cli(capsys, "apply", model, tmp_path / "p.onnx", "-p", "eliminate-identity",
-                         "--inputs", tmp_path / "objects.npz")
+    rc, _, err = run_cli(
+        capsys,
+        "apply",
+        model,
+        tmp_path / "p.onnx",
+        "-p",
+        "eliminate-identity",
+        "--inputs",
+        tmp_path / "objects.npz",
+    )
     one_line_error(rc, err, "is not a readable .npz of plain arrays")

@@ -43,23 +43,33 @@ def ctc_model(width="W", extra: list | None = None, opset: int = 13, pool_stride
     """A small CTC recognizer: x[N,3,16,W] -> Conv -> Relu -> MaxPool -> mean over H -> per-column
     classifier -> logits [N, W/2, 11] (10 digits + blank 0). `extra` appends nodes after the logits."""
     rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "cw"),
-             numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "cb"),
-             numpy_helper.from_array(rng.normal(0, 1.0, (8, 11)).astype(np.float32), "fw"),
-             numpy_helper.from_array(rng.normal(0, 0.1, (11,)).astype(np.float32), "fb")]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "cw"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "cb"),
+        numpy_helper.from_array(rng.normal(0, 1.0, (8, 11)).astype(np.float32), "fw"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (11,)).astype(np.float32), "fb"),
+    ]
     if opset >= 18:
         inits.append(numpy_helper.from_array(np.array([2], np.int64), "axes"))
-    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, pool_stride]),
-             helper.make_node("ReduceMean", ["p", "axes"], ["m"], keepdims=0) if opset >= 18 else
-             helper.make_node("ReduceMean", ["p"], ["m"], axes=[2], keepdims=0),
-             helper.make_node("Transpose", ["m"], ["t"], perm=[0, 2, 1]),
-             helper.make_node("MatMul", ["t", "fw"], ["mm"]),
-             helper.make_node("Add", ["mm", "fb"], ["logits" if not extra else "pre"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, pool_stride]),
+        helper.make_node("ReduceMean", ["p", "axes"], ["m"], keepdims=0)
+        if opset >= 18
+        else helper.make_node("ReduceMean", ["p"], ["m"], axes=[2], keepdims=0),
+        helper.make_node("Transpose", ["m"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["t", "fw"], ["mm"]),
+        helper.make_node("Add", ["mm", "fb"], ["logits" if not extra else "pre"]),
+    ]
     nodes += extra or []
-    graph = helper.make_graph(nodes, "tinyctc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, width])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "T", 11])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "tinyctc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, width])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "T", 11])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
@@ -72,10 +82,13 @@ def context(tmp_path: Path, model: onnx.ModelProto, recipe: Recipe, shapes: str,
     out.mkdir(parents=True)
     onnx.save(model, out / "model.onnx")
     r = pipeline_result(model, shapes)
-    return BuildContext(out / "model.onnx", out, recipe.name, r.shapes, r.cases, r.tolerance, recipe.options, options)
+    return BuildContext(
+        out / "model.onnx", out, recipe.name, r.shapes, r.cases, r.tolerance, recipe.options, options
+    )
 
 
 # ----------------------------------------------------------------------------- fast: no toolchain
+
 
 def test_precheck_names_an_unsupported_op_before_any_compiler_runs(tmp_path, monkeypatch):
     home = tmp_path / "no-toolchain-here"
@@ -84,10 +97,12 @@ def test_precheck_names_an_unsupported_op_before_any_compiler_runs(tmp_path, mon
     onnx.save(ctc_model(extra=[helper.make_node("Mish", ["pre"], ["logits"])], opset=18), path)
     t = time.perf_counter()
     with pytest.raises(OcrgraftError) as err:
-        convert(onnx=path, target="sophon", out=tmp_path / "out", shapes="x:1x3x16x32", progress=lambda m: None)
+        convert(
+            onnx=path, target="sophon", out=tmp_path / "out", shapes="x:1x3x16x32", progress=lambda m: None
+        )
     message = str(err.value)
     assert "target sophon" in message and "Mish" in message and "TPU-MLIR 1.30.2" in message
-    assert "Conv" not in message                      # only the missing op is named
+    assert "Conv" not in message  # only the missing op is named
     assert not home.exists(), "the toolchain was touched although the support check failed"
     assert not (tmp_path / "out" / "mish-sophon").exists()
     assert time.perf_counter() - t < 30
@@ -122,27 +137,36 @@ def test_plan_and_script_follow_the_lprnet_recipe(tmp_path):
     assert transforms == [
         f"model_transform --model_name lprnet_{b}b --model_def model.onnx --input_shapes '[[{b},3,24,94]]' "
         f"--mean 127.5,127.5,127.5 --scale 0.0078125,0.0078125,0.0078125 --pixel_format rgb --mlir lprnet_{b}b.mlir"
-        for b in (1, 4)]
+        for b in (1, 4)
+    ]
     assert [ln for ln in lines if ln.startswith("model_deploy")] == [
         f"model_deploy --mlir lprnet_{b}b.mlir --quantize F32 --chip bm1684x --model BM1684X/lprnet_fp32_{b}b.bmodel"
-        for b in (1, 4)]
+        for b in (1, 4)
+    ]
     assert sum(ln.startswith("model_runner") for ln in lines) == 4
     assert not any(ln.startswith("run_calibration") for ln in lines)
 
-    int8 = make_plan(context(tmp_path / "i8", model, recipe, "x:1x3x24x94,4x3x24x94,8x3x24x94",
-                             chip="bm1684", quantize="int8"))
+    int8 = make_plan(
+        context(
+            tmp_path / "i8", model, recipe, "x:1x3x24x94,4x3x24x94,8x3x24x94", chip="bm1684", quantize="int8"
+        )
+    )
     lines = int8.script(Path("/v")).splitlines()
     assert "run_calibration lprnet_4b.mlir --dataset calib_4b --input_num 8 -o lprnet_4b_cali_table" in lines
-    assert ("model_deploy --mlir lprnet_1b.mlir --quantize INT8 --chip bm1684 --calibration_table "
-            "lprnet_1b_cali_table --model BM1684/lprnet_int8_1b.bmodel") in lines
+    assert (
+        "model_deploy --mlir lprnet_1b.mlir --quantize INT8 --chip bm1684 --calibration_table "
+        "lprnet_1b_cali_table --model BM1684/lprnet_int8_1b.bmodel"
+    ) in lines
     assert int8.thresholds["min_cosine"] == recipe.options["sophon"]["int8_min_cosine"]
 
 
 def test_normalization_from_preprocess_and_shapes_from_opt(tmp_path):
     """CRNN: gray, (x/255 - 0.588) / 0.193 becomes TPU-MLIR's mean 149.94, scale 1/(0.193*255); the width
     comes from the recipe's opt shape."""
-    recipe = Recipe(name="gray", options={"preprocess": {"color": "gray", "mean": [0.588], "std": [0.193],
-                                                         "scale": 255.0}})
+    recipe = Recipe(
+        name="gray",
+        options={"preprocess": {"color": "gray", "mean": [0.588], "std": [0.193], "scale": 255.0}},
+    )
     model = ctc_model()
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3
     plan = make_plan(context(tmp_path, model, recipe, "x:1x3x16x32,2x3x16x100,4x3x16x320"))
@@ -152,18 +176,21 @@ def test_normalization_from_preprocess_and_shapes_from_opt(tmp_path):
     assert "--mean 149.94 --scale 0.020319008 --pixel_format gray" in " ".join(plan.transform(1))
 
 
-@pytest.mark.parametrize("options, table, message", [
-    ({"chip": "bm1684", "quantize": "F16"}, {}, "bm1684 has no F16"),
-    ({"chip": "bm1684", "quantize": "BF16"}, {}, "bm1684 has no BF16"),
-    ({"chip": "bm1690"}, {}, "unknown chip 'bm1690'"),
-    ({"quantize": "INT4"}, {}, "unknown quantization 'INT4'"),
-    ({"calib": "somewhere"}, {}, "--calib applies to INT8 builds"),
-    ({"quantize": "INT8", "calib": "/nonexistent/dir"}, {}, "not a folder"),
-    ({}, {"batch": [0]}, "batch must be a positive integer"),
-    ({}, {"shape": {"y": [3, 16, 32]}}, "names input(s) y"),
-    ({}, {"mean": [1.0]}, "needs both mean and scale"),
-    ({}, {"batchsize": 2}, "unknown key(s) in [sophon]: batchsize"),
-])
+@pytest.mark.parametrize(
+    "options, table, message",
+    [
+        ({"chip": "bm1684", "quantize": "F16"}, {}, "bm1684 has no F16"),
+        ({"chip": "bm1684", "quantize": "BF16"}, {}, "bm1684 has no BF16"),
+        ({"chip": "bm1690"}, {}, "unknown chip 'bm1690'"),
+        ({"quantize": "INT4"}, {}, "unknown quantization 'INT4'"),
+        ({"calib": "somewhere"}, {}, "--calib applies to INT8 builds"),
+        ({"quantize": "INT8", "calib": "/nonexistent/dir"}, {}, "not a folder"),
+        ({}, {"batch": [0]}, "batch must be a positive integer"),
+        ({}, {"shape": {"y": [3, 16, 32]}}, "names input(s) y"),
+        ({}, {"mean": [1.0]}, "needs both mean and scale"),
+        ({}, {"batchsize": 2}, "unknown key(s) in [sophon]: batchsize"),
+    ],
+)
 def test_bad_options_are_refused_before_any_tool_runs(tmp_path, options, table, message):
     recipe = Recipe(name="bad", options={"sophon": table})
     ctx = context(tmp_path, ctc_model(), recipe, "x:1x3x16x32", **options)
@@ -178,25 +205,58 @@ def test_calibration_folder_kinds(tmp_path):
     (tmp_path / "imgs" / "b.npz").write_bytes(b"")
     norm = Recipe(name="n", options={"preprocess": {"mean": [0.5], "std": [0.5], "scale": 255.0}})
     with pytest.raises(OcrgraftError, match="mixes image, npz"):
-        make_plan(context(tmp_path / "a", ctc_model(), norm, "x:1x3x16x32", quantize="INT8",
-                          calib=str(tmp_path / "imgs")))
+        make_plan(
+            context(
+                tmp_path / "a",
+                ctc_model(),
+                norm,
+                "x:1x3x16x32",
+                quantize="INT8",
+                calib=str(tmp_path / "imgs"),
+            )
+        )
     (tmp_path / "imgs" / "b.npz").unlink()
     with pytest.raises(OcrgraftError, match="gives no normalization"):
-        make_plan(context(tmp_path / "b", ctc_model(), Recipe(name="raw"), "x:1x3x16x32", quantize="INT8",
-                          calib=str(tmp_path / "imgs")))
-    plan = make_plan(context(tmp_path / "c", ctc_model(), norm, "x:1x3x16x32", quantize="INT8",
-                             calib=str(tmp_path / "imgs")))
-    assert plan.calibrate(1)[:4] == ["run_calibration", "n_1b.mlir", "--dataset",
-                                     str((tmp_path / "imgs").resolve())]
+        make_plan(
+            context(
+                tmp_path / "b",
+                ctc_model(),
+                Recipe(name="raw"),
+                "x:1x3x16x32",
+                quantize="INT8",
+                calib=str(tmp_path / "imgs"),
+            )
+        )
+    plan = make_plan(
+        context(
+            tmp_path / "c", ctc_model(), norm, "x:1x3x16x32", quantize="INT8", calib=str(tmp_path / "imgs")
+        )
+    )
+    assert plan.calibrate(1)[:4] == [
+        "run_calibration",
+        "n_1b.mlir",
+        "--dataset",
+        str((tmp_path / "imgs").resolve()),
+    ]
 
 
 def test_calibration_arrays_holding_pickles_are_refused(tmp_path):
     """TPU-MLIR np.loads calibration files itself; an object array is a pickle, so it is never passed on."""
     (tmp_path / "npy").mkdir()
     np.save(tmp_path / "npy" / "a.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(OcrgraftError, match="a.npy: not a plain array file .*pickled objects are not passed on"):
-        make_plan(context(tmp_path / "a", ctc_model(), Recipe(name="raw"), "x:1x3x16x32", quantize="INT8",
-                          calib=str(tmp_path / "npy")))
+    with pytest.raises(
+        OcrgraftError, match="a.npy: not a plain array file .*pickled objects are not passed on"
+    ):
+        make_plan(
+            context(
+                tmp_path / "a",
+                ctc_model(),
+                Recipe(name="raw"),
+                "x:1x3x16x32",
+                quantize="INT8",
+                calib=str(tmp_path / "npy"),
+            )
+        )
 
 
 def test_bm1684_int8_pool_stride_limit_is_named(tmp_path):
@@ -212,7 +272,10 @@ def test_outputs_are_matched_by_name_and_count_never_compared_empty():
     assert [(m.bmodel, m.by) for m in match_outputs(["logits"], ["logits_Add"])] == [("logits_Add", "prefix")]
     assert [m.by for m in match_outputs(["a", "b"], ["a", "b_Gemm"])] == ["name", "prefix"]
     pairs = match_outputs(["out", "feat"], ["x_Add", "y_Conv"])
-    assert [(m.onnx, m.bmodel, m.by) for m in pairs] == [("out", "x_Add", "position"), ("feat", "y_Conv", "position")]
+    assert [(m.onnx, m.bmodel, m.by) for m in pairs] == [
+        ("out", "x_Add", "position"),
+        ("feat", "y_Conv", "position"),
+    ]
     with pytest.raises(VerificationError, match="1 output"):
         match_outputs(["a", "b"], ["a_Add"])
     with pytest.raises(OcrgraftError, match="no outputs"):
@@ -222,7 +285,9 @@ def test_outputs_are_matched_by_name_and_count_never_compared_empty():
 def test_similarity_numbers():
     ref = np.array([[1.0, -2.0], [3.0, 4.0]], np.float32)
     same = similarity(ref.copy(), ref)
-    assert same["cosine"] == pytest.approx(1.0) and same["euclid"] == pytest.approx(1.0) and same["max_abs"] == 0
+    assert (
+        same["cosine"] == pytest.approx(1.0) and same["euclid"] == pytest.approx(1.0) and same["max_abs"] == 0
+    )
     got = ref.copy()
     got[1, 0] = 3.5
     s = similarity(got, ref)
@@ -234,11 +299,11 @@ def test_similarity_numbers():
 
 def test_toolchain_cache_rules(tmp_path, monkeypatch):
     home = tmp_path / "cache"
-    assert tpu_mlir_env.ready(home) is None                     # nothing there
+    assert tpu_mlir_env.ready(home) is None  # nothing there
     (home / "venv" / "bin").mkdir(parents=True)
-    assert tpu_mlir_env.ready(home) is None                     # a half-finished setup has no marker
+    assert tpu_mlir_env.ready(home) is None  # a half-finished setup has no marker
     (home / "READY").write_text(json.dumps({"tpu_mlir": "1.0", "requirements": [], "revision": 0}))
-    assert tpu_mlir_env.ready(home) is None                     # a marker for another pinned set
+    assert tpu_mlir_env.ready(home) is None  # a marker for another pinned set
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("do not delete")
@@ -253,7 +318,7 @@ def test_missing_python310_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("PYENV_ROOT", raising=False)
-    monkeypatch.setenv(tpu_mlir_env.PYTHON_ENV, sys.executable)   # a Python, but not 3.10
+    monkeypatch.setenv(tpu_mlir_env.PYTHON_ENV, sys.executable)  # a Python, but not 3.10
     if Path("/usr/bin/python3.10").exists() or Path("/usr/local/bin/python3.10").exists():
         pytest.skip("this machine has a system python3.10")
     with pytest.raises(OcrgraftError) as err:
@@ -264,20 +329,21 @@ def test_missing_python310_is_a_clear_error(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- real builds
 
+
 @pytest.fixture(scope="module")
 def toolchain():
     """TPU-MLIR's environment, set up here on a fresh machine (minutes), reused from the cache afterwards."""
     tc = tpu_mlir_env.ensure(progress=lambda m: print(m, flush=True))
     t = time.perf_counter()
-    assert tpu_mlir_env.ensure(progress=lambda m: None) == tc     # a second call reuses the cache at once
+    assert tpu_mlir_env.ensure(progress=lambda m: None) == tc  # a second call reuses the cache at once
     assert time.perf_counter() - t < 2
     return tc
 
 
 def test_op_table_matches_the_installed_converter(toolchain):
     source = (toolchain.package / "python" / "transform" / "OnnxConverter.py").read_text()
-    block = source[source.index("self.onnxop_factory = {"):]
-    block = block[:block.index("\n        }")]
+    block = source[source.index("self.onnxop_factory = {") :]
+    block = block[: block.index("\n        }")]
     assert set(re.findall(r'^\s*"(\w+)":', block, re.M)) == TPU_MLIR_ONNX_OPS
 
 
@@ -285,18 +351,31 @@ def test_real_f32_bm1684x_build_runs_on_the_simulator(tmp_path, toolchain):
     """ONNX -> TPU-MLIR -> BModel for bm1684x F32, run on the cmodel simulator and compared with ONNX Runtime."""
     path = tmp_path / "tinyctc.onnx"
     onnx.save(ctc_model(), path)
-    conv = convert(onnx=path, target="sophon", out=tmp_path / "out", shapes="x:1x3x16x32,1x3x16x48,2x3x16x64",
-                   progress=lambda m: None)
+    conv = convert(
+        onnx=path,
+        target="sophon",
+        out=tmp_path / "out",
+        shapes="x:1x3x16x32,1x3x16x48,2x3x16x64",
+        progress=lambda m: None,
+    )
     build = conv.report["build"]
     d = build["details"]
     assert build["built"] and (d["chip"], d["quantize"]) == ("bm1684x", "F32")
     bmodel = conv.out_dir / "sophon" / "BM1684X" / "tinyctc_fp32_1b.bmodel"
     assert build["artifacts"] == ["sophon/BM1684X/tinyctc_fp32_1b.bmodel", "build_bmodel.sh"]
     assert bmodel.stat().st_size > 10_000
-    info = subprocess.run([toolchain.tool("model_tool"), "--info", str(bmodel)], capture_output=True, text=True,
-                          env=toolchain.env(), timeout=120)
+    info = subprocess.run(
+        [toolchain.tool("model_tool"), "--info", str(bmodel)],
+        capture_output=True,
+        text=True,
+        env=toolchain.env(),
+        timeout=120,
+    )
     assert info.returncode == 0 and "chip: BM1684X" in info.stdout
-    assert "input: x, [1, 3, 16, 48], float32" in info.stdout and "output: logits_Add, [1, 24, 11]" in info.stdout
+    assert (
+        "input: x, [1, 3, 16, 48], float32" in info.stdout
+        and "output: logits_Add, [1, 24, 11]" in info.stdout
+    )
     # compared by name and count: 2 inputs x 1 output, the BModel's '<name>_<op>' output paired with 'logits'
     rows = json.loads((conv.out_dir / "sophon" / "comparison.json").read_text())
     assert d["outputs_compared"] == len(rows) == 2
@@ -310,7 +389,10 @@ def test_real_f32_bm1684x_build_runs_on_the_simulator(tmp_path, toolchain):
     with np.load(conv.out_dir / "sophon" / "inputs" / "tinyctc_1b_0.npz") as z:
         feeds = {"x": z["x"]}
     import onnxruntime as ort
-    ref = ort.InferenceSession(str(conv.out_dir / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+    ref = ort.InferenceSession(str(conv.out_dir / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )[0]
     assert got.shape == ref.shape and np.allclose(got, ref, atol=1e-4, rtol=1e-4) and np.abs(ref).max() > 0.1
     script = (conv.out_dir / "build_bmodel.sh").read_text()
     assert "--input_shapes '[[1,3,16,48]]'" in script and "--chip bm1684x" in script
@@ -322,9 +404,14 @@ def test_real_f32_bm1684x_build_runs_on_the_simulator(tmp_path, toolchain):
 
 
 def ctc_recipe(**sophon) -> Recipe:
-    return Recipe(name="tinyctc", options={
-        "sophon": sophon, "preprocess": {"color": "rgb", "mean": [0.5] * 3, "std": [0.5] * 3, "scale": 255.0},
-        "decoder": {"kind": "ctc", "layout": "NTC", "scores": "logits", "blank": 0, "charset": CHARSET}})
+    return Recipe(
+        name="tinyctc",
+        options={
+            "sophon": sophon,
+            "preprocess": {"color": "rgb", "mean": [0.5] * 3, "std": [0.5] * 3, "scale": 255.0},
+            "decoder": {"kind": "ctc", "layout": "NTC", "scores": "logits", "blank": 0, "charset": CHARSET},
+        },
+    )
 
 
 def test_real_int8_build_with_batches_calibration_and_text(tmp_path, toolchain):
@@ -334,10 +421,18 @@ def test_real_int8_build_with_batches_calibration_and_text(tmp_path, toolchain):
     ctx = context(tmp_path, ctc_model(), recipe, "x:1x3x16x32,2x3x16x48,2x3x16x64", quantize="INT8")
     build = get_target("sophon").build(ctx)
     d = build.details
-    assert build.built and build.artifacts == ["sophon/BM1684X/tinyctc_int8_1b.bmodel",
-                                                "sophon/BM1684X/tinyctc_int8_2b.bmodel", "build_bmodel.sh"]
+    assert build.built and build.artifacts == [
+        "sophon/BM1684X/tinyctc_int8_1b.bmodel",
+        "sophon/BM1684X/tinyctc_int8_2b.bmodel",
+        "build_bmodel.sh",
+    ]
     work = ctx.out_dir / "sophon"
-    assert sorted(p.name for p in (work / "calib_2b").iterdir()) == ["000.npz", "001.npz", "002.npz", "003.npz"]
+    assert sorted(p.name for p in (work / "calib_2b").iterdir()) == [
+        "000.npz",
+        "001.npz",
+        "002.npz",
+        "003.npz",
+    ]
     with np.load(work / "calib_2b" / "000.npz") as z:
         assert z["x"].shape == (2, 3, 16, 48)
     table = (work / "tinyctc_2b_cali_table").read_text()
@@ -356,6 +451,7 @@ def test_int8_calibration_from_images_uses_the_recipe_normalization(tmp_path, to
     """--calib with PNG images: TPU-MLIR turns pixels into inputs with the mean/scale ocrgraft derived from
     [preprocess] ((x/255 - 0.5) / 0.5), so the calibrated input range is exactly [-1, 1]."""
     from PIL import Image
+
     rng = np.random.default_rng(1)
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -363,7 +459,9 @@ def test_int8_calibration_from_images_uses_the_recipe_normalization(tmp_path, to
         pixels = rng.integers(0, 256, (16, 32, 3), dtype=np.uint8)
         pixels[0, 0], pixels[0, 1] = 0, 255
         Image.fromarray(pixels).save(imgs / f"{i}.png")
-    ctx = context(tmp_path / "out", ctc_model(), ctc_recipe(), "x:1x3x16x32", quantize="INT8", calib=str(imgs))
+    ctx = context(
+        tmp_path / "out", ctc_model(), ctc_recipe(), "x:1x3x16x32", quantize="INT8", calib=str(imgs)
+    )
     build = get_target("sophon").build(ctx)
     assert build.built and build.details["calibration"] == str(imgs.resolve())
     table = (ctx.out_dir / "sophon" / "tinyctc_1b_cali_table").read_text()
@@ -381,14 +479,20 @@ def test_a_bad_calibration_is_caught_and_its_logs_kept(tmp_path, toolchain):
     calib.mkdir()
     for i in range(2):
         np.savez(calib / f"{i}.npz", x=np.ones((1, 3, 16, 32), np.float32))
-    ctx = context(tmp_path / "out", ctc_model(), ctc_recipe(), "x:1x3x16x32", quantize="INT8", calib=str(calib))
+    ctx = context(
+        tmp_path / "out", ctc_model(), ctc_recipe(), "x:1x3x16x32", quantize="INT8", calib=str(calib)
+    )
     with pytest.raises(VerificationError) as err:
         get_target("sophon").build(ctx)
     failed = tmp_path / "out" / "tinyctc-sophon.failed"
     message = str(err.value)
-    assert message.startswith("sophon bm1684x INT8: the simulated BModel differs from ONNX Runtime: cosine 0.")
+    assert message.startswith(
+        "sophon bm1684x INT8: the simulated BModel differs from ONNX Runtime: cosine 0."
+    )
     assert "worst at BM1684X/tinyctc_int8_1b.bmodel input " in message and str(failed) in message
-    assert (failed / "logs" / "calibrate_1b.log").exists() and (failed / "logs" / "simulate_1b_1.log").exists()
+    assert (failed / "logs" / "calibrate_1b.log").exists() and (
+        failed / "logs" / "simulate_1b_1.log"
+    ).exists()
     assert len(json.loads((failed / "comparison.json").read_text())) == 2
     assert f"--dataset {calib}" in (failed / "build_bmodel.sh").read_text()
 
@@ -396,8 +500,22 @@ def test_a_bad_calibration_is_caught_and_its_logs_kept(tmp_path, toolchain):
 def test_a_failing_tool_says_which_and_why(tmp_path, toolchain):
     log = tmp_path / "transform.log"
     with pytest.raises(OcrgraftError) as err:
-        toolchain.run(["model_transform", "--model_name", "m", "--model_def", "missing.onnx", "--input_shapes",
-                       "[[1,3,16,32]]", "--mlir", "m.mlir"], cwd=tmp_path, log=log, what="model_transform (batch 1)")
+        toolchain.run(
+            [
+                "model_transform",
+                "--model_name",
+                "m",
+                "--model_def",
+                "missing.onnx",
+                "--input_shapes",
+                "[[1,3,16,32]]",
+                "--mlir",
+                "m.mlir",
+            ],
+            cwd=tmp_path,
+            log=log,
+            what="model_transform (batch 1)",
+        )
     message = str(err.value)
     assert message.startswith("model_transform (batch 1) failed (exit ") and f"(log: {log})" in message
     assert "missing.onnx" in message
@@ -407,18 +525,37 @@ def test_a_failing_tool_says_which_and_why(tmp_path, toolchain):
 def test_thresholds_reject_a_build_that_differs(tmp_path):
     """The judge on real comparison rows: strict INT8 thresholds fail and name the worst element."""
     from ocrgraft.targets.sophon import SophonTarget
-    plan = make_plan(context(tmp_path, ctc_model(), ctc_recipe(int8_min_cosine=0.9999, int8_min_text=1.0),
-                             "x:1x3x16x32", quantize="INT8"))
+
+    plan = make_plan(
+        context(
+            tmp_path,
+            ctc_model(),
+            ctc_recipe(int8_min_cosine=0.9999, int8_min_text=1.0),
+            "x:1x3x16x32",
+            quantize="INT8",
+        )
+    )
     ref = np.linspace(-3, 3, 24 * 11, dtype=np.float32).reshape(1, 24, 11)
     got = ref + np.float32(0.2) * np.sin(np.arange(ref.size, dtype=np.float32)).reshape(ref.shape)
-    row = {"bmodel": plan.bmodel(1), "input": 0, "output": "logits", "bmodel_output": "logits_Add",
-           "matched_by": "prefix", "shape": [1, 24, 11], **similarity(got, ref), "text_same": 0, "text_total": 1}
+    row = {
+        "bmodel": plan.bmodel(1),
+        "input": 0,
+        "output": "logits",
+        "bmodel_output": "logits_Add",
+        "matched_by": "prefix",
+        "shape": [1, 24, 11],
+        **similarity(got, ref),
+        "text_same": 0,
+        "text_total": 1,
+    }
     with pytest.raises(VerificationError) as err:
         SophonTarget._judge(plan, [row], {"1b": {"compile_s": 1, "simulate_s": 1}})
     message = str(err.value)
     assert "cosine 0.99" in message and "< 0.9999" in message and "decoded text agrees on 0/1" in message
     assert f"worst at {plan.bmodel(1)} input 0 output 'logits' [0," in message
-    details = SophonTarget._judge(make_plan(context(tmp_path / "ok", ctc_model(), ctc_recipe(), "x:1x3x16x32",
-                                                    quantize="INT8")),
-                                  [row], {"1b": {"compile_s": 1, "simulate_s": 1}})
+    details = SophonTarget._judge(
+        make_plan(context(tmp_path / "ok", ctc_model(), ctc_recipe(), "x:1x3x16x32", quantize="INT8")),
+        [row],
+        {"1b": {"compile_s": 1, "simulate_s": 1}},
+    )
     assert details["text_agreement"] == "0/1" and details["outputs_compared"] == 1

@@ -27,9 +27,13 @@ def test_weights_load_in_every_form(tmp_path, name, form):
     path = save_weights(weights, name, form, tmp_path / "w.pt")
     model = models.build(name)
     loaded, jit = load_weights(model, path, name)
-    assert jit is None        # a TorchScript file is read as tensors, never run, unless trust_code
-    assert {"state_dict": "(state_dict,", "checkpoint": "checkpoint['net']", "dataparallel": "'module.' prefix removed",
-            "torchscript": "tensors read without running its code"}[form] in loaded
+    assert jit is None  # a TorchScript file is read as tensors, never run, unless trust_code
+    assert {
+        "state_dict": "(state_dict,",
+        "checkpoint": "checkpoint['net']",
+        "dataparallel": "'module.' prefix removed",
+        "torchscript": "tensors read without running its code",
+    }[form] in loaded
     for k, v in weights.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     with torch.inference_mode():
@@ -58,18 +62,23 @@ def test_weights_for_another_architecture_list_the_keys(tmp_path, capsys):
 
 
 def test_weights_with_other_shapes_name_them(tmp_path):
-    torch.save(models.build("crnn", nclass=40).state_dict(), tmp_path / "w.pth")    # a 39-character alphabet
-    with pytest.raises(OcrgraftError, match=r"2 shape mismatch \(file vs model\): rnn.1.embedding.weight 40x512 vs 37x512"):
+    torch.save(models.build("crnn", nclass=40).state_dict(), tmp_path / "w.pth")  # a 39-character alphabet
+    with pytest.raises(
+        OcrgraftError, match=r"2 shape mismatch \(file vs model\): rnn.1.embedding.weight 40x512 vs 37x512"
+    ):
         load_weights(models.build("crnn"), tmp_path / "w.pth", "crnn")
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"not a checkpoint\n", "is not a PyTorch checkpoint"),
-    ("onnx", "is not a PyTorch checkpoint .*--onnx FILE"),
-    ("module", "holds pickled Python objects"),
-    ("nodict", "a dict without a state_dict: .* found keys: epoch, optimizer"),
-    ("missing", "weights file not found"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"not a checkpoint\n", "is not a PyTorch checkpoint"),
+        ("onnx", "is not a PyTorch checkpoint .*--onnx FILE"),
+        ("module", "holds pickled Python objects"),
+        ("nodict", "a dict without a state_dict: .* found keys: epoch, optimizer"),
+        ("missing", "weights file not found"),
+    ],
+)
 def test_bad_weights_files_are_one_line_errors(tmp_path, capsys, content, match):
     path = tmp_path / "w.pth"
     if content == "onnx":
@@ -86,15 +95,20 @@ def test_bad_weights_files_are_one_line_errors(tmp_path, capsys, content, match)
 
 
 def test_weights_only_apply_to_torch_models(tmp_path, capsys):
-    err = cli_error(capsys, "convert", "ppocrv4-rec", "--weights", tmp_path / "w.pth", "--out", tmp_path / "out")
+    err = cli_error(
+        capsys, "convert", "ppocrv4-rec", "--weights", tmp_path / "w.pth", "--out", tmp_path / "out"
+    )
     assert "apply to PyTorch models" in err
 
 
-@pytest.mark.parametrize("name,target,exporter,rewrite", [
-    ("dtrb", "ort", "torchscript", "AdaptivePoolAsMean"),
-    ("lprnet", "sophon", "dynamo", "MaxPool3dAs2d"),
-    ("crnn", "ort", "dynamo", "LinearOnSequence"),
-])
+@pytest.mark.parametrize(
+    "name,target,exporter,rewrite",
+    [
+        ("dtrb", "ort", "torchscript", "AdaptivePoolAsMean"),
+        ("lprnet", "sophon", "dynamo", "MaxPool3dAs2d"),
+        ("crnn", "ort", "dynamo", "LinearOnSequence"),
+    ],
+)
 def test_torch_rewrites_are_exact(name, target, exporter, rewrite):
     model = models.build(name)
     rewritten, notes = apply_rewrites(model, target, exporter)
@@ -119,8 +133,15 @@ def test_maxpool3d_rewrite_exports_without_3d_pooling():
     model = models.build("lprnet")
     rewritten, _ = apply_rewrites(model, "sophon", "dynamo")
     dyn = [DynamicDim("x", 0, "batch", 1, 8)]
-    onnx_model = export_onnx(rewritten, exporter="dynamo", opset=18, example={"x": (2, 3, 24, 94)}, dyn=dyn,
-                             outputs=["logits"], output_axes={})
+    onnx_model = export_onnx(
+        rewritten,
+        exporter="dynamo",
+        opset=18,
+        example={"x": (2, 3, 24, 94)},
+        dyn=dyn,
+        outputs=["logits"],
+        output_axes={},
+    )
     pools = [n for n in onnx_model.graph if n.op_type == "MaxPool"]
     assert pools and all(len(n.attributes["kernel_shape"].value) == 2 for n in pools)
     x = sample("lprnet", 3)
@@ -134,9 +155,18 @@ def test_exporter_fixing_the_batch_is_an_error():
     sized from it), silently; the frontend exports with batch >= 2, and refuses a fixed dim."""
     model, _ = apply_rewrites(models.build("dtrb"), "ort", "dynamo")
     dyn = [DynamicDim("x", 0, "batch", 1, 8), DynamicDim("x", 3, "width", 64, 256, 4)]
-    onnx_model = export_onnx(model, exporter="dynamo", opset=18, example={"x": (1, 3, 32, 100)}, dyn=dyn,
-                             outputs=["logits"], output_axes={})
-    with pytest.raises(OcrgraftError, match=r"fixed input 'x' dim 0 \(batch\) at 1, though the range is 1..8"):
+    onnx_model = export_onnx(
+        model,
+        exporter="dynamo",
+        opset=18,
+        example={"x": (1, 3, 32, 100)},
+        dyn=dyn,
+        outputs=["logits"],
+        output_axes={},
+    )
+    with pytest.raises(
+        OcrgraftError, match=r"fixed input 'x' dim 0 \(batch\) at 1, though the range is 1..8"
+    ):
         check_dims(onnx_model, "dynamo", dyn, {}, {}, {"x": (3, 3, 32, 64)})
 
 
@@ -146,7 +176,7 @@ class TinyCRNN(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv = torch.nn.Conv2d(1, 8, (8, 4), (8, 4))      # height 8 -> 1, width W -> W/4
+        self.conv = torch.nn.Conv2d(1, 8, (8, 4), (8, 4))  # height 8 -> 1, width W -> W/4
         self.rnn = BidirectionalLSTM(8, 8, 5)
 
     def forward(self, x):
@@ -161,7 +191,9 @@ def test_exporter_baking_the_width_is_an_error():
     dyn = [DynamicDim("x", 0, "batch", 1, 8), DynamicDim("x", 3, "width", 16, 160, 4)]
     example, probe = {"x": (2, 1, 8, 40)}, {"x": (3, 1, 8, 16)}
     axes, want = frontend.output_dynamic_axes(model, ["y"], example, probe, dyn)
-    onnx_model = export_onnx(model, exporter="dynamo", opset=18, example=example, dyn=dyn, outputs=["y"], output_axes=axes)
+    onnx_model = export_onnx(
+        model, exporter="dynamo", opset=18, example=example, dyn=dyn, outputs=["y"], output_axes=axes
+    )
     assert not isinstance(onnx_model.graph.inputs[0].shape[3], int)
     with pytest.raises(OcrgraftError, match="the dynamo exporter (baked the example size|fixed a dim)"):
         check_dims(onnx_model, "dynamo", dyn, axes, want, probe)

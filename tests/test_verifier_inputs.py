@@ -43,16 +43,23 @@ def test_strings_compare_equal_or_not():
 
 def test_a_correct_rewrite_with_infinite_outputs_is_verified():
     """Log(0) = -inf everywhere: eliminate-identity changes nothing but is refused if -inf != -inf."""
-    model = _model([helper.make_node("Mul", ["x", "zero"], ["z"]), helper.make_node("Log", ["z"], ["l"]),
-                    helper.make_node("Identity", ["l"], ["y"])],
-                   [_vi("x", F, [2, 3])], [_vi("y", F, [2, 3])],
-                   [numpy_helper.from_array(np.float32(0), "zero")])
+    model = _model(
+        [
+            helper.make_node("Mul", ["x", "zero"], ["z"]),
+            helper.make_node("Log", ["z"], ["l"]),
+            helper.make_node("Identity", ["l"], ["y"]),
+        ],
+        [_vi("x", F, [2, 3])],
+        [_vi("y", F, [2, 3])],
+        [numpy_helper.from_array(np.float32(0), "zero")],
+    )
     assert Pipeline(["eliminate-identity"]).run(model).stages[1].verified == "yes"
 
 
 def test_rank0_inputs_are_arrays_and_run():
-    model = _model([helper.make_node("Add", ["x", "s"], ["y"])], [_vi("x", F, [2]), _vi("s", F, [])],
-                   [_vi("y", F, [2])])
+    model = _model(
+        [helper.make_node("Add", ["x", "s"], ["y"])], [_vi("x", F, [2]), _vi("s", F, [])], [_vi("y", F, [2])]
+    )
     feeds = random_inputs(list(model.graph.inputs), {"x": (2,), "s": ()}, seed=0)
     assert isinstance(feeds["s"], np.ndarray) and feeds["s"].shape == () and feeds["s"].dtype == np.float32
     assert Pipeline(["infer-shapes"]).run(model).stages[0].verified == "reference"
@@ -69,17 +76,30 @@ def _index_model() -> ir.Model:
         helper.make_node("Slice", ["data", "starts", "ends", "sax"], ["sl"]),
         helper.make_node("Reshape", ["cube", "shape"], ["rh"]),
         helper.make_node("OneHot", ["hot", "depth", "onoff"], ["oh"]),
-        helper.make_node("Unsqueeze", ["target", "one"], ["t1"]),         # target reaches GatherElements
-        helper.make_node("GatherElements", ["data", "t1"], ["loss"], axis=1),   # through an Unsqueeze
+        helper.make_node("Unsqueeze", ["target", "one"], ["t1"]),  # target reaches GatherElements
+        helper.make_node("GatherElements", ["data", "t1"], ["loss"], axis=1),  # through an Unsqueeze
     ]
-    inputs = [_vi("data", F, [4, 7]), _vi("cube", F, [2, 3, 4]), _vi("idx", I, [5]), _vi("eidx", I, [3, 7]),
-              _vi("nidx", I, [6, 2]), _vi("k", I, [1]), _vi("axes", I, [2]), _vi("starts", I, [1]),
-              _vi("ends", I, [1]), _vi("sax", I, [1]), _vi("shape", I, [2]), _vi("hot", I, [5]),
-              _vi("target", I, [4])]
+    inputs = [
+        _vi("data", F, [4, 7]),
+        _vi("cube", F, [2, 3, 4]),
+        _vi("idx", I, [5]),
+        _vi("eidx", I, [3, 7]),
+        _vi("nidx", I, [6, 2]),
+        _vi("k", I, [1]),
+        _vi("axes", I, [2]),
+        _vi("starts", I, [1]),
+        _vi("ends", I, [1]),
+        _vi("sax", I, [1]),
+        _vi("shape", I, [2]),
+        _vi("hot", I, [5]),
+        _vi("target", I, [4]),
+    ]
     outputs = [_vi(n, F, None) for n in ("g", "ge", "gn", "tv", "rs", "sl", "rh", "oh", "loss")]
-    inits = [numpy_helper.from_array(np.array(6, np.int64), "depth"),
-             numpy_helper.from_array(np.array([0, 1], np.float32), "onoff"),
-             numpy_helper.from_array(np.array([1], np.int64), "one")]
+    inits = [
+        numpy_helper.from_array(np.array(6, np.int64), "depth"),
+        numpy_helper.from_array(np.array([0, 1], np.float32), "onoff"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+    ]
     return _model(nodes, inputs, outputs, inits)
 
 
@@ -93,9 +113,9 @@ def test_index_axes_and_shape_inputs_are_drawn_valid():
         assert (f["nidx"][:, 0] < 4).all() and (f["nidx"][:, 1] < 7).all()
         assert 1 <= f["k"][0] <= 7 and f["hot"].max() < 6 and f["target"].max() < 7
         assert len(set(f["axes"])) == 2 and f["axes"].max() < 3
-        assert 0 <= f["starts"][0] < f["ends"][0] <= (4, 7)[f["sax"][0]]   # a non-empty slice
+        assert 0 <= f["starts"][0] < f["ends"][0] <= (4, 7)[f["sax"][0]]  # a non-empty slice
         assert np.prod(f["shape"]) == 24
-        outs = session.run(None, f)   # ORT accepts every draw
+        outs = session.run(None, f)  # ORT accepts every draw
         assert all(o.size for o in outs)
 
 
@@ -106,9 +126,13 @@ def test_the_pipeline_verifies_a_model_whose_ints_are_indices():
 
 def test_sequence_inputs_are_refused_by_name_or_fed_when_given():
     seq = helper.make_tensor_sequence_value_info("seq", F, [3])
+
     def model():
-        return _model([helper.make_node("SequenceLength", ["seq"], ["n"]),
-                       helper.make_node("Identity", ["n"], ["y"])], [seq], [_vi("y", I, [])])
+        return _model(
+            [helper.make_node("SequenceLength", ["seq"], ["n"]), helper.make_node("Identity", ["n"], ["y"])],
+            [seq],
+            [_vi("y", I, [])],
+        )
 
     with pytest.raises(OcrgraftError, match="input 'seq' is a Sequence"):
         Pipeline(["eliminate-identity"]).run(model())
@@ -120,16 +144,21 @@ def test_sequence_inputs_are_refused_by_name_or_fed_when_given():
 
 def test_optional_tensor_inputs_are_fed_as_tensors():
     opt = helper.make_value_info("o", helper.make_optional_type_proto(helper.make_tensor_type_proto(F, [2])))
-    model = _model([helper.make_node("OptionalGetElement", ["o"], ["e"]),
-                    helper.make_node("Identity", ["e"], ["y"])], [opt], [_vi("y", F, [2])])
+    model = _model(
+        [helper.make_node("OptionalGetElement", ["o"], ["e"]), helper.make_node("Identity", ["e"], ["y"])],
+        [opt],
+        [_vi("y", F, [2])],
+    )
     result = Pipeline(["eliminate-identity"]).run(model, ShapeSet({"o": [(2,)]}))
     assert result.stages[1].verified == "yes" and result.cases[0].feeds["o"].shape == (2,)
 
 
 def _gather_model() -> ir.Model:
-    return _model([helper.make_node("Gather", ["x", "i"], ["g"], axis=0),
-                   helper.make_node("Identity", ["g"], ["y"])],
-                  [_vi("x", F, ["n", 3]), _vi("i", I, ["m"])], [_vi("y", F, ["m", 3])])
+    return _model(
+        [helper.make_node("Gather", ["x", "i"], ["g"], axis=0), helper.make_node("Identity", ["g"], ["y"])],
+        [_vi("x", F, ["n", 3]), _vi("i", I, ["m"])],
+        [_vi("y", F, ["m", 3])],
+    )
 
 
 def test_given_inputs_are_fixed_in_every_case_and_need_no_shapes():
@@ -152,20 +181,26 @@ def test_every_input_given_is_the_only_case():
 
 def test_a_stage_is_not_verified_when_every_output_is_empty():
     def model():
-        return _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"])],
-                      [_vi("x", F, ["n", 3])], [_vi("y", F, ["n", 3])])
+        return _model(
+            [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"])],
+            [_vi("x", F, ["n", 3])],
+            [_vi("y", F, ["n", 3])],
+        )
 
     result = Pipeline(["eliminate-identity"]).run(model(), ShapeSet({"x": [(0, 3)]}))
     assert result.stages[1].changed
     assert result.stages[1].verified == "not checked: every output was empty at the test shapes"
     again = Pipeline(["eliminate-identity"]).run(model(), ShapeSet({"x": [(0, 3), (2, 3)]}))
-    assert again.stages[1].verified == "yes"   # one case with elements is enough
+    assert again.stages[1].verified == "yes"  # one case with elements is enough
 
 
 def test_a_model_without_inputs_is_checked_once():
     ones = numpy_helper.from_array(np.ones(2, np.float32))
-    nodes = [helper.make_node("Constant", [], ["c"], value=ones), helper.make_node("Neg", ["c"], ["n"]),
-             helper.make_node("Identity", ["n"], ["y"])]
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=ones),
+        helper.make_node("Neg", ["c"], ["n"]),
+        helper.make_node("Identity", ["n"], ["y"]),
+    ]
     model = _model(nodes, [], [_vi("y", F, [2])])
     result = Pipeline(["eliminate-identity"]).run(model)
     assert len(result.cases) == 1 and result.stages[1].verified == "yes"

@@ -29,7 +29,7 @@ CASES = [
     ("dtrb", "torchscript", None, None),
     ("dtrb", "dynamo", "dataparallel", "input:1x3x32x64,2x3x32x100,3x3x32x128"),
     ("lprnet", "torchscript", None, None),
-    ("lprnet", "dynamo", "torchscript", None),          # the Sophon seed's torch.jit.trace file
+    ("lprnet", "dynamo", "torchscript", None),  # the Sophon seed's torch.jit.trace file
     ("mmocr-crnn", "torchscript", None, None),
     ("mmocr-crnn", "dynamo", "state_dict", "input:1x1x32x32,2x1x32x64,3x1x32x96"),
     ("dbnet", "dynamo", None, None),
@@ -48,9 +48,17 @@ def converted(tmp_path_factory):
             _, _, form, shapes = next(c for c in CASES if c[:2] == (name, exporter))
             tmp = tmp_path_factory.mktemp(f"{name}-{exporter}")
             weights = save_weights(trained(name), name, form, tmp / "w.pt") if form else None
-            done[name, exporter] = convert(name, target="ort", out=tmp / "out", exporter=exporter, shapes=shapes,
-                                           weights=weights, progress=lambda m: None)
+            done[name, exporter] = convert(
+                name,
+                target="ort",
+                out=tmp / "out",
+                exporter=exporter,
+                shapes=shapes,
+                weights=weights,
+                progress=lambda m: None,
+            )
         return done[name, exporter]
+
     return get
 
 
@@ -62,12 +70,12 @@ def test_zoo_model_converts_and_verifies(converted, name, exporter, form, shapes
     expected = ShapeSet.parse(shapes) if shapes else recipe.shapes
     assert r["shapes"] == {k: [list(s) for s in v] for k, v in expected.shapes.items()}
     assert {c["label"].split("#")[0] for c in r["test_inputs"]} == {"min", "opt", "max"}
-    assert r["stages"][0]["verified"] == "yes"      # the exported ONNX itself, against torch
+    assert r["stages"][0]["verified"] == "yes"  # the exported ONNX itself, against torch
     notes = r["source"]["notes"]
     assert any(f"exported with the {exporter} exporter" in n for n in notes)
     if form:
         assert any(n.startswith("weights: w.pt") for n in notes)
-        case = conv.result.cases[0]                 # the reference ran the loaded weights
+        case = conv.result.cases[0]  # the reference ran the loaded weights
         with torch.inference_mode():
             want = trained(name)(*(torch.from_numpy(v) for v in case.feeds.values())).numpy()
         np.testing.assert_array_equal(next(iter(case.expected.values())), want)
@@ -88,10 +96,12 @@ def test_zoo_model_reads_the_same(converted, name, exporter, form, shapes):
     if p["kind"] == "ctc":
         assert p["all_agree"], p["summary"]
         assert p["samples"] >= 4 and any(r["torch"]["text"] for r in p["rows"])
-    else:    # a pixel can sit within round-off of the threshold: flips must be rare, and errors tiny
+    else:  # a pixel can sit within round-off of the threshold: flips must be rare, and errors tiny
         pixels = sum(r["pixels"] for r in p["rows"])
         assert p["max_abs"] < 1e-4 and p["mask_differs"] <= 1e-4 * pixels, p["summary"]
-        assert all(0.1 * r["pixels"] < r["pixels_above"] < 0.9 * r["pixels"] for r in p["rows"])   # a real mask
+        assert all(
+            0.1 * r["pixels"] < r["pixels_above"] < 0.9 * r["pixels"] for r in p["rows"]
+        )  # a real mask
     assert p["sources"] == ["torch", "raw ONNX", "final ONNX"]
     assert "## Parity" in (conv.out_dir / "report.md").read_text()
 
@@ -103,8 +113,12 @@ def test_all_exact_passes_keep_zoo_outputs_and_dynamic_dims(converted, name, exp
     conv = converted(name, exporter)
     raw = load(conv.out_dir / "stages" / "00_source.onnx")
     dims = [[str(d) for d in v.shape] for v in raw.graph.inputs]
-    result = Pipeline(list(GENERIC_PASSES) + EXACT_FAMILY, samples=1).run(raw, shapes=shapes or get_recipe(name).shapes)
-    assert all(s.verified in ("yes", "unchanged") for s in result.stages[1:]), [s.verified for s in result.stages]
+    result = Pipeline(list(GENERIC_PASSES) + EXACT_FAMILY, samples=1).run(
+        raw, shapes=shapes or get_recipe(name).shapes
+    )
+    assert all(s.verified in ("yes", "unchanged") for s in result.stages[1:]), [
+        s.verified for s in result.stages
+    ]
     assert [[str(d) for d in v.shape] for v in result.model.graph.inputs] == dims
 
 
@@ -128,7 +142,7 @@ WIDTHS, BATCHES = (32, 100, 320, 1000), (1, 3, 16)
 
 @pytest.fixture(scope="module")
 def crnn_torch_outputs():
-    model = trained("crnn")          # both crnn conversions above load these weights
+    model = trained("crnn")  # both crnn conversions above load these weights
     rng = np.random.default_rng(5)
     cases = {}
     for w in WIDTHS:
@@ -158,11 +172,17 @@ MATRIX = [(m, e, f) for m in models.ZOO for e in ("torchscript", "dynamo") for f
 def test_full_matrix_converts_and_verifies(tmp_path, name, exporter, form):
     """Every model x exporter x weights form at the recipe's own min/opt/max (make test-slow)."""
     weights = save_weights(trained(name), name, form, tmp_path / "w.pt") if form else None
-    conv = convert(name, target="ort", out=tmp_path / "out", exporter=exporter, weights=weights, progress=lambda m: None)
+    conv = convert(
+        name, target="ort", out=tmp_path / "out", exporter=exporter, weights=weights, progress=lambda m: None
+    )
     r = conv.report
     assert r["all_verified"] and r["build"]["built"] and r["stages"][0]["verified"] == "yes"
     assert {c["label"].split("#")[0] for c in r["test_inputs"]} == {"min", "opt", "max"}
     notes = r["source"]["notes"]
-    assert any(n.startswith("weights: w.pt") for n in notes) if form else any("random initialization" in n for n in notes)
+    assert (
+        any(n.startswith("weights: w.pt") for n in notes)
+        if form
+        else any("random initialization" in n for n in notes)
+    )
     p = r["parity"]
     assert p["all_agree"] if p["kind"] == "ctc" else p["max_abs"] < 1e-4, p["summary"]

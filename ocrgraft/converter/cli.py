@@ -23,8 +23,11 @@ def _progress(msg: str) -> None:
 
 def _tolerance(args):
     from ocrgraft.core.compare import FP32, Tolerance
-    return Tolerance(atol=args.atol if args.atol is not None else FP32.atol,
-                     rtol=args.rtol if args.rtol is not None else FP32.rtol)
+
+    return Tolerance(
+        atol=args.atol if args.atol is not None else FP32.atol,
+        rtol=args.rtol if args.rtol is not None else FP32.rtol,
+    )
 
 
 def cmd_convert(args) -> int:
@@ -36,16 +39,42 @@ def cmd_convert(args) -> int:
             print(f"{r.name:16s} {r.description}")
         return 0
     t = time.perf_counter()
-    options = {k: v for k, v in (("build", args.build), ("version", args.target_version), ("soc", args.soc), ("chip", args.chip),
-                                 ("quantize", args.quantize), ("calib", args.calib)) if v}
-    conv = convert(args.model, onnx=args.onnx, paddle=args.paddle, target=args.target, out=args.out, passes=args.passes,
-                   shapes=args.shapes, tolerance=_tolerance(args), target_options=options,
-                   weights=args.weights, exporter=args.exporter, progress=_progress, force=args.force,
-                   trust_code=args.trust_code, inputs=_user_inputs(args.inputs), explain=args.explain)
+    options = {
+        k: v
+        for k, v in (
+            ("build", args.build),
+            ("version", args.target_version),
+            ("soc", args.soc),
+            ("chip", args.chip),
+            ("quantize", args.quantize),
+            ("calib", args.calib),
+        )
+        if v
+    }
+    conv = convert(
+        args.model,
+        onnx=args.onnx,
+        paddle=args.paddle,
+        target=args.target,
+        out=args.out,
+        passes=args.passes,
+        shapes=args.shapes,
+        tolerance=_tolerance(args),
+        target_options=options,
+        weights=args.weights,
+        exporter=args.exporter,
+        progress=_progress,
+        force=args.force,
+        trust_code=args.trust_code,
+        inputs=_user_inputs(args.inputs),
+        explain=args.explain,
+    )
     r = conv.report
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
     print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
-    print(f"wrote {conv.out_dir}/ (model.onnx, stages/, report.json, report.md) in {time.perf_counter() - t:.1f}s")
+    print(
+        f"wrote {conv.out_dir}/ (model.onnx, stages/, report.json, report.md) in {time.perf_counter() - t:.1f}s"
+    )
     return 0
 
 
@@ -59,12 +88,20 @@ def cmd_apply(args) -> int:
     inputs = [src, *external_data_files(src), args.inputs]
     refuse_overwrite(inputs, outputs=[dst], folders=[args.stages] if args.stages else [])
     model = load(src)
-    result = Pipeline(args.passes, tolerance=_tolerance(args), stages_dir=args.stages, progress=_progress,
-                      inputs=_user_inputs(args.inputs), explain=args.explain).run(model, args.shapes)
+    result = Pipeline(
+        args.passes,
+        tolerance=_tolerance(args),
+        stages_dir=args.stages,
+        progress=_progress,
+        inputs=_user_inputs(args.inputs),
+        explain=args.explain,
+    ).run(model, args.shapes)
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
-    print(f"wrote {dst}: {result.rewrites} rewrites, {result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
-          f"{len(checked)} stage(s) verified on {len(result.cases)} inputs")
+    print(
+        f"wrote {dst}: {result.rewrites} rewrites, {result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
+        f"{len(checked)} stage(s) verified on {len(result.cases)} inputs"
+    )
     return 0
 
 
@@ -81,10 +118,14 @@ def _user_inputs(path: str | None) -> dict | None:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise _err(f"--inputs: no such file: {path}") from None
-    except (AttributeError, TypeError):      # a .npy: one array without a name
-        raise _err(f"--inputs {path}: give an .npz with one array per input name (np.savez(path, x=...))") from None
+    except (AttributeError, TypeError):  # a .npy: one array without a name
+        raise _err(
+            f"--inputs {path}: give an .npz with one array per input name (np.savez(path, x=...))"
+        ) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _err(f"--inputs {path} is not a readable .npz of plain arrays: {str(exc).splitlines()[0]}") from None
+        raise _err(
+            f"--inputs {path} is not a readable .npz of plain arrays: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def cmd_passes(args) -> int:
@@ -109,13 +150,17 @@ def cmd_inspect(args) -> int:
     model = load(args.file)
     nodes = list(model.graph.all_nodes()) if hasattr(model.graph, "all_nodes") else list(model.graph)
     opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in model.opset_imports.items())
-    print(f"{args.file}: ir_version {model.ir_version}, opset {opsets}, producer {model.producer_name or '?'} "
-          f"{model.producer_version or ''}".rstrip())
+    print(
+        f"{args.file}: ir_version {model.ir_version}, opset {opsets}, producer {model.producer_name or '?'} "
+        f"{model.producer_version or ''}".rstrip()
+    )
     for kind, values in (("input", model.graph.inputs), ("output", model.graph.outputs)):
         for v in values:
             dyn = [i for i, d in enumerate(v.shape or []) if not isinstance(d, int)]
-            print(f"  {kind:6s} {v.name}: {v.dtype.name if v.dtype else '?'} {describe_shape(v.shape)}"
-                  + (f"  dynamic dims {dyn}" if dyn else ""))
+            print(
+                f"  {kind:6s} {v.name}: {v.dtype.name if v.dtype else '?'} {describe_shape(v.shape)}"
+                + (f"  dynamic dims {dyn}" if dyn else "")
+            )
     print(f"  nodes: {len(nodes)}, initializers: {len(model.graph.initializers)}")
     for op, n in Counter(n.op_type for n in nodes).most_common():
         print(f"    {op:24s} {n}")
@@ -139,7 +184,9 @@ def cmd_compare(args) -> int:
         for d in compare_outputs(rb.run(feeds), ra.run(feeds), tol):
             failures += not d.ok
             where = f"{label} " + ",".join("x".join(map(str, s)) for s in case.values())
-            print(f"{where:32s} {d.name:28s} {d.max_abs:10.3g} {d.max_rel:10.3g}  {'yes' if d.ok else 'NO: ' + d.describe()}")
+            print(
+                f"{where:32s} {d.name:28s} {d.max_abs:10.3g} {d.max_rel:10.3g}  {'yes' if d.ok else 'NO: ' + d.describe()}"
+            )
     if failures:
         raise _err(f"{failures} output comparison(s) exceed the tolerance ({tol})")
     print(f"all outputs match within {tol}")
@@ -153,7 +200,9 @@ def cmd_view(args) -> int:
         raise _err("netron is not installed: pip install 'ocrgraft[view]' (make view installs it)") from None
     path = Path(args.path)
     if path.is_dir():
-        files = sorted((path / "stages").glob("*.onnx")) + ([path / "model.onnx"] if (path / "model.onnx").exists() else [])
+        files = sorted((path / "stages").glob("*.onnx")) + (
+            [path / "model.onnx"] if (path / "model.onnx").exists() else []
+        )
         if not files:
             raise _err(f"{path} holds no stages/*.onnx or model.onnx: is it a conversion's output folder?")
     elif path.exists():
@@ -173,17 +222,23 @@ def cmd_view(args) -> int:
     return 0
 
 
-
 def _err(msg: str) -> Exception:
     from ocrgraft.core.errors import OcrgraftError
+
     return OcrgraftError(msg)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocrgraft", description="Convert OCR models to ONNX and vendor targets, "
-                                "with every graph rewrite saved and verified.", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors (anywhere on the line)")
+    p = argparse.ArgumentParser(
+        prog="ocrgraft",
+        description="Convert OCR models to ONNX and vendor targets, "
+        "with every graph rewrite saved and verified.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="show the full traceback on errors (anywhere on the line)"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def tolerance_flags(sp):
@@ -191,50 +246,102 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--rtol", type=float, help="relative tolerance (default 1e-4)")
 
     def explain_flag(sp):
-        sp.add_argument("--explain", action="store_true", help="for each pass, list where a pattern began to "
-                        "match but was not rewritten, and the condition that failed")
+        sp.add_argument(
+            "--explain",
+            action="store_true",
+            help="for each pass, list where a pattern began to "
+            "match but was not rewritten, and the condition that failed",
+        )
 
     def inputs_flag(sp):
-        sp.add_argument("--inputs", metavar="FILE.npz", help="test inputs by input name, used beside the random "
-                        "ones (for inputs whose valid values random data cannot hit: indices, shapes)")
+        sp.add_argument(
+            "--inputs",
+            metavar="FILE.npz",
+            help="test inputs by input name, used beside the random "
+            "ones (for inputs whose valid values random data cannot hit: indices, shapes)",
+        )
 
     def shape_flag(sp):
-        sp.add_argument("--shapes", action="append", metavar="NAME:MIN[,OPT,MAX]",
-                        help="input shape range to verify at; repeat per input")
+        sp.add_argument(
+            "--shapes",
+            action="append",
+            metavar="NAME:MIN[,OPT,MAX]",
+            help="input shape range to verify at; repeat per input",
+        )
 
-    c = sub.add_parser("convert", help="convert a zoo model or an ONNX file for a target", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = sub.add_parser(
+        "convert",
+        help="convert a zoo model or an ONNX file for a target",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("model", nargs="?", help="zoo model name (see --list)")
     c.add_argument("--onnx", metavar="FILE", help="convert an existing .onnx file instead of a zoo model")
-    c.add_argument("--paddle", metavar="DIR", help="convert a Paddle inference model folder (inference.json or "
-                   ".pdmodel, with .pdiparams), e.g. an exported PaddleOCR model")
+    c.add_argument(
+        "--paddle",
+        metavar="DIR",
+        help="convert a Paddle inference model folder (inference.json or "
+        ".pdmodel, with .pdiparams), e.g. an exported PaddleOCR model",
+    )
     c.add_argument("--target", "-t", default="ort", help="ort (default), trt, ascend, sophon")
     c.add_argument("--out", "-o", default="out", help="output root; results go to OUT/<model>-<target>/")
     c.add_argument("--passes", "-p", help="comma-separated passes, replacing the recipe's")
     c.add_argument("--list", action="store_true", help="list the zoo models and exit")
-    c.add_argument("--weights", metavar="FILE", help="PyTorch weights: state_dict, checkpoint dict, DataParallel "
-                   "checkpoint or TorchScript .pt (default: fixed-seed random init)")
-    c.add_argument("--exporter", choices=("torchscript", "dynamo"),
-                   help="torch.onnx exporter: TorchScript (dynamo=False) or torch.export-based (default: the recipe's)")
-    c.add_argument("--target-version", help="toolchain version whose op table applies (trt: 10.1 or 8.6; ascend: 8.0 or 5.0.4)")
-    c.add_argument("--build", action="store_const", const="1", help="trt: build the engine where TensorRT and a GPU exist")
-    c.add_argument("--soc", help="ascend: atc --soc_version, e.g. Ascend310P3 (default), Ascend310, Ascend910B1")
+    c.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="PyTorch weights: state_dict, checkpoint dict, DataParallel "
+        "checkpoint or TorchScript .pt (default: fixed-seed random init)",
+    )
+    c.add_argument(
+        "--exporter",
+        choices=("torchscript", "dynamo"),
+        help="torch.onnx exporter: TorchScript (dynamo=False) or torch.export-based (default: the recipe's)",
+    )
+    c.add_argument(
+        "--target-version",
+        help="toolchain version whose op table applies (trt: 10.1 or 8.6; ascend: 8.0 or 5.0.4)",
+    )
+    c.add_argument(
+        "--build",
+        action="store_const",
+        const="1",
+        help="trt: build the engine where TensorRT and a GPU exist",
+    )
+    c.add_argument(
+        "--soc", help="ascend: atc --soc_version, e.g. Ascend310P3 (default), Ascend310, Ascend910B1"
+    )
     c.add_argument("--chip", help="sophon: bm1684x (default) or bm1684")
-    c.add_argument("--quantize", help="device precision: F32 (default), F16, BF16, INT8 (fp32/fp16/... too); "
-                   "trt takes F32, F16, INT8; sophon all four; a target that cannot honour it refuses it")
+    c.add_argument(
+        "--quantize",
+        help="device precision: F32 (default), F16, BF16, INT8 (fp32/fp16/... too); "
+        "trt takes F32, F16, INT8; sophon all four; a target that cannot honour it refuses it",
+    )
     c.add_argument("--calib", metavar="DIR", help="sophon INT8: folder of calibration images or .npy inputs")
-    c.add_argument("--force", action="store_true", help="replace OUT/<model>-<target>/ even when it holds files "
-                   "ocrgraft did not write (default: refuse and name them)")
-    c.add_argument("--trust-code", action="store_true", help="a TorchScript --weights file is code: also run it, "
-                   "to compare its outputs with the zoo model (default: only its tensors are read)")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT/<model>-<target>/ even when it holds files "
+        "ocrgraft did not write (default: refuse and name them)",
+    )
+    c.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="a TorchScript --weights file is code: also run it, "
+        "to compare its outputs with the zoo model (default: only its tensors are read)",
+    )
     inputs_flag(c)
     explain_flag(c)
     shape_flag(c)
     tolerance_flags(c)
     c.set_defaults(func=cmd_convert)
 
-    a = sub.add_parser("apply", help="run named passes on an ONNX file, verifying each stage", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = sub.add_parser(
+        "apply",
+        help="run named passes on an ONNX file, verifying each stage",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a.add_argument("input", metavar="IN")
     a.add_argument("output", metavar="OUT")
     a.add_argument("--passes", "-p", required=True, help="comma-separated pass names")
@@ -283,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"ocrgraft: {what}; nothing was written", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    except BrokenPipeError:      # `ocrgraft passes | head`: the reader has gone, stop quietly
+    except BrokenPipeError:  # `ocrgraft passes | head`: the reader has gone, stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
@@ -294,7 +401,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # one is enough; the cleanup must not be cut short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; the cleanup must not be cut short
     raise Terminated()
 
 
@@ -320,8 +427,10 @@ def _run(argv: list[str], debug: bool) -> int:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"ocrgraft: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"ocrgraft: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ocrgraft.converter.parity import parity_table
 from ocrgraft.converter.pipeline import Pipeline, PipelineResult
@@ -36,19 +36,32 @@ class Conversion:
     result: PipelineResult
 
 
-def load_source(recipe: Recipe, *, target: str = "ort", weights=None, exporter: str | None = None,
-                shapes: ShapeSet | None = None, trust_code: bool = False) -> Source:
+def load_source(
+    recipe: Recipe,
+    *,
+    target: str = "ort",
+    weights=None,
+    exporter: str | None = None,
+    shapes: ShapeSet | None = None,
+    trust_code: bool = False,
+) -> Source:
     if recipe.frontend == "onnx" and weights or recipe.frontend != "torch" and exporter:
-        raise OcrgraftError(f"--weights and --exporter apply to PyTorch models; '{recipe.name}' is {recipe.frontend}")
+        raise OcrgraftError(
+            f"--weights and --exporter apply to PyTorch models; '{recipe.name}' is {recipe.frontend}"
+        )
     if recipe.frontend == "onnx":
         from ocrgraft.frontends.onnx import load_source as load_onnx
+
         return load_onnx(recipe.source_path(), name=recipe.name)
     if recipe.frontend == "torch":
         from ocrgraft.frontends.torch import load_source as load_torch
-        return load_torch(recipe, target=target, weights=weights, exporter=exporter, shapes=shapes,
-                          trust_code=trust_code)
+
+        return load_torch(
+            recipe, target=target, weights=weights, exporter=exporter, shapes=shapes, trust_code=trust_code
+        )
     if recipe.frontend == "paddle":
         from ocrgraft.frontends.paddle import load_recipe_source
+
         return load_recipe_source(recipe, weights)
     raise OcrgraftError(f"model '{recipe.name}': frontend '{recipe.frontend}' is not available")
 
@@ -76,11 +89,25 @@ def default_passes(recipe: Recipe, target: Target, model) -> list[str]:
     return [*CLEANUP_PASSES, *lower, *target.passes, *recipe.extra_passes(target.name), "infer-shapes"]
 
 
-def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle: str | Path | None = None, target: str = "ort", out: str | Path = "out",
-            passes: str | list | None = None, shapes=None, tolerance: Tolerance = FP32,
-            target_options: dict[str, str] | None = None, weights: str | Path | None = None,
-            exporter: str | None = None, progress: Callable[[str], None] = print, force: bool = False,
-            trust_code: bool = False, inputs: dict | None = None, explain: bool = False) -> Conversion:
+def convert(
+    model: str | None = None,
+    *,
+    onnx: str | Path | None = None,
+    paddle: str | Path | None = None,
+    target: str = "ort",
+    out: str | Path = "out",
+    passes: str | list | None = None,
+    shapes=None,
+    tolerance: Tolerance = FP32,
+    target_options: dict[str, str] | None = None,
+    weights: str | Path | None = None,
+    exporter: str | None = None,
+    progress: Callable[[str], None] = print,
+    force: bool = False,
+    trust_code: bool = False,
+    inputs: dict | None = None,
+    explain: bool = False,
+) -> Conversion:
     if sum(x is not None for x in (model, onnx, paddle)) != 1:
         raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")
     if model:
@@ -89,24 +116,37 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
         recipe = Recipe(name=Path(onnx).stem, source=str(onnx))
     else:
         recipe = Recipe(name=Path(paddle).resolve().name, frontend="paddle", source=str(paddle))
-    target_options = target_class(target).check_options(dict(target_options or {}))   # before any work
+    target_options = target_class(target).check_options(dict(target_options or {}))  # before any work
     tgt = get_target(target, target_options.get("version"))
-    if tolerance == FP32 and "verify" in recipe.options:    # the recipe's stated tolerance, unless one was given
+    if (
+        tolerance == FP32 and "verify" in recipe.options
+    ):  # the recipe's stated tolerance, unless one was given
         tolerance = Tolerance(**recipe.options["verify"])
     override = ShapeSet.parse(shapes) if shapes else None
     shape_set = override or recipe.shapes
     dest = Path(out) / f"{recipe.name}-{tgt.name}"
-    check_output_folder(Path(out), dest, force,
-                        [onnx, *external_data_files(onnx), paddle, weights, target_options.get("calib")])
-    source = load_source(recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override,
-                         trust_code=trust_code)
-    raw = to_bytes(source.model) if recipe.options.get("decoder") else None   # the exported model, for parity
+    check_output_folder(
+        Path(out),
+        dest,
+        force,
+        [onnx, *external_data_files(onnx), paddle, weights, target_options.get("calib")],
+    )
+    source = load_source(
+        recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override, trust_code=trust_code
+    )
+    raw = to_bytes(source.model) if recipe.options.get("decoder") else None  # the exported model, for parity
     pass_list = passes if passes is not None else default_passes(recipe, tgt, source.model)
     for note in source.notes:
         progress(f"note: {note}")
     with atomic_dir(dest, force=force) as tmp:
-        pipeline = Pipeline(pass_list, tolerance=tolerance, stages_dir=tmp / "stages", progress=progress,
-                            inputs=inputs, explain=explain)
+        pipeline = Pipeline(
+            pass_list,
+            tolerance=tolerance,
+            stages_dir=tmp / "stages",
+            progress=progress,
+            inputs=inputs,
+            explain=explain,
+        )
         result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
         final = save(result.model, tmp / "model.onnx")
         parity = parity_table(recipe.options.get("decoder"), raw, result, source.framework) if raw else None
@@ -114,14 +154,34 @@ def convert(model: str | None = None, *, onnx: str | Path | None = None, paddle:
             progress(f"parity: {parity['summary']}")
         support = tgt.check_support(result.model)
         if not support.ok:
-            raise OcrgraftError(f"target {tgt.name} ({support.table}) does not support: {'; '.join(support.unsupported)}")
+            raise OcrgraftError(
+                f"target {tgt.name} ({support.table}) does not support: {'; '.join(support.unsupported)}"
+            )
         progress(f"target {tgt.name}: support check passed ({support.table}); building")
-        build = tgt.build(BuildContext(final, tmp, recipe.name, result.shapes, result.cases, result.tolerance,
-                                        recipe.options, target_options))
+        build = tgt.build(
+            BuildContext(
+                final,
+                tmp,
+                recipe.name,
+                result.shapes,
+                result.cases,
+                result.tolerance,
+                recipe.options,
+                target_options,
+            )
+        )
         progress(f"target {tgt.name}: {build.summary}")
-        report = build_report(model=recipe.name, target=tgt.name, source=source,
-                              shapes=result.shapes, result=result, support=support, build=build,
-                              passes=[p.label for p in pipeline.passes], out_dir=dest, parity=parity)
+        report = build_report(
+            model=recipe.name,
+            target=tgt.name,
+            source=source,
+            shapes=result.shapes,
+            result=result,
+            support=support,
+            build=build,
+            passes=[p.label for p in pipeline.passes],
+            out_dir=dest,
+            parity=parity,
+        )
         write_report(report, tmp)
     return Conversion(dest, report, result)
-

@@ -39,8 +39,11 @@ def parity_table(options: dict, raw_model: bytes, result, framework: str = "torc
         for o, g in zip(outs, got):
             o[label] = g
     sources = list(outs[0])
-    table = (_mask_parity(decoder, cases, outs, sources) if isinstance(decoder, ProbMapDecoder)
-             else _text_parity(decoder, cases, outs, sources))
+    table = (
+        _mask_parity(decoder, cases, outs, sources)
+        if isinstance(decoder, ProbMapDecoder)
+        else _text_parity(decoder, cases, outs, sources)
+    )
     table.update(output=name, sources=sources, skipped=skipped)
     if skipped:
         table["summary"] += f" ({'; '.join(skipped)})"
@@ -55,29 +58,51 @@ def _text_parity(decoder: CTCDecoder, cases, outs, sources) -> dict:
             agree = len({read[k][i][0] for k in sources}) == 1
             same, total = same + agree, total + 1
             if i < ROWS_PER_CASE:
-                rows.append({"input": case.title, "index": i, "agree": agree,
-                             **{k: {"text": read[k][i][0], "confidence": read[k][i][1]} for k in sources}})
-    return {"kind": "ctc", "rows": rows, "samples": total, "agree": same, "all_agree": same == total,
-            "summary": f"{same}/{total} samples read the same text in {', '.join(sources)}"
-                       + ("" if same == total else " -- SOME DIFFER, see report.md")}
+                rows.append(
+                    {
+                        "input": case.title,
+                        "index": i,
+                        "agree": agree,
+                        **{k: {"text": read[k][i][0], "confidence": read[k][i][1]} for k in sources},
+                    }
+                )
+    return {
+        "kind": "ctc",
+        "rows": rows,
+        "samples": total,
+        "agree": same,
+        "all_agree": same == total,
+        "summary": f"{same}/{total} samples read the same text in {', '.join(sources)}"
+        + ("" if same == total else " -- SOME DIFFER, see report.md"),
+    }
 
 
 def _mask_parity(decoder: ProbMapDecoder, cases, outs, sources) -> dict:
     rows, worst, flips = [], 0.0, 0
     for case, out in zip(cases, outs):
         ref = out[sources[0]]
-        row = {"input": case.title, "pixels_above": int((ref > decoder.threshold).sum()), "pixels": int(ref.size)}
+        row = {
+            "input": case.title,
+            "pixels_above": int((ref > decoder.threshold).sum()),
+            "pixels": int(ref.size),
+        }
         for k in sources[1:]:
             err = float(np.abs(out[k].astype(np.float64) - ref).max())
             diff = int(((out[k] > decoder.threshold) != (ref > decoder.threshold)).sum())
             row[k] = {"max_abs": err, "mask_differs": diff}
             worst, flips = max(worst, err), flips + diff
         rows.append(row)
-    return {"kind": "probability-map", "threshold": decoder.threshold, "rows": rows,
-            "max_abs": worst, "mask_differs": flips, "all_agree": flips == 0,
-            "summary": f"probability map max abs err {worst:.2g} against {sources[0]}; {flips} pixel(s) change side of "
-                       f"the {decoder.threshold:g} threshold across {len(rows)} inputs"
-                       + (f", each within {worst:.2g} of it (round-off)" if flips else "")}
+    return {
+        "kind": "probability-map",
+        "threshold": decoder.threshold,
+        "rows": rows,
+        "max_abs": worst,
+        "mask_differs": flips,
+        "all_agree": flips == 0,
+        "summary": f"probability map max abs err {worst:.2g} against {sources[0]}; {flips} pixel(s) change side of "
+        f"the {decoder.threshold:g} threshold across {len(rows)} inputs"
+        + (f", each within {worst:.2g} of it (round-off)" if flips else ""),
+    }
 
 
 def _pick(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -90,10 +115,17 @@ def parity_markdown(p: dict) -> list[str]:
         lines += ["| input | # | " + " | ".join(sources) + " | same |", "|---" * (len(sources) + 3) + "|"]
         for r in p["rows"]:
             cells = [f"`{r[k]['text'] or '∅'}` ({r[k]['confidence']:.4g})" for k in sources]
-            lines.append(f"| {r['input']} | {r['index']} | " + " | ".join(cells) + f" | {'yes' if r['agree'] else '**no**'} |")
+            lines.append(
+                f"| {r['input']} | {r['index']} | "
+                + " | ".join(cells)
+                + f" | {'yes' if r['agree'] else '**no**'} |"
+            )
     else:
         head = "".join(f" {k} max abs err | {k} mask differs |" for k in sources[1:])
-        lines += [f"| input | pixels > {p['threshold']:g} ({sources[0]}) |{head}", "|---" * (2 * len(sources)) + "|"]
+        lines += [
+            f"| input | pixels > {p['threshold']:g} ({sources[0]}) |{head}",
+            "|---" * (2 * len(sources)) + "|",
+        ]
         for r in p["rows"]:
             cells = "".join(f" {r[k]['max_abs']:.2g} | {r[k]['mask_differs']} |" for k in sources[1:])
             lines.append(f"| {r['input']} | {r['pixels_above']} / {r['pixels']} |{cells}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -25,7 +25,7 @@ from ocrgraft.core.shapes import Case, ShapeSet, is_static, random_inputs, requi
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
 
 Outputs = dict[str, np.ndarray]
-EXPLAIN_LINES = 10          # 'not rewritten' lines per stage on the console (the report has all)
+EXPLAIN_LINES = 10  # 'not rewritten' lines per stage on the console (the report has all)
 SourceFn = Callable[[dict[str, np.ndarray]], Outputs]
 
 
@@ -42,14 +42,14 @@ class Stage:
     op_delta: dict[str, int]
     seconds: float
     verify_seconds: float = 0.0
-    save_seconds: float = 0.0    # serializing and writing the stage file
-    verified: str = "no"         # "yes", "unchanged", or why not
+    save_seconds: float = 0.0  # serializing and writing the stage file
+    verified: str = "no"  # "yes", "unchanged", or why not
     max_abs: float | None = None  # against the source, over every case and output
     max_rel: float | None = None
     max_abs_prev: float | None = None
     file: str | None = None
     comparisons: list[dict] = field(default_factory=list)
-    explain: list[str] = field(default_factory=list)   # with explain on: where the pass did not fire, and why
+    explain: list[str] = field(default_factory=list)  # with explain on: where the pass did not fire, and why
 
 
 @dataclass
@@ -82,10 +82,20 @@ class Pipeline:
     only case when `shapes` names none of them.
     """
 
-    def __init__(self, passes, *, tolerance: Tolerance = FP32, tolerances: dict[str, Tolerance] | None = None,
-                 stages_dir: str | Path | None = None, verify: bool = True, samples: int = 2, seed: int = 0,
-                 progress: Callable[[str], None] | None = None, inputs: dict[str, np.ndarray] | None = None,
-                 explain: bool = False):
+    def __init__(
+        self,
+        passes,
+        *,
+        tolerance: Tolerance = FP32,
+        tolerances: dict[str, Tolerance] | None = None,
+        stages_dir: str | Path | None = None,
+        verify: bool = True,
+        samples: int = 2,
+        seed: int = 0,
+        progress: Callable[[str], None] | None = None,
+        inputs: dict[str, np.ndarray] | None = None,
+        explain: bool = False,
+    ):
         self.passes: list[Pass] = parse_pass_list(passes)
         self.tolerance = tolerance
         self.tolerances = tolerances or {}
@@ -100,10 +110,12 @@ class Pipeline:
     def tolerance_for(self, p: Pass) -> Tolerance:
         return self.tolerances.get(p.name) or p.tolerance or self.tolerance
 
-    def run(self, model, shapes=None, source: SourceFn | None = None, source_name: str = "source") -> PipelineResult:
+    def run(
+        self, model, shapes=None, source: SourceFn | None = None, source_name: str = "source"
+    ) -> PipelineResult:
         """Rewrite `model` in place. `source` gives the reference outputs (default: the model as given,
         run in ONNX Runtime); `shapes` is a ShapeSet or 'x:MIN,OPT,MAX' text."""
-        with cycle_collector_paused():   # see modelio: large graphs
+        with cycle_collector_paused():  # see modelio: large graphs
             return self._run(model, shapes, source, source_name)
 
     def _run(self, model, shapes, source: SourceFn | None, source_name: str) -> PipelineResult:
@@ -114,7 +126,7 @@ class Pipeline:
         hist = op_histogram(model)
         stage0 = Stage(0, "source", EXACT, 0, False, sum(hist.values()), {}, 0.0)
         t = time.perf_counter()
-        source_bytes = to_bytes(model) if self.verify or self.stages_dir else None   # serialized once for both
+        source_bytes = to_bytes(model) if self.verify or self.stages_dir else None  # serialized once for both
         if self.stages_dir:
             stage0.file = self._save(source_bytes, 0, "source")
             stage0.save_seconds = time.perf_counter() - t
@@ -128,18 +140,20 @@ class Pipeline:
             except OcrgraftError as exc:
                 if source is None:
                     raise
-                own = None   # e.g. a vendor-only form; later stages are still checked against the framework
+                own = None  # e.g. a vendor-only form; later stages are still checked against the framework
                 stage0.verified = f"not checked: {exc}"
             cases = self._make_cases(model, shapes, source or own.run)
             if source is None:
                 stage0.verified = "reference"
                 previous = {c.title: c.expected for c in cases}
-            elif own is not None:   # the exported ONNX itself against the framework
+            elif own is not None:  # the exported ONNX itself against the framework
                 previous = self._check(stage0, own, cases, {}, source_tol, source_tol)
             stage0.verify_seconds = time.perf_counter() - t
         stages = [stage0]
-        self.progress(f"[0/{len(self.passes)}] source: {stage0.nodes} nodes"
-                      + (f", {len(cases)} test inputs at {shapes.describe()}" if cases else ""))
+        self.progress(
+            f"[0/{len(self.passes)}] source: {stage0.nodes} nodes"
+            + (f", {len(cases)} test inputs at {shapes.describe()}" if cases else "")
+        )
         vendor_form, changed_at = "", 0
         for i, p in enumerate(self.passes, 1):
             t = time.perf_counter()
@@ -154,17 +168,29 @@ class Pipeline:
             except OcrgraftError:
                 raise
             except Exception as exc:
-                raise OcrgraftError(f"pass '{p.name}' failed on this model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                raise OcrgraftError(
+                    f"pass '{p.name}' failed on this model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
             finally:
                 if lend:
                     p.samples = None
-            after = result.ops if result.modified else hist    # a pass that changed something counted its ops
-            delta = {op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]}
+            after = result.ops if result.modified else hist  # a pass that changed something counted its ops
+            delta = {
+                op: after[op] - hist[op] for op in sorted(set(hist) | set(after)) if after[op] != hist[op]
+            }
             hist = after
-            stage = Stage(i, p.label, p.semantics, result.rewrites, result.modified, sum(after.values()), delta,
-                          time.perf_counter() - t)
+            stage = Stage(
+                i,
+                p.label,
+                p.semantics,
+                result.rewrites,
+                result.modified,
+                sum(after.values()),
+                delta,
+                time.perf_counter() - t,
+            )
             data = None
-            if self.stages_dir:   # one serialization for the file and the check
+            if self.stages_dir:  # one serialization for the file and the check
                 t = time.perf_counter()
                 data = to_bytes(model)
                 stage.file = self._save(data, i, p.name)
@@ -190,10 +216,18 @@ class Pipeline:
                 runner = Runner(data or model, what=f"stage {i:02d} '{p.label}'")
                 stage_cases = self._cases_for(model, shapes, cases)
                 # against the source, a pass that loosened the tolerance (fp16) loosens it for all later stages
-                source_tol = Tolerance(max(source_tol.atol, self.tolerance_for(p).atol),
-                                       max(source_tol.rtol, self.tolerance_for(p).rtol))
-                previous = self._check(stage, runner, stage_cases, previous, self.tolerance_for(p),
-                                       None if changed_at else source_tol)
+                source_tol = Tolerance(
+                    max(source_tol.atol, self.tolerance_for(p).atol),
+                    max(source_tol.rtol, self.tolerance_for(p).rtol),
+                )
+                previous = self._check(
+                    stage,
+                    runner,
+                    stage_cases,
+                    previous,
+                    self.tolerance_for(p),
+                    None if changed_at else source_tol,
+                )
                 stage.verify_seconds = time.perf_counter() - t
             stage.explain = list(p.misses)
             stages.append(stage)
@@ -222,9 +256,11 @@ class Pipeline:
         given = {k: v for k, v in self.inputs.items() if k not in shapes.shapes}
         unknown = sorted(set(self.inputs) - {v.name for v in inputs})
         if unknown:
-            raise OcrgraftError(f"test inputs given for {', '.join(unknown)}, but the model's inputs are: "
-                                f"{', '.join(v.name for v in inputs)}")
-        if not inputs:   # nothing to draw: one run
+            raise OcrgraftError(
+                f"test inputs given for {', '.join(unknown)}, but the model's inputs are: "
+                f"{', '.join(v.name for v in inputs)}"
+            )
+        if not inputs:  # nothing to draw: one run
             return [Case("opt", {}, {}, source({}))]
         cases = []
         for ci, (label, case_shapes) in enumerate(shapes.cases()):
@@ -238,17 +274,29 @@ class Pipeline:
 
     def _cases_for(self, model: ir.Model, shapes: ShapeSet, cases: list[Case]) -> list[Case]:
         """Cases whose shapes this stage accepts (a dim a pass fixed rules out the others; given too)."""
-        declared = {v.name: v.shape for v in model.graph.inputs
-                    if isinstance(v.type, ir.TensorType) and v.shape is not None}
+        declared = {
+            v.name: v.shape
+            for v in model.graph.inputs
+            if isinstance(v.type, ir.TensorType) and v.shape is not None
+        }
         keep = [c for c in cases if all(_fits(d, declared[k]) for k, d in c.shapes.items() if k in declared)]
         if not keep:
             allowed = shapes.clamp(list(model.graph.inputs))
-            raise OcrgraftError(f"no test shape fits the model after this pass ({allowed.describe()}); "
-                                "give --shapes within the fixed dims")
+            raise OcrgraftError(
+                f"no test shape fits the model after this pass ({allowed.describe()}); "
+                "give --shapes within the fixed dims"
+            )
         return keep
 
-    def _check(self, stage: Stage, runner: Runner, cases: list[Case], previous: dict[str, Outputs],
-               tol: Tolerance, source_tol: Tolerance | None) -> dict[str, Outputs]:
+    def _check(
+        self,
+        stage: Stage,
+        runner: Runner,
+        cases: list[Case],
+        previous: dict[str, Outputs],
+        tol: Tolerance,
+        source_tol: Tolerance | None,
+    ) -> dict[str, Outputs]:
         """Compare with the previous checked stage at `tol` and, unless `source_tol` is None (after an
         opt-in 'changes' pass), with the source."""
         outputs: dict[str, Outputs] = {}
@@ -258,7 +306,11 @@ class Pipeline:
             got = runner.run(case.feeds)
             outputs[case.title] = got
             prev = previous.get(case.title)
-            refs = [("the previous stage", prev, worst_prev, tol)] if prev is not None and prev is not case.expected else []
+            refs = (
+                [("the previous stage", prev, worst_prev, tol)]
+                if prev is not None and prev is not case.expected
+                else []
+            )
             if source_tol is not None:
                 refs.append(("the source", case.expected, worst_src, source_tol))
             for ref_name, ref, sink, ref_tol in refs:
@@ -269,7 +321,8 @@ class Pipeline:
                 if not cmp.ok:
                     raise VerificationError(
                         f"stage {stage.index:02d} '{stage.name}' changed the outputs against {ref_name} "
-                        f"at {case.title}: {cmp.worst().describe()}; tolerance {ref_tol}")
+                        f"at {case.title}: {cmp.worst().describe()}; tolerance {ref_tol}"
+                    )
         compared = [d for d in worst_src + worst_prev if np.prod(d.shape)]
         stage.verified = "yes" if compared else "not checked: every output was empty at the test shapes"
         stage.max_abs = max((d.max_abs for d in worst_src), default=None)
@@ -295,6 +348,10 @@ def _shapes(feeds: dict) -> dict[str, tuple[int, ...]]:
 
 
 def _progress_line(stage: Stage, total: int) -> str:
-    err = f", max abs err {stage.max_abs:.2g}" if stage.max_abs is not None and stage.verified == "yes" else ""
-    return (f"[{stage.index}/{total}] {stage.name}: {stage.rewrites} rewrites, {stage.nodes} nodes, "
-            f"{stage.seconds:.2f}s, verified: {stage.verified}{err}")
+    err = (
+        f", max abs err {stage.max_abs:.2g}" if stage.max_abs is not None and stage.verified == "yes" else ""
+    )
+    return (
+        f"[{stage.index}/{total}] {stage.name}: {stage.rewrites} rewrites, {stage.nodes} nodes, "
+        f"{stage.seconds:.2f}s, verified: {stage.verified}{err}"
+    )

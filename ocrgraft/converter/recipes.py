@@ -19,6 +19,8 @@ def list_recipes() -> list[Recipe]:
 def get_recipe(name: str) -> Recipe:
     files = _recipe_files()
     if name not in files:
-        raise OcrgraftError(f"unknown model '{name}' (known: {', '.join(sorted(files)) or 'none'}; "
-                            "or convert any file with --onnx FILE)")
+        raise OcrgraftError(
+            f"unknown model '{name}' (known: {', '.join(sorted(files)) or 'none'}; "
+            "or convert any file with --onnx FILE)"
+        )
     return Recipe.from_toml(name, files[name].read_text())

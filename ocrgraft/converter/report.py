@@ -15,8 +15,19 @@ from ocrgraft.converter.pipeline import PipelineResult
 from ocrgraft.core.modelio import atomic_file
 
 
-def build_report(*, model: str, target: str, source, shapes, result: PipelineResult, support, build,
-                 passes: list[str], out_dir: Path, parity: dict | None = None) -> dict:
+def build_report(
+    *,
+    model: str,
+    target: str,
+    source,
+    shapes,
+    result: PipelineResult,
+    support,
+    build,
+    passes: list[str],
+    out_dir: Path,
+    parity: dict | None = None,
+) -> dict:
     from ocrgraft.core import __version__
 
     stages = []
@@ -28,20 +39,30 @@ def build_report(*, model: str, target: str, source, shapes, result: PipelineRes
         "model": model,
         "target": target,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"ocrgraft": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "ocrgraft": __version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
         "source": {"framework": source.framework, "location": source.location, "notes": source.notes},
         "shapes": {k: [list(s) for s in v] for k, v in shapes.shapes.items()},
         "tolerance": {"atol": result.tolerance.atol, "rtol": result.tolerance.rtol},
-        "test_inputs": [{"label": c.label, "shapes": {k: list(v) for k, v in c.shapes.items()}} for c in result.cases],
+        "test_inputs": [
+            {"label": c.label, "shapes": {k: list(v) for k, v in c.shapes.items()}} for c in result.cases
+        ],
         "passes": passes,
         "stages": stages,
         "all_verified": all(s.verified in ("yes", "unchanged", "reference") for s in result.stages),
-        "support": {"table": support.table, "ok": support.ok, "unsupported": support.unsupported,
-                    "notes": support.notes},
+        "support": {
+            "table": support.table,
+            "ok": support.ok,
+            "unsupported": support.unsupported,
+            "notes": support.notes,
+        },
         "build": dataclasses.asdict(build),
         "final_model": "model.onnx",
-        "parity": parity,     # decoded text / text mask from torch, exported and final ONNX (zoo recipes with a decoder)
+        "parity": parity,  # decoded text / text mask from torch, exported and final ONNX (zoo recipes with a decoder)
     }
 
 
@@ -67,27 +88,38 @@ def render_markdown(r: dict) -> str:
     src = r["source"]
     lines += [f"- source: {src['framework']} `{src['location']}`"]
     lines += [f"- note: {n}" for n in src["notes"]]
-    lines += ["- test shapes: " + "; ".join(f"{k}: " + ", ".join("x".join(map(str, s)) for s in v)
-                                             for k, v in r["shapes"].items()),
-              f"- test inputs: {len(r['test_inputs'])} random, non-zero",
-              f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}",
-              f"- every stage verified: **{'yes' if r['all_verified'] else 'no'}**", "",
-              "## Stages", "",
-              "| # | pass | kind | rewrites | nodes | op changes | time (s) | verified | max abs err | max rel err |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "- test shapes: "
+        + "; ".join(f"{k}: " + ", ".join("x".join(map(str, s)) for s in v) for k, v in r["shapes"].items()),
+        f"- test inputs: {len(r['test_inputs'])} random, non-zero",
+        f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}",
+        f"- every stage verified: **{'yes' if r['all_verified'] else 'no'}**",
+        "",
+        "## Stages",
+        "",
+        "| # | pass | kind | rewrites | nodes | op changes | time (s) | verified | max abs err | max rel err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in r["stages"]:
         delta = ", ".join(f"{op} {n:+d}" for op, n in s["op_delta"].items()) or "–"
         name = f"[{s['name']}]({s['file']})" if s["file"] else s["name"]
-        lines.append(f"| {s['index']:02d} | {name} | {s['semantics']} | {s['rewrites']} | {s['nodes']} | {delta} | "
-                     f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | {_err(s['max_rel'])} |")
+        lines.append(
+            f"| {s['index']:02d} | {name} | {s['semantics']} | {s['rewrites']} | {s['nodes']} | {delta} | "
+            f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | {_err(s['max_rel'])} |"
+        )
     explained = [s for s in r["stages"] if s.get("explain")]
     if explained:
         lines += ["", "## Where passes did not rewrite (--explain)", ""]
         for s in explained:
             lines += [f"- {s['index']:02d} {s['name']}:"] + [f"  - {line}" for line in s["explain"]]
     sup, b = r["support"], r["build"]
-    lines += ["", "## Target", "", f"- support check ({sup['table']}): " + ("all ops supported" if sup["ok"] else
-                                                                            "unsupported: " + "; ".join(sup["unsupported"]))]
+    lines += [
+        "",
+        "## Target",
+        "",
+        f"- support check ({sup['table']}): "
+        + ("all ops supported" if sup["ok"] else "unsupported: " + "; ".join(sup["unsupported"])),
+    ]
     lines += [f"  - restriction: {n}" for n in sup.get("notes", [])]
     lines += [f"- build: {'done' if b['built'] else 'not built'}: {b['summary']}"]
     if b["command"]:
@@ -96,7 +128,12 @@ def render_markdown(r: dict) -> str:
         lines.append(f"- {k}: {v}")
     if r.get("parity"):
         from ocrgraft.converter.parity import parity_markdown
+
         lines += parity_markdown(r["parity"])
-    lines += ["", f"_ocrgraft {r['versions']['ocrgraft']}, onnx {r['versions']['onnx']}, "
-                  f"onnxruntime {r['versions']['onnxruntime']}, {r['created']}_", ""]
+    lines += [
+        "",
+        f"_ocrgraft {r['versions']['ocrgraft']}, onnx {r['versions']['onnx']}, "
+        f"onnxruntime {r['versions']['onnxruntime']}, {r['created']}_",
+        "",
+    ]
     return "\n".join(lines)

@@ -40,8 +40,10 @@ class OutputDiff:
         if self.problem:
             return f"output '{self.name}': {self.problem}"
         idx = ",".join(str(i) for i in self.worst_index)
-        return (f"output '{self.name}' worst element [{idx}] = {self.got:.6g} (expected {self.expected:.6g}), "
-                f"abs err {self.max_abs:.3g}, rel err {self.max_rel:.3g}")
+        return (
+            f"output '{self.name}' worst element [{idx}] = {self.got:.6g} (expected {self.expected:.6g}), "
+            f"abs err {self.max_abs:.3g}, rel err {self.max_rel:.3g}"
+        )
 
 
 @dataclass
@@ -61,19 +63,28 @@ class CaseComparison:
         return bad[0] if bad else max(self.diffs, key=lambda d: d.max_abs)
 
     def to_json(self) -> dict:
-        return {"label": self.label, "shapes": {k: list(v) for k, v in self.shapes.items()},
-                "outputs": [asdict(d) for d in self.diffs]}
+        return {
+            "label": self.label,
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "outputs": [asdict(d) for d in self.diffs],
+        }
 
 
-def compare_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], tol: Tolerance) -> list[OutputDiff]:
+def compare_outputs(
+    got: dict[str, np.ndarray], expected: dict[str, np.ndarray], tol: Tolerance
+) -> list[OutputDiff]:
     """Match outputs by name (by position when the names changed but the count did not)."""
     if set(got) == set(expected):
         pairs = [(name, got[name], expected[name]) for name in expected]
     elif len(got) == len(expected):
-        pairs = [(f"{en}" if en == gn else f"{gn} (was {en})", g, e)
-                 for (gn, g), (en, e) in zip(got.items(), expected.items())]
+        pairs = [
+            (f"{en}" if en == gn else f"{gn} (was {en})", g, e)
+            for (gn, g), (en, e) in zip(got.items(), expected.items())
+        ]
     else:
-        raise OcrgraftError(f"output count changed: expected {len(expected)} ({', '.join(expected)}), got {len(got)} ({', '.join(got)})")
+        raise OcrgraftError(
+            f"output count changed: expected {len(expected)} ({', '.join(expected)}), got {len(got)} ({', '.join(got)})"
+        )
     return [d for name, g, e in pairs for d in _diff_values(name, g, e, tol)]
 
 
@@ -84,8 +95,19 @@ def _diff_values(name: str, got, expected, tol: Tolerance) -> list[OutputDiff]:
     if got is None and expected is None:
         return []
     if isinstance(got, (list, type(None))) or isinstance(expected, (list, type(None))):
-        return [OutputDiff(name, (), float("inf"), float("inf"), (), float("nan"), float("nan"), False,
-                           f"{_kind(got)} instead of {_kind(expected)}")]
+        return [
+            OutputDiff(
+                name,
+                (),
+                float("inf"),
+                float("inf"),
+                (),
+                float("nan"),
+                float("nan"),
+                False,
+                f"{_kind(got)} instead of {_kind(expected)}",
+            )
+        ]
     return [diff_arrays(name, got, expected, tol)]
 
 
@@ -98,21 +120,39 @@ def _kind(value) -> str:
 def diff_arrays(name: str, got: np.ndarray, expected: np.ndarray, tol: Tolerance) -> OutputDiff:
     got, expected = np.asarray(got), np.asarray(expected)
     if got.shape != expected.shape:
-        return OutputDiff(name, expected.shape, float("inf"), float("inf"), (), float("nan"), float("nan"), False,
-                          f"shape {'x'.join(map(str, got.shape))} instead of {'x'.join(map(str, expected.shape))}")
+        return OutputDiff(
+            name,
+            expected.shape,
+            float("inf"),
+            float("inf"),
+            (),
+            float("nan"),
+            float("nan"),
+            False,
+            f"shape {'x'.join(map(str, got.shape))} instead of {'x'.join(map(str, expected.shape))}",
+        )
     if got.size == 0:
         return OutputDiff(name, got.shape, 0.0, 0.0, (), 0.0, 0.0, True)
-    if "O" in (got.dtype.kind, expected.dtype.kind) or got.dtype.kind in "SU":   # strings: equal or not
+    if "O" in (got.dtype.kind, expected.dtype.kind) or got.dtype.kind in "SU":  # strings: equal or not
         bad = np.argwhere(got != expected)
         if not len(bad):
             return OutputDiff(name, got.shape, 0.0, 0.0, (), float("nan"), float("nan"), True)
         idx = tuple(int(i) for i in bad[0])
-        return OutputDiff(name, got.shape, float("inf"), float("inf"), idx, float("nan"), float("nan"), False,
-                          f"string at [{','.join(map(str, idx))}] differs")
+        return OutputDiff(
+            name,
+            got.shape,
+            float("inf"),
+            float("inf"),
+            idx,
+            float("nan"),
+            float("nan"),
+            False,
+            f"string at [{','.join(map(str, idx))}] differs",
+        )
     g, e = got.astype(np.float64), expected.astype(np.float64)
     exact = not (np.issubdtype(expected.dtype, np.floating) or np.issubdtype(got.dtype, np.floating))
     nan_g, nan_e = np.isnan(g), np.isnan(e)
-    with np.errstate(invalid="ignore"):   # inf - inf: equal infinities are equal, not nan apart
+    with np.errstate(invalid="ignore"):  # inf - inf: equal infinities are equal, not nan apart
         err = np.where((g == e) | nan_g & nan_e, 0.0, np.abs(g - e))
     err = np.where(nan_g ^ nan_e, np.inf, err)
     allowed = np.zeros_like(e) if exact else tol.atol + tol.rtol * np.abs(np.nan_to_num(e))
@@ -120,8 +160,16 @@ def diff_arrays(name: str, got: np.ndarray, expected: np.ndarray, tol: Tolerance
     flat = int(np.argmax(excess))
     idx = tuple(int(i) for i in np.unravel_index(flat, got.shape))
     rel = err / np.maximum(np.abs(np.nan_to_num(e)), max(tol.atol, 1e-30))
-    return OutputDiff(name, got.shape, float(err.max()), float(rel.max()), idx, float(g[idx]), float(e[idx]),
-                      bool((excess <= 0).all()))
+    return OutputDiff(
+        name,
+        got.shape,
+        float(err.max()),
+        float(rel.max()),
+        idx,
+        float(g[idx]),
+        float(e[idx]),
+        bool((excess <= 0).all()),
+    )
 
 
 def similarity(got: np.ndarray, ref: np.ndarray) -> dict:
@@ -134,7 +182,12 @@ def similarity(got: np.ndarray, ref: np.ndarray) -> dict:
     err = np.abs(a - b)
     worst = int(np.argmax(err)) if err.size else 0
     scale = float(np.abs(b).max()) if b.size else 0.0
-    return {"cosine": cosine, "euclid": euclid, "max_abs": float(err.max()) if err.size else 0.0,
-            "max_error": float(err.max() / scale) if err.size and scale > 0 else 0.0,
-            "worst_index": [int(i) for i in np.unravel_index(worst, ref.shape)] if err.size else [],
-            "got": float(a[worst]) if err.size else 0.0, "expected": float(b[worst]) if err.size else 0.0}
+    return {
+        "cosine": cosine,
+        "euclid": euclid,
+        "max_abs": float(err.max()) if err.size else 0.0,
+        "max_error": float(err.max() / scale) if err.size and scale > 0 else 0.0,
+        "worst_index": [int(i) for i in np.unravel_index(worst, ref.shape)] if err.size else [],
+        "got": float(a[worst]) if err.size else 0.0,
+        "expected": float(b[worst]) if err.size else 0.0,
+    }

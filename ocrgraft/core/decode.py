@@ -14,7 +14,7 @@ import numpy as np
 
 from ocrgraft.core.errors import OcrgraftError
 
-ROWS_PER_CASE = 2          # decoded samples listed per test input (all of its batch are compared)
+ROWS_PER_CASE = 2  # decoded samples listed per test input (all of its batch are compared)
 
 
 @dataclass
@@ -23,14 +23,16 @@ class CTCDecoder:
 
     charset: str
     blank: int = 0
-    layout: str = "NTC"          # where batch (N), time (T) and classes (C) sit in the output
-    scores: str = "logits"       # logits | log_softmax | probs
-    confidence: str = "mean"     # mean of the kept characters' probabilities, or product over all steps
+    layout: str = "NTC"  # where batch (N), time (T) and classes (C) sit in the output
+    scores: str = "logits"  # logits | log_softmax | probs
+    confidence: str = "mean"  # mean of the kept characters' probabilities, or product over all steps
 
     def probs(self, out: np.ndarray) -> np.ndarray:
         """[N, T, C] probabilities from the raw output."""
         if sorted(self.layout) != ["C", "N", "T"] or out.ndim != 3:
-            raise OcrgraftError(f"CTC decoder: layout '{self.layout}' does not fit an output of shape {out.shape}")
+            raise OcrgraftError(
+                f"CTC decoder: layout '{self.layout}' does not fit an output of shape {out.shape}"
+            )
         x = np.transpose(out, [self.layout.index(a) for a in "NTC"]).astype(np.float64)
         if self.scores == "log_softmax":
             return np.exp(x)
@@ -39,15 +41,19 @@ class CTCDecoder:
             return e / e.sum(axis=-1, keepdims=True)
         if self.scores == "probs":
             return x
-        raise OcrgraftError(f"CTC decoder: unknown scores '{self.scores}' (known: logits, log_softmax, probs)")
+        raise OcrgraftError(
+            f"CTC decoder: unknown scores '{self.scores}' (known: logits, log_softmax, probs)"
+        )
 
     def decode(self, out: np.ndarray) -> list[tuple[str, float]]:
         p = self.probs(out)
         classes = len(self.charset) + 1
         if p.shape[-1] != classes:
-            raise OcrgraftError(f"CTC decoder: the charset has {len(self.charset)} characters + blank, "
-                                f"but the output has {p.shape[-1]} classes")
-        blank = self.blank % classes             # -1: the last class
+            raise OcrgraftError(
+                f"CTC decoder: the charset has {len(self.charset)} characters + blank, "
+                f"but the output has {p.shape[-1]} classes"
+            )
+        blank = self.blank % classes  # -1: the last class
         labels = list(self.charset)
         labels.insert(blank, "")
         best, best_p = p.argmax(-1), p.max(-1)
@@ -74,10 +80,16 @@ def decoder_from(options: dict):
     kind = options.get("kind", "ctc")
     if kind == "ctc":
         if not options.get("charset"):
-            raise OcrgraftError("a [decoder] of kind 'ctc' needs its charset (the characters, blank excluded)")
-        return CTCDecoder(charset=options["charset"], blank=int(options.get("blank", 0)),
-                          layout=options.get("layout", "NTC"), scores=options.get("scores", "logits"),
-                          confidence=options.get("confidence", "mean"))
+            raise OcrgraftError(
+                "a [decoder] of kind 'ctc' needs its charset (the characters, blank excluded)"
+            )
+        return CTCDecoder(
+            charset=options["charset"],
+            blank=int(options.get("blank", 0)),
+            layout=options.get("layout", "NTC"),
+            scores=options.get("scores", "logits"),
+            confidence=options.get("confidence", "mean"),
+        )
     if kind == "probability-map":
         return ProbMapDecoder(threshold=float(options.get("threshold", 0.3)))
     raise OcrgraftError(f"unknown decoder kind '{kind}' (known: ctc, probability-map)")

@@ -16,7 +16,7 @@ import onnx_ir as ir
 def all_nodes(model: ir.Model | ir.Graph) -> list[ir.Node]:
     """Every node, those in If/Loop bodies included, as a list (passes walk it before and after)."""
     nodes = list(model.graph if isinstance(model, ir.Model) else model)
-    for node in nodes:   # the list grows by each body found, which is scanned in turn
+    for node in nodes:  # the list grows by each body found, which is scanned in turn
         for attr in node.attributes.data.values():
             if attr.type is ir.AttributeType.GRAPH:
                 nodes.extend(attr.value)
@@ -70,13 +70,21 @@ def _graph_state(model: ir.Model) -> tuple[list, list]:
         objects += (node, node.inputs, *node.attributes.data.values(), None)
         for value in node.outputs:
             objects += (value.shape, value.type)
-    values = [dict(model.opset_imports), list(model.functions), *(str(v.type) + str(v.shape) for v in graph.inputs)]
+    values = [
+        dict(model.opset_imports),
+        list(model.functions),
+        *(str(v.type) + str(v.shape) for v in graph.inputs),
+    ]
     return objects, values
 
 
 def _same_state(old, new) -> bool:
-    return old is not None and old[1] == new[1] and len(old[0]) == len(new[0]) \
+    return (
+        old is not None
+        and old[1] == new[1]
+        and len(old[0]) == len(new[0])
         and all(a is b for a, b in zip(old[0], new[0]))
+    )
 
 
 # ONNX shape inference reads the values of integer inputs (shapes, axes, sizes) and of these ops'
@@ -106,15 +114,16 @@ def _infer(model: ir.Model) -> None:
         tensor = value.const_value
         if tensor is None:
             continue
-        if value.shape is None or value.dtype is None:   # passes read initializer shapes too
+        if value.shape is None or value.dtype is None:  # passes read initializer shapes too
             value.shape, value.dtype = tensor.shape, tensor.dtype
         if id(value) not in listed:
             key = (tensor.dtype, tuple(tensor.shape))
             if key not in types:
                 types[key] = onnx.helper.make_tensor_type_proto(tensor.dtype.value, key[1])
             g.input.add(name=name).type.CopyFrom(types[key])
-        if tensor.nbytes <= _DATA_LIMIT and (tensor.dtype.is_integer() or any(
-                use.node.op_type in _READS_FLOATS for use in value.uses())):
+        if tensor.nbytes <= _DATA_LIMIT and (
+            tensor.dtype.is_integer() or any(use.node.op_type in _READS_FLOATS for use in value.uses())
+        ):
             ir.serde.serialize_tensor_into(g.initializer.add(), tensor)
             g.initializer[-1].name = name
     nested = False
@@ -126,15 +135,17 @@ def _infer(model: ir.Model) -> None:
         if value.type is not None:
             ir.serde.serialize_type_into(info.type, value.type)
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            proto, check_type=True, strict_mode=False, data_prop=True
+        )
     except Exception as exc:  # noqa: BLE001  (inference is best effort: shapes stay unknown)
         logging.getLogger("ocrgraft.passes").warning("shape inference failed: %s", exc)
         return
-    if nested:   # values inside If/Loop bodies: match graph by graph (rare in OCR models)
+    if nested:  # values inside If/Loop bodies: match graph by graph (rare in OCR models)
         _merge_graphs(model, ir.serde.deserialize_model(inferred))
         return
     values = {v.name: v for v in _computed_values(model) if v.name}
-    shapes: dict[tuple, ir.Shape] = {}   # frozen, so values with equal shapes can share one
+    shapes: dict[tuple, ir.Shape] = {}  # frozen, so values with equal shapes can share one
     for infos in (inferred.graph.value_info, inferred.graph.output):
         for info in infos:
             value = values.get(info.name)
@@ -153,7 +164,9 @@ def _set_type(value: ir.Value, type_proto: onnx.TypeProto, shapes: dict) -> None
         return
     tensor = type_proto.tensor_type
     if tensor.HasField("shape"):
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+        )
         if dims not in shapes:
             shapes[dims] = ir.Shape(dims, frozen=True)
         value.shape = shapes[dims]

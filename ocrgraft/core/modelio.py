@@ -36,7 +36,9 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
     except OcrgraftError:
         raise
     except (DecodeError, RuntimeWarning, ValueError) as exc:
-        raise OcrgraftError(f"{path} is not a valid ONNX model (corrupt or truncated): {_first_line(exc)}") from exc
+        raise OcrgraftError(
+            f"{path} is not a valid ONNX model (corrupt or truncated): {_first_line(exc)}"
+        ) from exc
     except FileNotFoundError as exc:
         raise OcrgraftError(f"{path}: external data file missing: {_first_line(exc)}") from exc
     except Exception as exc:  # protobuf and onnx raise a zoo of types for damaged files
@@ -55,20 +57,34 @@ def _check_text(proto: onnx.ModelProto, path: Path, nodes: bool = False) -> None
     """protobuf hands back undecodable text as bytes, which nothing downstream can write again:
     name the field instead of failing later with a serializer's error. Node texts are scanned only
     when asked (after a failure): the walk costs far more than parsing a large graph."""
-    fields = [("producer_name", proto.producer_name), ("producer_version", proto.producer_version),
-              ("domain", proto.domain), ("doc_string", proto.doc_string), ("graph name", proto.graph.name),
-              ("graph doc_string", proto.graph.doc_string)]
+    fields = [
+        ("producer_name", proto.producer_name),
+        ("producer_version", proto.producer_version),
+        ("domain", proto.domain),
+        ("doc_string", proto.doc_string),
+        ("graph name", proto.graph.name),
+        ("graph doc_string", proto.graph.doc_string),
+    ]
     fields += [(f"metadata_props key {p.key!r}", p.value) for p in proto.metadata_props]
     fields += [("metadata_props key", p.key) for p in proto.metadata_props]
     if nodes:
-        fields += [(f"node {n.name!r} {what}", text) for n in proto.graph.node
-                   for what, text in (("name", n.name), ("doc_string", n.doc_string), ("input", n.input),
-                                      ("output", n.output))]
+        fields += [
+            (f"node {n.name!r} {what}", text)
+            for n in proto.graph.node
+            for what, text in (
+                ("name", n.name),
+                ("doc_string", n.doc_string),
+                ("input", n.input),
+                ("output", n.output),
+            )
+        ]
     for what, text in fields:
         items = text if not isinstance(text, (str, bytes)) else [text]
         if any(isinstance(t, bytes) for t in items):
-            raise OcrgraftError(f"{path}: the model's {what} is not valid UTF-8 text; rewrite it (e.g. with "
-                                "onnx.helper.set_model_props for metadata) and convert again")
+            raise OcrgraftError(
+                f"{path}: the model's {what} is not valid UTF-8 text; rewrite it (e.g. with "
+                "onnx.helper.set_model_props for metadata) and convert again"
+            )
 
 
 def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
@@ -76,8 +92,10 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             if not (path.parent / location).is_file():
-                raise OcrgraftError(f"{path}: external data file '{location}' is missing "
-                                    f"(tensor '{tensor.name}' expects it next to the model)")
+                raise OcrgraftError(
+                    f"{path}: external data file '{location}' is missing "
+                    f"(tensor '{tensor.name}' expects it next to the model)"
+                )
 
 
 def external_data_files(path: str | os.PathLike | None) -> list[Path]:
@@ -89,12 +107,21 @@ def external_data_files(path: str | os.PathLike | None) -> list[Path]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:
         return []
-    return sorted({Path(path).parent / e.value for t in _tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL
-                   for e in t.external_data if e.key == "location"})
+    return sorted(
+        {
+            Path(path).parent / e.value
+            for t in _tensors(proto)
+            if t.data_location == onnx.TensorProto.EXTERNAL
+            for e in t.external_data
+            if e.key == "location"
+        }
+    )
 
 
 def _tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")]
+    return list(proto.graph.initializer) + [
+        a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")
+    ]
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -117,10 +144,11 @@ def to_proto(model: ir.Model | onnx.ModelProto) -> onnx.ModelProto:
         inner = exc
         while isinstance(inner.__cause__, Exception):
             inner, outer = inner.__cause__, inner
-        if isinstance(inner, UnicodeError):    # a node or value name that came in as undecodable bytes
+        if isinstance(inner, UnicodeError):  # a node or value name that came in as undecodable bytes
             where = str(outer).split(" with: ", 1)[-1][:200]
-            raise OcrgraftError(f"the model holds text that is not valid UTF-8 ({where}); "
-                                "rename it and convert again") from exc
+            raise OcrgraftError(
+                f"the model holds text that is not valid UTF-8 ({where}); rename it and convert again"
+            ) from exc
         raise
 
 
@@ -148,7 +176,7 @@ def cycle_collector_paused():
     try:
         yield
     finally:
-        if gc.get_freeze_count() == 0:   # never thaw what the caller froze
+        if gc.get_freeze_count() == 0:  # never thaw what the caller froze
             gc.freeze()
             gc.unfreeze()
         if enabled:
@@ -299,8 +327,10 @@ def check_replaceable(path: Path, force: bool) -> None:
     foreign = foreign_files(path)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f", … {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise OcrgraftError(f"{path} holds files ocrgraft did not write ({shown}); a new conversion would "
-                            "replace the folder: move them, choose another --out, or rerun with --force to replace the folder")
+        raise OcrgraftError(
+            f"{path} holds files ocrgraft did not write ({shown}); a new conversion would "
+            "replace the folder: move them, choose another --out, or rerun with --force to replace the folder"
+        )
 
 
 def refuse_overwrite(inputs, outputs=(), folders=()) -> None:
@@ -316,8 +346,10 @@ def refuse_overwrite(inputs, outputs=(), folders=()) -> None:
             raise OcrgraftError(f"the output would overwrite the input {given}: choose another output path")
         for d in dirs:
             if p == d or d in p.parents:
-                raise OcrgraftError(f"the input {given} lies inside the output folder {d}, which this run "
-                                    "replaces: copy the input elsewhere or choose another --out")
+                raise OcrgraftError(
+                    f"the input {given} lies inside the output folder {d}, which this run "
+                    "replaces: copy the input elsewhere or choose another --out"
+                )
 
 
 @contextlib.contextmanager
@@ -330,7 +362,7 @@ def _parent(path: Path):
     finally:
         for p in reversed(created):
             with contextlib.suppress(OSError):
-                p.rmdir()   # only succeeds while empty
+                p.rmdir()  # only succeeds while empty
 
 
 def _first_line(exc: BaseException) -> str:

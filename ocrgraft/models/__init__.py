@@ -29,7 +29,7 @@ def build(name: str, seed: int = SEED, **kwargs):
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise OcrgraftError(f"unknown zoo architecture '{name}' ({hint}known: {', '.join(ZOO)})")
     module, cls, sample, head = ZOO[name]
-    with torch.random.fork_rng(devices=[]):     # leave the caller's random state alone
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(seed)
         model = getattr(importlib.import_module(module), cls)(**kwargs)
         _stand_in_init(model, sample, model.get_submodule(head), torch.Generator().manual_seed(seed))
@@ -49,18 +49,25 @@ def _stand_in_init(model, sample: tuple[int, ...], head, gen) -> None:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
-                fan_in = m.weight[0].numel() if not isinstance(m, nn.ConvTranspose2d) else m.weight.shape[0] * m.weight[0, 0].numel()
+                fan_in = (
+                    m.weight[0].numel()
+                    if not isinstance(m, nn.ConvTranspose2d)
+                    else m.weight.shape[0] * m.weight[0, 0].numel()
+                )
                 m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.01)
             elif isinstance(m, nn.LSTM):
                 for pname, p in m.named_parameters():
-                    p.copy_(torch.randn(p.shape, generator=gen) * ((1.0 / p.shape[1]) ** 0.5 if pname.startswith("weight") else 0.01))
+                    p.copy_(
+                        torch.randn(p.shape, generator=gen)
+                        * ((1.0 / p.shape[1]) ** 0.5 if pname.startswith("weight") else 0.01)
+                    )
         for m in norms:
             m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
             m.reset_running_stats()
-            m.momentum = None                     # cumulative average over the calibration pass
+            m.momentum = None  # cumulative average over the calibration pass
         model.train()(torch.rand((4,) + tuple(sample), generator=gen) * 2 - 1)
         for m in norms:
             m.momentum = 0.1

@@ -67,5 +67,5 @@ class CRNN(nn.Module):
 
     def forward(self, x):
         conv = self.cnn(x)
-        conv = conv.squeeze(2).permute(2, 0, 1)   # [w, b, c]
+        conv = conv.squeeze(2).permute(2, 0, 1)  # [w, b, c]
         return F.log_softmax(self.rnn(conv), dim=2)

@@ -22,7 +22,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -42,7 +44,10 @@ class ResNet18(nn.Module):
         widths, inplanes = (64, 128, 256, 512), 64
         for i, planes in enumerate(widths):
             stride = 1 if i == 0 else 2
-            self.add_module(f"layer{i + 1}", nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes)))
+            self.add_module(
+                f"layer{i + 1}",
+                nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes)),
+            )
             inplanes = planes
 
     def forward(self, x):
@@ -69,21 +74,31 @@ class FPNC(nn.Module):
     def __init__(self, in_channels=(64, 128, 256, 512), lateral_channels: int = 256, out_channels: int = 64):
         super().__init__()
         self.lateral_convs = nn.ModuleList(ConvModule(c, lateral_channels, 1) for c in in_channels)
-        self.smooth_convs = nn.ModuleList(ConvModule(lateral_channels, out_channels, 3, 1) for _ in in_channels)
+        self.smooth_convs = nn.ModuleList(
+            ConvModule(lateral_channels, out_channels, 3, 1) for _ in in_channels
+        )
 
     def forward(self, inputs):
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
-        for i in range(len(laterals) - 1, 0, -1):   # top-down path
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
+        for i in range(len(laterals) - 1, 0, -1):  # top-down path
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"
+            )
         outs = [conv(x) for conv, x in zip(self.smooth_convs, laterals)]
         outs = [F.interpolate(o, size=outs[0].shape[2:], mode="nearest") for o in outs]
         return torch.cat(outs, dim=1)
 
 
 def _db_branch(c: int, sigmoid: bool) -> nn.Sequential:
-    layers = [nn.Conv2d(c, c // 4, 3, padding=1, bias=False), nn.BatchNorm2d(c // 4), nn.ReLU(inplace=True),
-              nn.ConvTranspose2d(c // 4, c // 4, 2, 2), nn.BatchNorm2d(c // 4), nn.ReLU(inplace=True),
-              nn.ConvTranspose2d(c // 4, 1, 2, 2)]
+    layers = [
+        nn.Conv2d(c, c // 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c // 4),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(c // 4, c // 4, 2, 2),
+        nn.BatchNorm2d(c // 4),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(c // 4, 1, 2, 2),
+    ]
     return nn.Sequential(*(layers + [nn.Sigmoid()] if sigmoid else layers))
 
 
@@ -91,7 +106,7 @@ class DBHead(nn.Module):
     def __init__(self, in_channels: int = 256):
         super().__init__()
         self.binarize = _db_branch(in_channels, sigmoid=False)
-        self.threshold = _db_branch(in_channels, sigmoid=True)   # training only; kept for checkpoint keys
+        self.threshold = _db_branch(in_channels, sigmoid=True)  # training only; kept for checkpoint keys
 
     def forward(self, x):
         return self.binarize(x).squeeze(1).sigmoid()

@@ -27,13 +27,15 @@ class VeryDeepVgg(nn.Module):
 class CRNNDecoder(nn.Module):
     def __init__(self, in_channels: int = 512, num_classes: int = len(ALPHABET) + 1):
         super().__init__()
-        self.decoder = nn.Sequential(BidirectionalLSTM(in_channels, 256, 256), BidirectionalLSTM(256, 256, num_classes))
+        self.decoder = nn.Sequential(
+            BidirectionalLSTM(in_channels, 256, 256), BidirectionalLSTM(256, 256, num_classes)
+        )
         self.softmax = nn.Softmax(dim=-1)
 
     def forward(self, feat):
-        x = feat.squeeze(2).permute(2, 0, 1)        # [W, N, C]
+        x = feat.squeeze(2).permute(2, 0, 1)  # [W, N, C]
         x = self.decoder(x)
-        return self.softmax(x.permute(1, 0, 2).contiguous())   # [N, W, classes]
+        return self.softmax(x.permute(1, 0, 2).contiguous())  # [N, W, classes]
 
 
 class MMOCRCRNN(nn.Module):

@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 
-NUM_CLASSES = 37          # 36 characters (0-9a-z) + the CTC blank
-NUM_FIDUCIAL = 20         # TPS control points, as in PaddleOCR's StarNet configs
+NUM_CLASSES = 37  # 36 characters (0-9a-z) + the CTC blank
+NUM_FIDUCIAL = 20  # TPS control points, as in PaddleOCR's StarNet configs
 SEED = 20240601
 
 
@@ -38,7 +38,9 @@ def build(name: str):
     class ConvBN(nn.Layer):
         def __init__(self, cin, cout, k, stride=1, groups=1, act=None):
             super().__init__()
-            self.conv = nn.Conv2D(cin, cout, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias_attr=False)
+            self.conv = nn.Conv2D(
+                cin, cout, k, stride=stride, padding=(k - 1) // 2, groups=groups, bias_attr=False
+            )
             self.bn = nn.BatchNorm2D(cout)
             self.act = act
 
@@ -81,10 +83,16 @@ def build(name: str):
         """MobileNetV3-small (scale 0.5) with (2,1) strides: height 32 -> 1, width / 4."""
 
         # kernel, expansion, out, squeeze-excite, activation, stride
-        CFG = [(3, 16, 16, True, "relu", (2, 1)), (3, 72, 24, False, "relu", (2, 1)),
-               (3, 88, 24, False, "relu", 1), (5, 96, 40, True, "hardswish", (2, 1)),
-               (5, 240, 40, True, "hardswish", 1), (5, 120, 48, True, "hardswish", 1),
-               (5, 288, 96, True, "hardswish", 1), (5, 576, 96, True, "hardswish", 1)]
+        CFG = [
+            (3, 16, 16, True, "relu", (2, 1)),
+            (3, 72, 24, False, "relu", (2, 1)),
+            (3, 88, 24, False, "relu", 1),
+            (5, 96, 40, True, "hardswish", (2, 1)),
+            (5, 240, 40, True, "hardswish", 1),
+            (5, 120, 48, True, "hardswish", 1),
+            (5, 288, 96, True, "hardswish", 1),
+            (5, 576, 96, True, "hardswish", 1),
+        ]
 
         def __init__(self, cin=3, scale=0.5):
             super().__init__()
@@ -92,7 +100,11 @@ def build(name: str):
             self.stem = ConvBN(cin, c, 3, stride=2, act="hardswish")
             blocks = []
             for k, exp, out, se, act, stride in self.CFG:
-                blocks.append(Bottleneck(c, make_divisible(exp * scale), make_divisible(out * scale), k, stride, se, act))
+                blocks.append(
+                    Bottleneck(
+                        c, make_divisible(exp * scale), make_divisible(out * scale), k, stride, se, act
+                    )
+                )
                 c = make_divisible(out * scale)
             self.blocks = nn.Sequential(*blocks)
             self.out_channels = make_divisible(576 * scale)
@@ -111,22 +123,28 @@ def build(name: str):
             self.f, self.height, self.width = f, height, width
             chans, layers = [16, 32, 64, 128], []
             for i, c in enumerate(chans):
-                layers += [ConvBN(cin, c, 3, act="relu"),
-                           nn.AdaptiveAvgPool2D(1) if i == len(chans) - 1 else nn.MaxPool2D(2, 2)]
+                layers += [
+                    ConvBN(cin, c, 3, act="relu"),
+                    nn.AdaptiveAvgPool2D(1) if i == len(chans) - 1 else nn.MaxPool2D(2, 2),
+                ]
                 cin = c
             self.loc = nn.Sequential(*layers)
             self.fc1 = nn.Linear(cin, 64)
             self.fc2 = nn.Linear(64, f * 2)
             ctrl = self.fiducials()
-            self.fc2.bias.set_value(ctrl.reshape(-1).astype("float32"))   # start near the identity warp
-            self.fc2.weight.set_value((np.random.default_rng(SEED).normal(0, 0.02, (64, f * 2))).astype("float32"))
+            self.fc2.bias.set_value(ctrl.reshape(-1).astype("float32"))  # start near the identity warp
+            self.fc2.weight.set_value(
+                (np.random.default_rng(SEED).normal(0, 0.02, (64, f * 2))).astype("float32")
+            )
             inv_delta, p_hat = self.tps_matrices(ctrl)
             self.inv_delta_c = self._constant(inv_delta)
             self.p_hat = self._constant(p_hat)
 
         def _constant(self, array):
             """A frozen parameter: saved with the weights in both Paddle file formats."""
-            p = self.create_parameter(list(array.shape), default_initializer=nn.initializer.Assign(array.astype("float32")))
+            p = self.create_parameter(
+                list(array.shape), default_initializer=nn.initializer.Assign(array.astype("float32"))
+            )
             p.stop_gradient = True
             return p
 
@@ -141,16 +159,20 @@ def build(name: str):
             f = self.f
             dist = np.linalg.norm(c[:, None, :] - c[None, :, :], axis=2)
             np.fill_diagonal(dist, 1.0)
-            hat_c = dist ** 2 * np.log(dist)
-            delta = np.concatenate([
-                np.concatenate([np.ones((f, 1)), c, hat_c], axis=1),
-                np.concatenate([np.zeros((2, 3)), c.T], axis=1),
-                np.concatenate([np.zeros((1, 3)), np.ones((1, f))], axis=1)], axis=0)
+            hat_c = dist**2 * np.log(dist)
+            delta = np.concatenate(
+                [
+                    np.concatenate([np.ones((f, 1)), c, hat_c], axis=1),
+                    np.concatenate([np.zeros((2, 3)), c.T], axis=1),
+                    np.concatenate([np.zeros((1, 3)), np.ones((1, f))], axis=1),
+                ],
+                axis=0,
+            )
             gx = (np.arange(-self.width, self.width, 2) + 1.0) / self.width
             gy = (np.arange(-self.height, self.height, 2) + 1.0) / self.height
             p = np.stack(np.meshgrid(gx, gy), axis=2).reshape(-1, 2)
             r = np.linalg.norm(p[:, None, :] - c[None, :, :], axis=2)
-            p_hat = np.concatenate([np.ones((len(p), 1)), p, r ** 2 * np.log(r + 1e-6)], axis=1)
+            p_hat = np.concatenate([np.ones((len(p), 1)), p, r**2 * np.log(r + 1e-6)], axis=1)
             return np.linalg.inv(delta), p_hat
 
         def forward(self, x):
@@ -172,7 +194,7 @@ def build(name: str):
         def forward(self, x):
             if self.tps is not None:
                 x = self.tps(x)
-            x = self.backbone(x).squeeze(2).transpose([0, 2, 1])   # N, W/4, C
+            x = self.backbone(x).squeeze(2).transpose([0, 2, 1])  # N, W/4, C
             x, _ = self.rnn(x)
             return F.softmax(self.head(x), axis=2)
 
@@ -181,10 +203,14 @@ def build(name: str):
         statistics on one fixed random batch and sharpen the classifier, so that text parity means something."""
         norms = [layer for layer in model.sublayers() if isinstance(layer, nn.BatchNorm2D)]
         for layer in norms:
-            layer._momentum = 0.0   # running stats := this batch's stats
+            layer._momentum = 0.0  # running stats := this batch's stats
         model.train()
         with paddle.no_grad():
-            model(paddle.to_tensor(np.random.default_rng(SEED).uniform(-1, 1, (16, 3, 32, 100)).astype("float32")))
+            model(
+                paddle.to_tensor(
+                    np.random.default_rng(SEED).uniform(-1, 1, (16, 3, 32, 100)).astype("float32")
+                )
+            )
         for layer in norms:
             layer._momentum = 0.9
         if hasattr(model, "head"):
@@ -195,9 +221,15 @@ def build(name: str):
         model = Recognizer(tps=True)
     elif name == "paddle-crnn":
         model = Recognizer(tps=False)
-    elif name == "paddle-small":   # conv classifier: what the legacy .pdmodel format still saves in Paddle 3
-        model = nn.Sequential(ConvBN(3, 16, 3, act="relu"), nn.MaxPool2D(2, 2), nn.AdaptiveAvgPool2D(1),
-                              nn.Flatten(), nn.Linear(16, NUM_CLASSES), nn.Softmax())
+    elif name == "paddle-small":  # conv classifier: what the legacy .pdmodel format still saves in Paddle 3
+        model = nn.Sequential(
+            ConvBN(3, 16, 3, act="relu"),
+            nn.MaxPool2D(2, 2),
+            nn.AdaptiveAvgPool2D(1),
+            nn.Flatten(),
+            nn.Linear(16, NUM_CLASSES),
+            nn.Softmax(),
+        )
     else:
         raise ValueError(f"no Paddle zoo model '{name}'")
     stand_in_statistics(model)
@@ -205,7 +237,7 @@ def build(name: str):
     return model
 
 
-INPUT_SPECS = {   # None = dynamic; the TPS grid is built for a fixed 32 x 100 image
+INPUT_SPECS = {  # None = dynamic; the TPS grid is built for a fixed 32 x 100 image
     "starnet": [None, 3, 32, 100],
     "paddle-crnn": [None, 3, 32, None],
     "paddle-small": [None, 3, 32, 100],
@@ -216,12 +248,14 @@ def save(name: str, out_dir: str, weights: str | None = None) -> str:
     """paddle.jit.save the zoo model; returns the path prefix of the written files."""
     paddle = _paddle()
     model = build(name)
-    if weights:   # an .npz of plain arrays: the caller has read the user's .pdparams pickle safely
+    if weights:  # an .npz of plain arrays: the caller has read the user's .pdparams pickle safely
         with np.load(weights, allow_pickle=False) as data:
             state = {k: data[k] for k in data.files}
         missing, unexpected = model.set_state_dict(state) or ([], [])
         if missing or unexpected:
-            raise SystemExit(f"weights do not fit '{name}': missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+            raise SystemExit(
+                f"weights do not fit '{name}': missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+            )
     spec = paddle.static.InputSpec(INPUT_SPECS[name], "float32", "x")
     static = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
     prefix = os.path.join(out_dir, "inference")
@@ -233,11 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Save a Paddle zoo model as a Paddle inference model.")
     ap.add_argument("name", choices=sorted(INPUT_SPECS))
     ap.add_argument("out_dir")
-    ap.add_argument("--weights", help="an .npz of named arrays (ocrgraft reads a user's .pdparams safely into one)")
+    ap.add_argument(
+        "--weights", help="an .npz of named arrays (ocrgraft reads a user's .pdparams safely into one)"
+    )
     ap.add_argument("--legacy", action="store_true", help="write the older .pdmodel + .pdiparams format")
     args = ap.parse_args(argv)
     if args.legacy:
-        os.environ["FLAGS_enable_pir_api"] = "0"   # must be set before paddle is imported
+        os.environ["FLAGS_enable_pir_api"] = "0"  # must be set before paddle is imported
     save(args.name, args.out_dir, args.weights)
     return 0
 

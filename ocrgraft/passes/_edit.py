@@ -15,7 +15,7 @@ log = logging.getLogger("ocrgraft.passes")
 def const_array(value: ir.Value | None) -> np.ndarray | None:
     """The value's constant contents (initializer or Constant node), or None; never edits the model."""
     if value is None or value.is_graph_input():
-        return None   # an initializer that is also an input can be overridden at run time
+        return None  # an initializer that is also an input can be overridden at run time
     if value.const_value is not None:
         return value.const_value.numpy()
     node = value.producer()
@@ -24,7 +24,12 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
     attr = next(iter(node.attributes.values()))
     if attr.name == "value":
         return attr.as_tensor().numpy()
-    kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+    kinds = {
+        "value_float": np.float32,
+        "value_floats": np.float32,
+        "value_int": np.int64,
+        "value_ints": np.int64,
+    }
     return np.asarray(attr.value, dtype=kinds[attr.name]) if attr.name in kinds else None
 
 
@@ -84,6 +89,7 @@ def ensure_shapes(model: ir.Model):
     def restore() -> None:
         for value, type_, shape in saved + outputs:
             value.type, value.shape = type_, shape
+
     return restore
 
 
@@ -110,8 +116,10 @@ class Editor:
     def unique(self, hint: str) -> str:
         if self._names is None:
             self._names = {v.name for v in self.graph.inputs} | set(self.graph.initializers)
-            self._names |= {v.name for n in ir.traversal.RecursiveGraphIterator(self.graph) for v in n.outputs}
-        name, i = hint, self._next.get(hint, 1)   # resume numbering: many constants share one hint
+            self._names |= {
+                v.name for n in ir.traversal.RecursiveGraphIterator(self.graph) for v in n.outputs
+            }
+        name, i = hint, self._next.get(hint, 1)  # resume numbering: many constants share one hint
         while name in self._names:
             name, i = f"{hint}_{i}", i + 1
         self._next[hint] = i
@@ -127,7 +135,9 @@ class Editor:
 
     def const(self, array, hint: str = "const") -> ir.Value:
         name = self.unique(f"{self.tag}/{hint}")
-        value = ir.val(name, const_value=ir.Tensor(np.asarray(array), name=name))   # ir.tensor would probe protocols
+        value = ir.val(
+            name, const_value=ir.Tensor(np.asarray(array), name=name)
+        )  # ir.tensor would probe protocols
         self.graph.register_initializer(value)
         return value
 
@@ -167,8 +177,14 @@ def remove_unused_values(graph: ir.Graph, values) -> int:
     """Remove what produced the given values (nodes or initializers) if nothing reads it any more."""
     removed = remove_unused(graph, [v.producer() for v in values if v.producer() is not None])
     for value in values:
-        if value.producer() is None and value.is_initializer() and not value.uses() \
-                and not value.is_graph_input() and not value.is_graph_output() and value.name in graph.initializers:
+        if (
+            value.producer() is None
+            and value.is_initializer()
+            and not value.uses()
+            and not value.is_graph_input()
+            and not value.is_graph_output()
+            and value.name in graph.initializers
+        ):
             graph.initializers.pop(value.name)
             removed += 1
     return removed
@@ -189,13 +205,14 @@ def remove_unused(graph: ir.Graph, nodes) -> int:
                 stack.append(value.producer())
             elif value.is_initializer():
                 constants[id(value)] = value
-    for value in constants.values():   # once each: uses() copies, and a shared constant has thousands
+    for value in constants.values():  # once each: uses() copies, and a shared constant has thousands
         if not value.uses() and not value.is_graph_input() and not value.is_graph_output():
             graph.initializers.pop(value.name)
     return removed
 
 
 # -- reading shape tensors symbolically ---------------------------------------------------------------
+
 
 def shape_elements(value: ir.Value) -> list | None:
     """The elements of a small int tensor that computes a shape: ints, ('dim', tensor, axis), None if unknown."""
@@ -215,9 +232,11 @@ def shape_elements(value: ir.Value) -> list | None:
         return [("dim", src, i) for i in range(start, end)]
     if node.op_type in ("Cast", "Identity"):
         return shape_elements(node.inputs[0])
-    if node.op_type == "Concat":     # an unreadable part of known length gives unknown (None) elements
-        parts = [shape_elements(v) or ([None] * dims(v)[0] if dims(v) and dims(v)[0] is not None else None)
-                 for v in node.inputs]
+    if node.op_type == "Concat":  # an unreadable part of known length gives unknown (None) elements
+        parts = [
+            shape_elements(v) or ([None] * dims(v)[0] if dims(v) and dims(v)[0] is not None else None)
+            for v in node.inputs
+        ]
         return None if any(p is None for p in parts) else [e for p in parts for e in p]
     if node.op_type in ("Unsqueeze", "Squeeze", "Reshape"):
         inner = shape_elements(node.inputs[0])
@@ -225,10 +244,15 @@ def shape_elements(value: ir.Value) -> list | None:
     if node.op_type == "Slice" and len(node.inputs) >= 3:
         source = shape_elements(node.inputs[0])
         starts, ends, *rest = (const_array(v) if v is not None else None for v in node.inputs[1:5])
-        if source is None or starts is None or ends is None or starts.size != 1 or \
-                any(r is not None and r.reshape(-1).tolist() not in ([0], [1]) for r in rest):
-            return None   # only a plain slice along the one axis, step 1
-        return source[int(starts.reshape(-1)[0]):int(ends.reshape(-1)[0])]
+        if (
+            source is None
+            or starts is None
+            or ends is None
+            or starts.size != 1
+            or any(r is not None and r.reshape(-1).tolist() not in ([0], [1]) for r in rest)
+        ):
+            return None  # only a plain slice along the one axis, step 1
+        return source[int(starts.reshape(-1)[0]) : int(ends.reshape(-1)[0])]
     if node.op_type == "Gather":
         source, index = shape_elements(node.inputs[0]), const_array(node.inputs[1])
         if source is None or index is None or node.attributes.get_int("axis", 0) != 0:

@@ -24,9 +24,9 @@ from ocrgraft.core.graph import all_nodes
 for _name in ("onnx_ir", "onnxscript"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-EXACT = "exact"          # preserves semantics: every stage is checked in ONNX Runtime
-LEGALIZE = "legalize"    # a form only some vendor compiler wants; may not run in ONNX Runtime
-CHANGES = "changes"      # opt-in, changes the numbers on purpose; reported, never claimed equal
+EXACT = "exact"  # preserves semantics: every stage is checked in ONNX Runtime
+LEGALIZE = "legalize"  # a form only some vendor compiler wants; may not run in ONNX Runtime
+CHANGES = "changes"  # opt-in, changes the numbers on purpose; reported, never claimed equal
 SEMANTICS = (EXACT, LEGALIZE, CHANGES)
 
 
@@ -46,10 +46,12 @@ class Pass(ir.passes.InPlacePass):
     name: ClassVar[str] = ""
     semantics: ClassVar[str] = EXACT
     tolerance: ClassVar[Tolerance | None] = None  # overrides the run's tolerance for this pass
-    uses_samples: ClassVar[bool] = False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
-    samples: list[dict] | None = None     # ... a list of {input name: array}, for that run only
-    explain: bool = False                 # asked to say why it did not fire where a pattern began to match
-    misses: list[str] = []                # ... one line per such place, filled by the last run
+    uses_samples: ClassVar[bool] = (
+        False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
+    )
+    samples: list[dict] | None = None  # ... a list of {input name: array}, for that run only
+    explain: bool = False  # asked to say why it did not fire where a pattern began to match
+    misses: list[str] = []  # ... one line per such place, filled by the last run
 
     @classmethod
     def doc(cls) -> str:
@@ -69,14 +71,14 @@ class Pass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> PassResult:
         self.misses = []
-        before = all_nodes(model)   # held, so a new node cannot reuse a removed one's id
+        before = all_nodes(model)  # held, so a new node cannot reuse a removed one's id
         count = int(self.rewrite(model))
-        if not count:               # nothing changed: no walk afterwards (ops=None: the caller's count holds)
+        if not count:  # nothing changed: no walk afterwards (ops=None: the caller's count holds)
             return PassResult(model, modified=False, rewrites=0)
         seen = set(map(id, before))
         after = all_nodes(model)
         new = [n for n in after if id(n) not in seen]
-        if new:   # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)
+        if new:  # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)
             names = {n.name for n in before if n.name}
             for node in new:
                 if not (node.name and node.name in names):

@@ -32,15 +32,20 @@ class EliminateIdentity(Pass):
         nodes += [n for f in model.functions.values() for n in ir.traversal.RecursiveGraphIterator(f)]
         count = 0
         for node in nodes:
-            if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") \
-                    or len(node.inputs) != 1 or len(node.outputs) != 1 or node.inputs[0] is None:
+            if (
+                node.op_type != "Identity"
+                or node.domain not in ("", "ai.onnx")
+                or len(node.inputs) != 1
+                or len(node.outputs) != 1
+                or node.inputs[0] is None
+            ):
                 continue
             x, y, graph = node.inputs[0], node.outputs[0], node.graph
             output = y.is_graph_output()
             if output and (x.is_graph_output() or x.producer() is None or x.producer().graph is not graph):
-                continue   # x is an input, an initializer, an output or from an outer scope
+                continue  # x is an input, an initializer, an output or from an outer scope
             y.replace_all_uses_with(x, replace_graph_outputs=True)
-            if output:   # the graph's interface keeps its name and declared type
+            if output:  # the graph's interface keeps its name and declared type
                 x.name = y.name
                 x.type = x.type if x.type is not None else y.type
                 x.shape = x.shape if x.shape is not None else y.shape
@@ -82,7 +87,12 @@ class MergeDuplicates(Pass):
         seen: dict[tuple, ir.Value] = {}
         for init in list(model.graph.initializers.values()):
             tensor = init.const_value
-            if init.is_graph_input() or init.is_graph_output() or tensor is None or tensor.size > self.max_elements:
+            if (
+                init.is_graph_input()
+                or init.is_graph_output()
+                or tensor is None
+                or tensor.size > self.max_elements
+            ):
                 continue
             key = (tensor.dtype, tuple(tensor.shape.numpy()), tensor.tobytes())
             if key in seen:
@@ -109,8 +119,13 @@ class LiftConstants(Pass):
             tensor = _constant_tensor(node)
             if tensor is None or not out.name or out.is_graph_output():
                 continue
-            value = ir.Value(name=out.name, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor,
-                             metadata_props=out.metadata_props.copy())
+            value = ir.Value(
+                name=out.name,
+                shape=tensor.shape,
+                type=ir.TensorType(tensor.dtype),
+                const_value=tensor,
+                metadata_props=out.metadata_props.copy(),
+            )
             value.meta.update(out.meta)
             node.graph.register_initializer(value)
             out.replace_all_uses_with(value)
@@ -119,7 +134,12 @@ class LiftConstants(Pass):
         return count
 
 
-_SCALARS = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32, "value_floats": np.float32}
+_SCALARS = {
+    "value_int": np.int64,
+    "value_ints": np.int64,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+}
 
 
 def _constant_tensor(node: ir.Node):

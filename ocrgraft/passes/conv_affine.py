@@ -39,7 +39,7 @@ def _constant(value: ir.Value | None) -> np.ndarray | None:
         if target is None or (0 in target and node.attributes.get_int("allowzero", 0)):
             return None
         return data.reshape([data.shape[i] if t == 0 else int(t) for i, t in enumerate(target.reshape(-1))])
-    except (ValueError, IndexError, np.exceptions.AxisError):   # not a valid reshape: leave it to ONNX Runtime
+    except (ValueError, IndexError, np.exceptions.AxisError):  # not a valid reshape: leave it to ONNX Runtime
         return None
 
 
@@ -77,7 +77,9 @@ class _AfterConv(Rule):
         if weight is None:
             return result.fail(f"the Conv's weight '{conv.inputs[1].name}' is not a constant")
         if weight.dtype.type not in _FLOATS or weight.ndim < 3:
-            return result.fail(f"the Conv's weight is {weight.dtype} of rank {weight.ndim}, not float of rank >= 3")
+            return result.fail(
+                f"the Conv's weight is {weight.dtype} of rank {weight.ndim}, not float of rank >= 3"
+            )
         if has_bias and bias is None:
             return result.fail(f"the Conv's bias '{conv.inputs[2].name}' is not a constant")
         node = next(iter(u.node for u in conv_out.uses()))
@@ -87,8 +89,10 @@ class _AfterConv(Rule):
         scale, shift = affine
         bias = np.zeros(weight.shape[0]) if bias is None else bias.reshape(-1)
         factor = scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-        self._fused = ((weight.astype(np.float64) * factor).astype(weight.dtype),
-                       (bias.astype(np.float64) * scale + shift).astype(weight.dtype))
+        self._fused = (
+            (weight.astype(np.float64) * factor).astype(weight.dtype),
+            (bias.astype(np.float64) * scale + shift).astype(weight.dtype),
+        )
         self.replaced(*conv.inputs[1:], *bindings.values())
         return result
 

@@ -34,8 +34,12 @@ def _replace_symbol(model: ir.Model, old: ir.SymbolicDim, new) -> None:
     values = list(model.graph.inputs) + list(model.graph.outputs)
     values += [v for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs]
     for value in values:
-        if value.shape is not None and any(not isinstance(d, int) and d.value == old.value for d in value.shape):
-            value.shape = ir.Shape([new if (not isinstance(d, int) and d.value == old.value) else d for d in value.shape])
+        if value.shape is not None and any(
+            not isinstance(d, int) and d.value == old.value for d in value.shape
+        ):
+            value.shape = ir.Shape(
+                [new if (not isinstance(d, int) and d.value == old.value) else d for d in value.shape]
+            )
 
 
 def _set_dim(value: ir.Value, axis: int, new) -> None:
@@ -62,7 +66,9 @@ class RenameDims(Pass):
         for value, axis, new_name in _parse_dims(model, self.dims):
             old = value.shape[axis]
             if isinstance(old, int):
-                raise OcrgraftError(f"input '{value.name}' dim {axis} is fixed at {old}; only dynamic dims can be named")
+                raise OcrgraftError(
+                    f"input '{value.name}' dim {axis} is fixed at {old}; only dynamic dims can be named"
+                )
             if old.value == new_name:
                 continue
             _replace_symbol(model, old, new_name)
@@ -94,7 +100,9 @@ class FixDims(Pass):
             old = value.shape[axis]
             if isinstance(old, int):
                 if old != size:
-                    raise OcrgraftError(f"input '{value.name}' dim {axis} is already fixed at {old}, not {size}")
+                    raise OcrgraftError(
+                        f"input '{value.name}' dim {axis} is already fixed at {old}, not {size}"
+                    )
                 continue
             _replace_symbol(model, old, size)
             _set_dim(value, axis, size)

@@ -77,15 +77,18 @@ class ReshapeGemmToMatMul(Pass):
         if target is None and dims(before.inputs[1]) is not None:
             target = [None] * (dims(before.inputs[1])[0] or 0)
         if shape is None or len(shape) < 2 or shape[-1] != k or target is None or len(target) != 2:
-            return None   # the first Reshape must flatten exactly the leading dims of x
+            return None  # the first Reshape must flatten exactly the leading dims of x
         restored = shape_elements(after.inputs[1])
         if restored is None or len(restored) != len(shape) or restored.count(-1) > 1:
             return None
         for axis, element in enumerate(restored[:-1]):
             if element != -1 and not is_shape_dim(element, x, axis):
-                return None   # the second Reshape must give back x's leading dims, then N
-        if restored[-1] not in (-1, n) and not (isinstance(restored[-1], tuple) and dims(restored[-1][1]) is not None
-                                                 and dims(restored[-1][1])[restored[-1][2]] == n):
+                return None  # the second Reshape must give back x's leading dims, then N
+        if restored[-1] not in (-1, n) and not (
+            isinstance(restored[-1], tuple)
+            and dims(restored[-1][1]) is not None
+            and dims(restored[-1][1])[restored[-1][2]] == n
+        ):
             return None
         alpha, beta = gemm.attributes.get_float("alpha", 1.0), gemm.attributes.get_float("beta", 1.0)
         weight = (weight * alpha).astype(weight.dtype) if alpha != 1.0 else weight
@@ -127,7 +130,9 @@ def constant_target(x: ir.Value, elements: list) -> list[int] | None:
         return None
     infer, other = sorted(open_, key=lambda i: elements[i] != -1)
     e = elements[other]
-    moved = [k for k in range(len(xd)) if xd[k] is None and isinstance(e, tuple) and same_dim(e[1], e[2], x, k)]
+    moved = [
+        k for k in range(len(xd)) if xd[k] is None and isinstance(e, tuple) and same_dim(e[1], e[2], x, k)
+    ]
     copied = {i for i, v in enumerate(out) if v == 0}
     dynamic = {k for k, d in enumerate(xd) if d is None}
     if len(moved) != 1 or dynamic != copied | set(moved) or moved[0] in copied:
@@ -152,10 +157,10 @@ class FoldReshapeShapes(Pass):
 
     def rewrite(self, model: ir.Model) -> int:
         if not any(n.op_type == "Reshape" and const_array(n.inputs[1]) is None for n in model.graph):
-            return 0      # nothing computed at run time: skip the shape inference
+            return 0  # nothing computed at run time: skip the shape inference
         restore = ensure_shapes(model)
         count = 0
-        while found := self._fold(model):      # a constant target sharpens the shapes after it
+        while found := self._fold(model):  # a constant target sharpens the shapes after it
             count += found
             ensure_shapes(model)
         if not count:
@@ -182,6 +187,7 @@ class FoldReshapeShapes(Pass):
 
 
 # -- RNN initial states --------------------------------------------------------------------------------
+
 
 def _is_zero(value: ir.Value) -> bool:
     """A tensor that is all zeros whatever the input: a zero constant, or built from one by shape ops."""
@@ -229,6 +235,7 @@ class DropZeroRnnState(Pass):
 
 # -- flip -> RNN -> flip ---------------------------------------------------------------------------------
 
+
 def _flipped(node: ir.Node | None, axis: int) -> ir.Value | None:
     """The input of a Slice that reverses `axis` entirely (torch.flip), else None."""
     if node is None or node.op_type != "Slice" or node.domain or len(node.inputs) < 5:
@@ -262,10 +269,14 @@ class FoldFlipRnn(Pass):
         restore = ensure_shapes(model)
         count = 0
         for rnn in list(model.graph):
-            if rnn.op_type not in RNNS or rnn.domain or rnn.attributes.get_string("direction", "forward") != "forward":
+            if (
+                rnn.op_type not in RNNS
+                or rnn.domain
+                or rnn.attributes.get_string("direction", "forward") != "forward"
+            ):
                 continue
             if len(rnn.inputs) > 4 and rnn.inputs[4] is not None:
-                continue   # sequence_lens: reversing padded sequences is not the same
+                continue  # sequence_lens: reversing padded sequences is not the same
             layout = rnn.attributes.get_int("layout", 0)
             source = _flipped(rnn.inputs[0].producer(), layout)
             flips = self._output_flips(rnn.outputs[0], layout)
@@ -290,7 +301,11 @@ class FoldFlipRnn(Pass):
         flips = []
         for use in y.uses():
             node = use.node
-            if node.op_type == "Squeeze" and axes_of(node) == [time_axis + 1] and not node.outputs[0].is_graph_output():
+            if (
+                node.op_type == "Squeeze"
+                and axes_of(node) == [time_axis + 1]
+                and not node.outputs[0].is_graph_output()
+            ):
                 inner = [u.node for u in node.outputs[0].uses()]
                 if not inner or any(_flipped(n, time_axis) is None for n in inner):
                     return None
@@ -302,8 +317,8 @@ class FoldFlipRnn(Pass):
         return flips
 
 
-
 # -- Concat of Squeezes -----------------------------------------------------------------------------------
+
 
 @register
 class SqueezeAfterConcat(Pass):
@@ -317,9 +332,11 @@ class SqueezeAfterConcat(Pass):
     name = "squeeze-after-concat"
 
     def rewrite(self, model: ir.Model) -> int:
-        if not any(n.op_type == "Concat" and n.inputs and all(_squeezed(v) for v in n.inputs) for n in model.graph):
-            return 0                       # no candidate: skip the shape inference
-        restore = ensure_shapes(model)     # ranks, for negative axes
+        if not any(
+            n.op_type == "Concat" and n.inputs and all(_squeezed(v) for v in n.inputs) for n in model.graph
+        ):
+            return 0  # no candidate: skip the shape inference
+        restore = ensure_shapes(model)  # ranks, for negative axes
         edit, count = Editor(model, self.name), 0
         for concat in list(model.graph):
             match = self._match(concat)
@@ -327,8 +344,10 @@ class SqueezeAfterConcat(Pass):
                 continue
             sources, axis, squeezed = match
             edit.at(concat)
-            edit.replace(concat.outputs[0], edit.squeeze(edit.op("Concat", sources, {"axis": axis}), [squeezed]))
-            remove_unused(model.graph, [concat])   # and the Squeezes nothing else reads
+            edit.replace(
+                concat.outputs[0], edit.squeeze(edit.op("Concat", sources, {"axis": axis}), [squeezed])
+            )
+            remove_unused(model.graph, [concat])  # and the Squeezes nothing else reads
             count += 1
         ensure_shapes(model) if count else restore()
         return count
@@ -336,7 +355,12 @@ class SqueezeAfterConcat(Pass):
     @staticmethod
     def _match(concat: ir.Node) -> tuple[list[ir.Value], int, int] | None:
         """(the unsqueezed inputs, the Concat axis on their rank, the squeezed axis), or None."""
-        if concat.op_type != "Concat" or concat.domain or not concat.inputs or any(v is None for v in concat.inputs):
+        if (
+            concat.op_type != "Concat"
+            or concat.domain
+            or not concat.inputs
+            or any(v is None for v in concat.inputs)
+        ):
             return None
         if not all(_squeezed(v) for v in concat.inputs):
             return None
@@ -351,7 +375,7 @@ class SqueezeAfterConcat(Pass):
         for squeeze in squeezes:
             axes = axes_of(squeeze)
             if axes is None or len(axes) != 1:
-                return None   # all-ones squeeze (no axes) or several axes
+                return None  # all-ones squeeze (no axes) or several axes
             k = axes[0]
             if k < 0:
                 if rank is None:
@@ -367,7 +391,7 @@ class SqueezeAfterConcat(Pass):
         if j < 0:
             if rank is None:
                 return None
-            j += rank - 1        # the Concat's own (squeezed) rank
+            j += rank - 1  # the Concat's own (squeezed) rank
         if k < 0 or j < 0 or (rank is not None and (k >= rank or j >= rank - 1)):
             return None
         return [s.inputs[0] for s in squeezes], (j if j < k else j + 1), k

@@ -38,9 +38,9 @@ class FoldConstants(Pass):
 
     def rewrite(self, model: ir.Model) -> int:
         infer_shapes_fresh(model)
-        before = list(model.graph)   # held, so no new node can take a removed one's id
+        before = list(model.graph)  # held, so no new node can take a removed one's id
         folded = _folder()(model)
-        if folded.modified:   # only what folding left unused; remove-dead-nodes takes the rest
+        if folded.modified:  # only what folding left unused; remove-dead-nodes takes the rest
             common.RemoveUnusedNodesPass()(model)
         after = set(map(id, model.graph))
         return sum(id(n) not in after for n in before)
@@ -58,9 +58,11 @@ def _folder():
             try:
                 return super().process_node(node, is_function)
             except Exception as exc:  # noqa: BLE001
-                logging.getLogger("ocrgraft.passes").info("fold-constants left %s alone: %s", node.op_type,
-                                                          exc.__cause__ or exc)
+                logging.getLogger("ocrgraft.passes").info(
+                    "fold-constants left %s alone: %s", node.op_type, exc.__cause__ or exc
+                )
                 return None
 
-    return Folder(shape_inference=False, input_size_limit=FOLD_INPUT_LIMIT,
-                  output_size_limit=FOLD_OUTPUT_LIMIT)
+    return Folder(
+        shape_inference=False, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT
+    )

@@ -37,7 +37,7 @@ class EliminateReshapes(Pass):
     name = "eliminate-reshapes"
 
     def rewrite(self, model: ir.Model) -> int:
-        count = self._sweep(model, shapes=False)   # the usual round trips need no shapes: no inference
+        count = self._sweep(model, shapes=False)  # the usual round trips need no shapes: no inference
         if not any(_is_reshape(n) for n in model.graph):
             return count
         restore = ensure_shapes(model)
@@ -48,7 +48,7 @@ class EliminateReshapes(Pass):
 
     def _sweep(self, model: ir.Model, shapes: bool) -> int:
         edit, count, dead = Editor(model, self.name), 0, []
-        for node in list(model.graph):   # in order, so an inner Reshape is already simplified
+        for node in list(model.graph):  # in order, so an inner Reshape is already simplified
             if not _is_reshape(node):
                 continue
             inner = node.inputs[0].producer()
@@ -65,7 +65,12 @@ class EliminateReshapes(Pass):
 
 
 def _is_reshape(node: ir.Node | None) -> bool:
-    return node is not None and node.op_type == "Reshape" and node.domain in ("", "ai.onnx") and len(node.inputs) == 2
+    return (
+        node is not None
+        and node.op_type == "Reshape"
+        and node.domain in ("", "ai.onnx")
+        and len(node.inputs) == 2
+    )
 
 
 def _never_copies(reshape: ir.Node) -> bool:
@@ -84,9 +89,12 @@ def _no_zeros(value: ir.Value) -> bool:
         return False
     if node.op_type == "Shape":
         return True
-    if node.op_type in ("Gather", "Slice", "Unsqueeze", "Squeeze", "Reshape", "Identity") \
-            or node.op_type == "Cast" and node.attributes.get_int("to") == ir.DataType.INT64:
-        return _no_zeros(node.inputs[0])   # picks or regroups elements, or keeps them int64
+    if (
+        node.op_type in ("Gather", "Slice", "Unsqueeze", "Squeeze", "Reshape", "Identity")
+        or node.op_type == "Cast"
+        and node.attributes.get_int("to") == ir.DataType.INT64
+    ):
+        return _no_zeros(node.inputs[0])  # picks or regroups elements, or keeps them int64
     return node.op_type == "Concat" and all(_no_zeros(v) for v in node.inputs)
 
 
@@ -96,8 +104,14 @@ def _is_own_shape(reshape: ir.Node, shapes: bool) -> bool:
     at most one -1."""
     x, target = reshape.inputs
     source = target.producer()
-    if source is not None and source.op_type == "Shape" and source.domain in ("", "ai.onnx") and source.inputs[0] is x \
-            and source.attributes.get_int("start", 0) == 0 and source.attributes.get_int("end") is None:
+    if (
+        source is not None
+        and source.op_type == "Shape"
+        and source.domain in ("", "ai.onnx")
+        and source.inputs[0] is x
+        and source.attributes.get_int("start", 0) == 0
+        and source.attributes.get_int("end") is None
+    ):
         return True
     if not shapes:
         return False
@@ -107,8 +121,11 @@ def _is_own_shape(reshape: ir.Node, shapes: bool) -> bool:
     copies = not reshape.attributes.get_int("allowzero", 0)
     unproven = 0
     for axis, e in enumerate(elements):
-        if (e == 0 and copies) or (isinstance(e, int) and e >= 0 and shape[axis] == e) \
-                or (isinstance(e, tuple) and same_dim(e[1], e[2], x, axis)):
+        if (
+            (e == 0 and copies)
+            or (isinstance(e, int) and e >= 0 and shape[axis] == e)
+            or (isinstance(e, tuple) and same_dim(e[1], e[2], x, axis))
+        ):
             continue
         if e != -1:
             return False
@@ -139,7 +156,9 @@ class EliminateUnitReductions(Pass):
                 continue
             edit.at(node)
             x = node.inputs[0]
-            edit.replace(node.outputs[0], x if node.attributes.get_int("keepdims", 1) else edit.squeeze(x, axes))
+            edit.replace(
+                node.outputs[0], x if node.attributes.get_int("keepdims", 1) else edit.squeeze(x, axes)
+            )
             dead.append(node)
             count += 1
         remove_unused(model.graph, dead)
@@ -154,7 +173,7 @@ def _unit_axes(node: ir.Node) -> list[int] | None:
         return None
     shape = dims(node.inputs[0])
     axes = axes_of(node)
-    if shape is None or axes is None or not axes:   # no axes: all of them, or none (noop_with_empty_axes)
+    if shape is None or axes is None or not axes:  # no axes: all of them, or none (noop_with_empty_axes)
         return None
     axes = sorted(a % len(shape) for a in axes)
     return axes if all(shape[a] == 1 for a in axes) else None

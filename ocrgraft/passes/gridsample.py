@@ -38,11 +38,13 @@ class _Sampler:
         self.n, self.h, self.w = (self._dim(d, i) for d, i in ((n, 0), (h, 2), (w, 3)))
         self.hf, self.wf = self._float(h, self.h), self._float(w, self.w)
         # image as a table: [C, N*H*W]; sample points gather columns -> [C, N, Ho, Wo]
-        self.table = edit.op("Reshape", [edit.op("Transpose", [x], {"perm": [1, 0, 2, 3]}), edit.i64([0, -1], "shape")])
+        self.table = edit.op(
+            "Reshape", [edit.op("Transpose", [x], {"perm": [1, 0, 2, 3]}), edit.i64([0, -1], "shape")]
+        )
         hw = edit.op("Mul", [self.h, self.w])
         base = edit.op("Mul", [edit.op("Range", [edit.i64(0, "zero"), self.n, edit.i64(1, "one")]), hw])
-        self.base = edit.op("Reshape", [base, edit.i64([-1, 1, 1], "shape")])      # [N,1,1]: n*H*W
-        self.gx = edit.op("Gather", [grid, edit.i64(0, "index")], {"axis": 3})      # [N, Ho, Wo]
+        self.base = edit.op("Reshape", [base, edit.i64([-1, 1, 1], "shape")])  # [N,1,1]: n*H*W
+        self.gx = edit.op("Gather", [grid, edit.i64(0, "index")], {"axis": 3})  # [N, Ho, Wo]
         self.gy = edit.op("Gather", [grid, edit.i64(1, "index")], {"axis": 3})
 
     def _dim(self, static: int | None, axis: int) -> ir.Value:
@@ -53,7 +55,11 @@ class _Sampler:
         return self.e.op("Gather", [self.shape_of_x, self.e.i64(axis, "index")], {"axis": 0})
 
     def _float(self, static: int | None, value: ir.Value) -> ir.Value:
-        return self.e.f32(static, "size") if static is not None else self.e.op("Cast", [value], {"to": ir.DataType.FLOAT})
+        return (
+            self.e.f32(static, "size")
+            if static is not None
+            else self.e.op("Cast", [value], {"to": ir.DataType.FLOAT})
+        )
 
     def f(self, v: float) -> ir.Value:
         if v not in self.floats:
@@ -65,8 +71,10 @@ class _Sampler:
 
     def denormalize(self, g: ir.Value, size: ir.Value) -> ir.Value:
         one = self.f(1.0)
-        if self.align:      # [-1, 1] -> [0, size - 1]
-            return self.op("Mul", self.op("Div", self.op("Add", g, one), self.f(2.0)), self.op("Sub", size, one))
+        if self.align:  # [-1, 1] -> [0, size - 1]
+            return self.op(
+                "Mul", self.op("Div", self.op("Add", g, one), self.f(2.0)), self.op("Sub", size, one)
+            )
         return self.op("Div", self.op("Sub", self.op("Mul", self.op("Add", g, one), size), one), self.f(2.0))
 
     def bounds(self, size: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -80,19 +88,21 @@ class _Sampler:
         span = self.op("Sub", hi, lo)
         below, above = self.op("Less", v, lo), self.op("Greater", v, hi)
         zero = self.f(0.0)
-        dist = self.op("Where", below, self.op("Sub", lo, v), self.op("Where", above, self.op("Sub", v, hi), zero))
+        dist = self.op(
+            "Where", below, self.op("Sub", lo, v), self.op("Where", above, self.op("Sub", v, hi), zero)
+        )
         flips = self.op("Floor", self.op("Div", dist, span))
         rest = self.op("Sub", dist, self.op("Mul", flips, span))
         half_flips = self.op("Floor", self.op("Div", flips, self.f(2.0)))
         odd = self.op("Greater", self.op("Sub", flips, self.op("Mul", self.f(2.0), half_flips)), self.f(0.5))
-        from_lo = self.op("Xor", below, odd)        # even flips below, odd flips above: measured from lo
+        from_lo = self.op("Xor", below, odd)  # even flips below, odd flips above: measured from lo
         inside = self.op("Where", from_lo, self.op("Add", lo, rest), self.op("Sub", hi, rest))
         return self.op("Where", self.op("Or", below, above), inside, v)
 
     def coordinate(self, g: ir.Value, size: ir.Value, nearest: bool) -> ir.Value:
         v = self.denormalize(g, size)
         if nearest:
-            v = self.op("Round", v)          # round half to even, like std::nearbyint
+            v = self.op("Round", v)  # round half to even, like std::nearbyint
         if self.padding == "border":
             v = self.op("Clip", v, self.f(0.0), self.op("Sub", size, self.f(1.0)))
         elif self.padding == "reflection":
@@ -109,8 +119,11 @@ class _Sampler:
         values = self.op("Gather", self.table, index, axis=1)
         if self.padding != "zeros":
             return values
-        inside = self.op("And", self.op("And", self.op("Greater", row, self.f(-1.0)), self.op("Less", row, self.hf)),
-                         self.op("And", self.op("Greater", col, self.f(-1.0)), self.op("Less", col, self.wf)))
+        inside = self.op(
+            "And",
+            self.op("And", self.op("Greater", row, self.f(-1.0)), self.op("Less", row, self.hf)),
+            self.op("And", self.op("Greater", col, self.f(-1.0)), self.op("Less", col, self.wf)),
+        )
         return self.op("Mul", values, self.op("Cast", inside, to=ir.DataType.FLOAT))
 
     def sample(self, nearest: bool) -> ir.Value:
@@ -124,8 +137,12 @@ class _Sampler:
             x2, y2 = self.op("Add", x1, one), self.op("Add", y1, one)
             dx2, dx1 = self.op("Sub", x2, x), self.op("Sub", x, x1)
             dy2, dy1 = self.op("Sub", y2, y), self.op("Sub", y, y1)
-            top = self.op("Add", self.op("Mul", dx2, self.pixels(y1, x1)), self.op("Mul", dx1, self.pixels(y1, x2)))
-            bottom = self.op("Add", self.op("Mul", dx2, self.pixels(y2, x1)), self.op("Mul", dx1, self.pixels(y2, x2)))
+            top = self.op(
+                "Add", self.op("Mul", dx2, self.pixels(y1, x1)), self.op("Mul", dx1, self.pixels(y1, x2))
+            )
+            bottom = self.op(
+                "Add", self.op("Mul", dx2, self.pixels(y2, x1)), self.op("Mul", dx1, self.pixels(y2, x2))
+            )
             out = self.op("Add", self.op("Mul", dy2, top), self.op("Mul", dy1, bottom))
         return self.op("Transpose", out, perm=[1, 0, 2, 3])
 
@@ -163,11 +180,13 @@ class DecomposeGridSample(Pass):
             if node.op_type != "GridSample" or node.domain:
                 continue
             problem = _why_not_decomposable(node)
-            if problem and self.explain:   # the target's support check names what is left
+            if problem and self.explain:  # the target's support check names what is left
                 self.misses.append(f"GridSample at node '{node.name or '?'}' {problem}")
                 continue
             if problem:
-                raise OcrgraftError(f"decompose-gridsample: GridSample {node.name or ''} {problem}".replace("  ", " "))
+                raise OcrgraftError(
+                    f"decompose-gridsample: GridSample {node.name or ''} {problem}".replace("  ", " ")
+                )
             mode, padding, align = _settings(node)
             nearest = mode in NEAREST
             edit.at(node)
@@ -190,19 +209,30 @@ class LegalizeGridSample(Pass):
     name = "legalize-gridsample"
 
     def rewrite(self, model: ir.Model) -> int:
-        nodes = [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "GridSample" and not n.domain]
+        nodes = [
+            n
+            for n in ir.traversal.RecursiveGraphIterator(model.graph)
+            if n.op_type == "GridSample" and not n.domain
+        ]
         if not nodes:
             return 0
         count = 0
         if opset_of(model) < 16:
-            _raise_opset_around(model, nodes, 16)   # the graph is rebuilt: collect the nodes again
-            nodes = [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "GridSample" and not n.domain]
+            _raise_opset_around(model, nodes, 16)  # the graph is rebuilt: collect the nodes again
+            nodes = [
+                n
+                for n in ir.traversal.RecursiveGraphIterator(model.graph)
+                if n.op_type == "GridSample" and not n.domain
+            ]
             count += 1
         opset = opset_of(model)
         for node in nodes:
             mode, padding, align = _settings(node)
-            mode = {"linear": "bilinear", "cubic": "bicubic"}.get(mode, mode) if opset < 20 else \
-                {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+            mode = (
+                {"linear": "bilinear", "cubic": "bicubic"}.get(mode, mode)
+                if opset < 20
+                else {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+            )
             changed = False
             for key, value in (("mode", mode), ("padding_mode", padding), ("align_corners", align)):
                 attr = node.attributes.get(key)
@@ -227,4 +257,3 @@ def _raise_opset_around(model: ir.Model, nodes: list[ir.Node], opset: int) -> No
             if node.domain == "ocrgraft.aside":
                 node.domain = ""
         model.opset_imports.pop("ocrgraft.aside", None)
-

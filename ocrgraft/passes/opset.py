@@ -52,13 +52,17 @@ def convert_opset(model: ir.Model, opset: int) -> bool:
     if missing:
         what = ", ".join(f"{op} ({n} node{'s' * (n > 1)})" for op, n in sorted(missing.items()))
         hint = " (decompose-gridsample replaces GridSample)" if "GridSample" in missing else ""
-        raise OcrgraftError(f"convert-opset: cannot convert opset {current} -> {opset}: {what} "
-                            f"not defined at opset {opset}{hint}")
+        raise OcrgraftError(
+            f"convert-opset: cannot convert opset {current} -> {opset}: {what} "
+            f"not defined at opset {opset}{hint}"
+        )
     aside: set[str] = set()
-    strict = _infers_strictly(ir.serde.serialize_model(model))   # custom ops may not; then only check structure
+    strict = _infers_strictly(
+        ir.serde.serialize_model(model)
+    )  # custom ops may not; then only check structure
     while True:
         proto = ir.serde.serialize_model(model)
-        del proto.graph.value_info[:]        # stale or partial annotations; the converter infers afresh
+        del proto.graph.value_info[:]  # stale or partial annotations; the converter infers afresh
         _set_aside(proto, aside, opset)
         try:
             converted = onnx.version_converter.convert_version(proto, opset)
@@ -73,8 +77,10 @@ def convert_opset(model: ir.Model, opset: int) -> bool:
             match = re.search(r"No Adapter (?:From|To) Version \$\d+ for (\w+)", reason)
             op = match.group(1) if match else None
             if op is None or op in aside or not _valid_as_is(proto, op, opset):
-                raise OcrgraftError(f"convert-opset: the ONNX version converter cannot convert opset {current} -> "
-                                    f"{opset}: {reason}") from exc
+                raise OcrgraftError(
+                    f"convert-opset: the ONNX version converter cannot convert opset {current} -> "
+                    f"{opset}: {reason}"
+                ) from exc
             aside.add(op)
     new = ir.serde.deserialize_model(converted)
     model.graph = new.graph
@@ -151,8 +157,10 @@ class ConvertOpset(Pass):
     def __init__(self, opset: int | str):
         super().__init__()
         if not str(opset).isdigit() or not 7 <= int(opset) <= onnx.defs.onnx_opset_version():
-            raise OcrgraftError(f"convert-opset: opset={opset} is not an ONNX opset between 7 and "
-                                f"{onnx.defs.onnx_opset_version()}")
+            raise OcrgraftError(
+                f"convert-opset: opset={opset} is not an ONNX opset between 7 and "
+                f"{onnx.defs.onnx_opset_version()}"
+            )
         self.opset = int(opset)
 
     def args(self) -> dict[str, str]:

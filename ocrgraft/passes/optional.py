@@ -34,7 +34,11 @@ class ResizeNearestToBilinear(Pass):
     def rewrite(self, model: ir.Model) -> int:
         count = 0
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if node.op_type != "Resize" or node.domain or node.attributes.get_string("mode", "nearest") != "nearest":
+            if (
+                node.op_type != "Resize"
+                or node.domain
+                or node.attributes.get_string("mode", "nearest") != "nearest"
+            ):
                 continue
             if len(node.inputs) < 3 or not _spatial_only(node):
                 continue

@@ -37,8 +37,13 @@ def _window(node: ir.Node, n: int) -> tuple[list[int], list[int], list[int], lis
     pads = ints(node, "pads", [0] * 2 * n)
     if node.attributes.get_string("auto_pad", "NOTSET") == "VALID":
         pads = [0] * 2 * n
-    return (kernel, ints(node, "strides", [1] * n), pads, ints(node, "dilations", [1] * n),
-            node.attributes.get_int("ceil_mode", 0))
+    return (
+        kernel,
+        ints(node, "strides", [1] * n),
+        pads,
+        ints(node, "dilations", [1] * n),
+        node.attributes.get_int("ceil_mode", 0),
+    )
 
 
 def _indices_unused(node: ir.Node) -> bool:
@@ -118,7 +123,9 @@ class MaxPool3dTo2d(Pass):
     def rewrite(self, model: ir.Model) -> int:
         restore = ensure_shapes(model)
         count = 0
-        while found := self._rewrite_known(model):   # shapes after an invalid pool are known only once it is fixed
+        while found := self._rewrite_known(
+            model
+        ):  # shapes after an invalid pool are known only once it is fixed
             count += found
             ensure_shapes(model)
         if not count:
@@ -135,7 +142,7 @@ class MaxPool3dTo2d(Pass):
                 continue
             x, out, drop = node.inputs[0], node.outputs[0], [node]
             if x.shape is not None and len(x.shape) == 4:
-                pass                                   # the invalid 3-D kernel on a 4-D input
+                pass  # the invalid 3-D kernel on a 4-D input
             elif (src := _unsqueezed_axis0(x)) is not None and _squeeze_axis0(only_use(out)):
                 squeeze = only_use(out)
                 x, out, drop = src, squeeze.outputs[0], [squeeze]
@@ -153,12 +160,30 @@ class MaxPool3dTo2d(Pass):
         pd0, ph0, pw0, pd1, ph1, pw1 = pads
         y = x
         if (kh, kw, sh, sw, ph0, pw0, ph1, pw1) != (1, 1, 1, 1, 0, 0, 0, 0):
-            y = edit.op("MaxPool", [y], {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph0, pw0, ph1, pw1],
-                                         "dilations": [dh, dw], "ceil_mode": ceil_mode})
+            y = edit.op(
+                "MaxPool",
+                [y],
+                {
+                    "kernel_shape": [kh, kw],
+                    "strides": [sh, sw],
+                    "pads": [ph0, pw0, ph1, pw1],
+                    "dilations": [dh, dw],
+                    "ceil_mode": ceil_mode,
+                },
+            )
         if (kd, sd, pd0, pd1) != (1, 1, 0, 0):
             t = edit.op("Transpose", [y], {"perm": [0, 3, 2, 1]})
-            t = edit.op("MaxPool", [t], {"kernel_shape": [1, kd], "strides": [1, sd], "pads": [0, pd0, 0, pd1],
-                                         "dilations": [1, dd], "ceil_mode": ceil_mode})
+            t = edit.op(
+                "MaxPool",
+                [t],
+                {
+                    "kernel_shape": [1, kd],
+                    "strides": [1, sd],
+                    "pads": [0, pd0, 0, pd1],
+                    "dilations": [1, dd],
+                    "ceil_mode": ceil_mode,
+                },
+            )
             y = edit.op("Transpose", [t], {"perm": [0, 3, 2, 1]})
         return y
 
@@ -234,8 +259,13 @@ class SplitPool(Pass):
             if win is not None and not any(win[2]) and all(d == 1 for d in win[3]) and not win[4]:
                 plan = split_plan(kernel, win[1], self.max_kernel)
             if plan is None:
-                log.warning("split-pool: cannot split %s %s with kernel %s (padding, ceil_mode, dilation or a "
-                            "prime window); left as is", node.op_type, node.name, kernel)
+                log.warning(
+                    "split-pool: cannot split %s %s with kernel %s (padding, ceil_mode, dilation or a "
+                    "prime window); left as is",
+                    node.op_type,
+                    node.name,
+                    kernel,
+                )
                 continue
             edit.at(node)
             y = node.inputs[0]
@@ -293,8 +323,13 @@ def _is_size(value: ir.Value, x: ir.Value, axis: int) -> bool:
     if src is x and index == axis or same_dim(src, index, x, axis):
         return True
     theirs, mine = dims(src), dims(x)
-    return theirs is not None and len(theirs) == len(mine) and index == axis and theirs[index] is None \
+    return (
+        theirs is not None
+        and len(theirs) == len(mine)
+        and index == axis
+        and theirs[index] is None
         and mine[axis] is None
+    )
 
 
 def _dyn_index(value: ir.Value, x: ir.Value, axis: int, memo: dict) -> _Dyn | None:
@@ -302,7 +337,7 @@ def _dyn_index(value: ir.Value, x: ir.Value, axis: int, memo: dict) -> _Dyn | No
     is anything else. Only the ops the exporter writes for start = trunc(i * S / S) are understood."""
     if id(value) in memo:
         return memo[id(value)]
-    memo[id(value)] = None   # no cycles in a graph, but stay safe
+    memo[id(value)] = None  # no cycles in a graph, but stay safe
     node = value.producer()
     out = None
     if const_array(value) is not None:
@@ -314,12 +349,20 @@ def _dyn_index(value: ir.Value, x: ir.Value, axis: int, memo: dict) -> _Dyn | No
         args = [_dyn_index(v, x, axis, memo) if v is not None else None for v in ins]
         if op == "Range" and len(ins) == 3:
             start, delta = const_array(ins[0]), const_array(ins[2])
-            if start is not None and delta is not None and start.size == 1 and delta.size == 1 and \
-                    int(start.reshape(-1)[0]) == 0 and int(delta.reshape(-1)[0]) == 1 and \
-                    args[1] is not None and args[1].kind == "size" and args[1].power == 1:
+            if (
+                start is not None
+                and delta is not None
+                and start.size == 1
+                and delta.size == 1
+                and int(start.reshape(-1)[0]) == 0
+                and int(delta.reshape(-1)[0]) == 1
+                and args[1] is not None
+                and args[1].kind == "size"
+                and args[1].power == 1
+            ):
                 out = _Dyn("lin", 0, 1)
         elif op in ("Cast", "Floor", "Abs", "Identity") and args[0] is not None:
-            out = args[0]                     # whole numbers >= 0: unchanged
+            out = args[0]  # whole numbers >= 0: unchanged
         elif op == "Sign" and args[0] is not None and args[0].kind == "lin":
             out = _Dyn("sign", 0, args[0].rank)
         elif op in ("Mul", "Div") and all(a is not None for a in args):
@@ -330,14 +373,20 @@ def _dyn_index(value: ir.Value, x: ir.Value, axis: int, memo: dict) -> _Dyn | No
             if a.kind == "lin" and b.kind == "size" and b.rank == 0 and power >= 0:
                 out = _Dyn("lin", power, a.rank)
             elif op == "Mul" and {a.kind, b.kind} == {"lin", "sign"} and a.rank == b.rank:
-                out = a if a.kind == "lin" else b      # i * S**p >= 0 times sign(i)
+                out = a if a.kind == "lin" else b  # i * S**p >= 0 times sign(i)
             elif a.kind == b.kind == "size" and power >= 0:
                 out = _Dyn("size", power, 0)
         elif op == "Add" and len(ins) == 2:
             for a, other in ((args[0], ins[1]), (args[1], ins[0])):
                 zero = const_array(other)
-                if a is not None and a.kind == "lin" and zero is not None and zero.size == 1 and not zero.any() \
-                        and zero.ndim <= a.rank:
+                if (
+                    a is not None
+                    and a.kind == "lin"
+                    and zero is not None
+                    and zero.size == 1
+                    and not zero.any()
+                    and zero.ndim <= a.rank
+                ):
                     out = a
         elif op in ("Unsqueeze", "Squeeze") and args[0] is not None:
             axes = axes_of(node)
@@ -364,15 +413,23 @@ def _broadcasts_to_both(shape: ir.Value, bases: list[ir.Value]) -> bool:
     const = const_array(shape)
     if const is not None:
         arrays = [const_array(b) for b in bases]
-        return all(a is not None for a in arrays) and \
-            tuple(int(d) for d in const.reshape(-1)) == np.broadcast_shapes(*(a.shape for a in arrays))
+        return all(a is not None for a in arrays) and tuple(
+            int(d) for d in const.reshape(-1)
+        ) == np.broadcast_shapes(*(a.shape for a in arrays))
     node = shape.producer()
-    if node is None or node.op_type != "Shape" or node.attributes.get_int("start", 0) != 0 or \
-            "end" in node.attributes:
+    if (
+        node is None
+        or node.op_type != "Shape"
+        or node.attributes.get_int("start", 0) != 0
+        or "end" in node.attributes
+    ):
         return False
     both = node.inputs[0].producer()
-    return both is not None and both.op_type in ("Max", "Min", "Add", "Mul") and \
-        {id(v) for v in both.inputs} == {id(b) for b in bases}
+    return (
+        both is not None
+        and both.op_type in ("Max", "Min", "Add", "Mul")
+        and {id(v) for v in both.inputs} == {id(b) for b in bases}
+    )
 
 
 def _index_piece(base: ir.Value, x: ir.Value, axis: int, is_h: bool) -> tuple[str, np.ndarray | None] | None:
@@ -389,7 +446,7 @@ def _index_piece(base: ir.Value, x: ir.Value, axis: int, is_h: bool) -> tuple[st
             return None
         return "table", table.reshape(mine)
     found = _dyn_index(base, x, axis, {})
-    rank = 4 if is_h else 2      # [S, 1, 1, 1] for H, [S, 1] for W
+    rank = 4 if is_h else 2  # [S, 1, 1, 1] for H, [S, 1] for W
     if found is None or found.kind != "lin" or found.power != 0 or found.rank != rank:
         return None
     return "id", None
@@ -403,11 +460,15 @@ def _split_index(index: ir.Value, x: ir.Value) -> tuple | None:
             return None
         h, w = array[..., 0], array[..., 1]
         if not ((h == h[:, :, :1, :1]).all() and (w == w[:1, :1]).all()):
-            return None     # not separable: not an adaptive pool
+            return None  # not separable: not an adaptive pool
         return ("table", h[:, :, 0, 0]), ("table", w[0, 0])
     node = index.producer()
-    if node is None or node.op_type != "Concat" or len(node.inputs) != 2 or \
-            node.attributes.get_int("axis", 0) not in (-1, 4):
+    if (
+        node is None
+        or node.op_type != "Concat"
+        or len(node.inputs) != 2
+        or node.attributes.get_int("axis", 0) not in (-1, 4)
+    ):
         return None
     found = [_index_base(v) for v in node.inputs]
     if any(f is None for f in found):
@@ -423,9 +484,9 @@ def _split_index(index: ir.Value, x: ir.Value) -> tuple | None:
 def _bcast(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     """array broadcast to `shape` as its trailing dims (leading dims of array must be 1)."""
     if array.ndim > len(shape):
-        if any(d != 1 for d in array.shape[:array.ndim - len(shape)]):
+        if any(d != 1 for d in array.shape[: array.ndim - len(shape)]):
             return None
-        array = array.reshape(array.shape[array.ndim - len(shape):])
+        array = array.reshape(array.shape[array.ndim - len(shape) :])
     try:
         return np.broadcast_to(array, shape)
     except ValueError:
@@ -435,7 +496,12 @@ def _bcast(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
 def _scalar_index(node: ir.Node, axes: tuple[int, int], size: int) -> int | None:
     """The index of Gather(data, scalar constant) along one of `axes`, in [0, size); else None."""
     index = const_array(node.inputs[1])
-    if node.op_type != "Gather" or node.attributes.get_int("axis", 0) not in axes or index is None or index.ndim:
+    if (
+        node.op_type != "Gather"
+        or node.attributes.get_int("axis", 0) not in axes
+        or index is None
+        or index.ndim
+    ):
         return None
     i = int(index)
     return i + size if -size <= i < 0 else i if 0 <= i < size else None
@@ -472,8 +538,11 @@ def _gathered_sum(value: ir.Value, kh: int, kw: int) -> tuple[ir.Value, list[ir.
             frontier.append(node.outputs[0])
     if len(adds) != len(leaves) - 1:
         return None
-    roots = [v for v in ([n.outputs[0] for n in adds] or leaves)
-             if v.is_graph_output() or not (only_use(v) in adds)]
+    roots = [
+        v
+        for v in ([n.outputs[0] for n in adds] or leaves)
+        if v.is_graph_output() or only_use(v) not in adds
+    ]
     return (roots[0], adds) if len(roots) == 1 else None
 
 
@@ -486,15 +555,22 @@ def _axis_plan(matrix: np.ndarray) -> tuple | None:
     windows = []
     for row in matrix:
         nz = np.flatnonzero(np.abs(row) > 1e-9)
-        if nz.size == 0 or nz[-1] - nz[0] + 1 != nz.size or not np.allclose(row[nz], 1.0 / nz.size, rtol=1e-6, atol=0):
+        if (
+            nz.size == 0
+            or nz[-1] - nz[0] + 1 != nz.size
+            or not np.allclose(row[nz], 1.0 / nz.size, rtol=1e-6, atol=0)
+        ):
             return ("matmul",)
         windows.append((int(nz[0]), int(nz.size)))
     if out_size == 1 and windows[0] == (0, in_size):
         return ("full",)
     k = windows[0][1]
     s = windows[1][0] - windows[0][0] if out_size > 1 else 1
-    if s >= 1 and all(size == k and start == i * s for i, (start, size) in enumerate(windows)) and \
-            (in_size - k) // s + 1 == out_size:
+    if (
+        s >= 1
+        and all(size == k and start == i * s for i, (start, size) in enumerate(windows))
+        and (in_size - k) // s + 1 == out_size
+    ):
         return ("pool", k, s)
     return ("matmul",)
 
@@ -523,7 +599,9 @@ class AdaptiveAvgPoolToPool(Pass):
             found = self._match(node)
             if isinstance(found, str) or found is None:
                 if isinstance(found, str) and self.explain:
-                    self.misses.append(f"GatherND at node '{node.name or '?'}' (an AdaptiveAvgPool form?): {found}")
+                    self.misses.append(
+                        f"GatherND at node '{node.name or '?'}' (an AdaptiveAvgPool form?): {found}"
+                    )
                 continue
             x, out, last, plans = found
             edit.at(last)
@@ -542,15 +620,18 @@ class AdaptiveAvgPoolToPool(Pass):
             return "its data does not come from a Transpose only it reads"
         x = first.inputs[0]
         shape = dims(x)
-        if shape is None or len(shape) not in (3, 4):   # [N, C, H, W] or unbatched [C, H, W]
+        if shape is None or len(shape) not in (3, 4):  # [N, C, H, W] or unbatched [C, H, W]
             return "the pooled tensor's rank is unknown or not 3 / 4"
         rank = len(shape)
         lead = list(range(rank - 2))
         if ints(first, "perm") != [rank - 2, rank - 1, *lead]:
             return f"the Transpose before it has perm {ints(first, 'perm')}, not the spatial axes first"
         second = only_use(gather.outputs[0])
-        if second is None or second.op_type != "Transpose" or \
-                ints(second, "perm") != [4 + i for i in lead] + [0, 1, 2, 3]:   # [oh,kh,ow,kw,N,C] -> [N,C,oh,kh,ow,kw]
+        if (
+            second is None
+            or second.op_type != "Transpose"
+            or ints(second, "perm") != [4 + i for i in lead] + [0, 1, 2, 3]
+        ):  # [oh,kh,ow,kw,N,C] -> [N,C,oh,kh,ow,kw]
             return "it is not read by one Transpose that puts the windows last"
         pieces = _split_index(gather.inputs[1], x)
         if pieces is None:
@@ -574,9 +655,15 @@ class AdaptiveAvgPoolToPool(Pass):
         keep = np.ones(grid, dtype=bool)
         value = second.outputs[0]
         while (node := only_use(value)) is not None and node.op_type == "Where" and node.inputs[2] is value:
-            cond, fill = const_array(node.inputs[0]), const_array(node.inputs[1])   # masked_fill(mask, 0)
-            if cond is None or fill is None or fill.size != 1 or fill.any() or cond.dtype != np.bool_ or \
-                    max(cond.ndim, fill.ndim) > rank + 2:
+            cond, fill = const_array(node.inputs[0]), const_array(node.inputs[1])  # masked_fill(mask, 0)
+            if (
+                cond is None
+                or fill is None
+                or fill.size != 1
+                or fill.any()
+                or cond.dtype != np.bool_
+                or max(cond.ndim, fill.ndim) > rank + 2
+            ):
                 return "a Where after it is not a constant mask filling zeros"
             cond = _bcast(cond, grid)
             if cond is None:
@@ -585,9 +672,12 @@ class AdaptiveAvgPoolToPool(Pass):
             value = node.outputs[0]
         oh, kh, ow, kw = grid
         node = only_use(value)
-        if node is not None and node.op_type in ("ReduceMean", "ReduceSum") and \
-                sorted(a % (rank + 2) for a in axes_of(node) or []) == [rank - 1, rank + 1] and \
-                node.attributes.get_int("keepdims", 1) == 0:
+        if (
+            node is not None
+            and node.op_type in ("ReduceMean", "ReduceSum")
+            and sorted(a % (rank + 2) for a in axes_of(node) or []) == [rank - 1, rank + 1]
+            and node.attributes.get_int("keepdims", 1) == 0
+        ):
             total, weights = node.outputs[0], keep / (kh * kw if node.op_type == "ReduceMean" else 1)
         else:
             summed = _gathered_sum(value, kh, kw)
@@ -613,7 +703,7 @@ class AdaptiveAvgPoolToPool(Pass):
         if not np.allclose(flat, np.outer(a, b), rtol=1e-6, atol=1e-12):
             return "the window weights are not separable per axis, so it is no average pool"
         a, b = a.reshape(oh, kh), b.reshape(ow, kw)
-        if tables[0] is None:          # a dynamic identity axis: its one weight goes to the other axis
+        if tables[0] is None:  # a dynamic identity axis: its one weight goes to the other axis
             a, b = np.ones_like(a), b * a.item()
         if tables[1] is None:
             a, b = a * b.item(), np.ones_like(b)
@@ -625,14 +715,16 @@ class AdaptiveAvgPoolToPool(Pass):
                 mats.append(None)
                 continue
             m = np.zeros((table.shape[0], shape[axis]), dtype=np.float64)
-            np.add.at(m, (np.repeat(np.arange(table.shape[0]), table.shape[1]), table.reshape(-1)), w.reshape(-1))
+            np.add.at(
+                m, (np.repeat(np.arange(table.shape[0]), table.shape[1]), table.reshape(-1)), w.reshape(-1)
+            )
             mats.append(m)
-        if mats[0] is not None and mats[1] is not None:   # so that an averaging pool's rows sum to 1
+        if mats[0] is not None and mats[1] is not None:  # so that an averaging pool's rows sum to 1
             sums = mats[0].sum(axis=1)
             if sums[0] != 0 and np.allclose(sums, sums[0], rtol=1e-9):
                 mats = [mats[0] / sums[0], mats[1] * sums[0]]
         plans = [("id",) if m is None else _axis_plan(m) + (m,) for m in mats]
-        if rank != 4:      # a pool needs [N, C, H, W]: an unbatched map takes the MatMul
+        if rank != 4:  # a pool needs [N, C, H, W]: an unbatched map takes the MatMul
             plans = [("matmul", p[-1]) if p[0] == "pool" else p for p in plans]
         return x, out, out.producer(), plans
 
@@ -643,13 +735,17 @@ class AdaptiveAvgPoolToPool(Pass):
         y = x
         if any(p[0] == "pool" for p in plans):
             pooled = [(p[1], p[2]) if p[0] == "pool" else (1, 1) for p in plans]
-            y = edit.op("AveragePool", [y], {"kernel_shape": [k for k, _ in pooled], "strides": [s for _, s in pooled]})
+            y = edit.op(
+                "AveragePool",
+                [y],
+                {"kernel_shape": [k for k, _ in pooled], "strides": [s for _, s in pooled]},
+            )
         full = [axis for axis, p in zip((rank - 2, rank - 1), plans) if p[0] == "full"]
         if full:
             y = edit.reduce("ReduceMean", y, full, keepdims=1)
-        if plans[1][0] == "matmul":      # [.., H, W] @ [W, ow]
+        if plans[1][0] == "matmul":  # [.., H, W] @ [W, ow]
             y = edit.op("MatMul", [y, edit.const(plans[1][-1].T.astype(dtype), "average_w")])
-        if plans[0][0] == "matmul":      # the same over H, between two Transposes
+        if plans[0][0] == "matmul":  # the same over H, between two Transposes
             swap = [*range(rank - 2), rank - 1, rank - 2]
             y = edit.op("Transpose", [y], {"perm": swap})
             y = edit.op("MatMul", [y, edit.const(plans[0][-1].T.astype(dtype), "average_h")])

@@ -25,8 +25,10 @@ log = logging.getLogger("ocrgraft.passes")
 
 I32 = np.iinfo(np.int32)
 F16_MAX, F16_TINY = 65504.0, 2.0**-24
-F16_ACTIVATION_LIMIT = F16_MAX / 2   # headroom for what a float16 kernel computes between its inputs and outputs
-SLICE_BOUNDS = (1, 2)    # Slice starts, ends: out-of-range values only mean "from/to the end"
+F16_ACTIVATION_LIMIT = (
+    F16_MAX / 2
+)  # headroom for what a float16 kernel computes between its inputs and outputs
+SLICE_BOUNDS = (1, 2)  # Slice starts, ends: out-of-range values only mean "from/to the end"
 
 
 def _schema(node: ir.Node, opset: int):
@@ -60,7 +62,9 @@ def _ints_consts(model: ir.Model):
     """(value, array) for every INT64 constant: initializers and Constant node outputs, subgraphs included."""
     seen = set()
     values = list(model.graph.initializers.values())
-    values += [n.outputs[0] for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Constant"]
+    values += [
+        n.outputs[0] for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Constant"
+    ]
     for value in values:
         array = const_array(value)
         if array is not None and array.dtype == np.int64 and id(value) not in seen:
@@ -87,7 +91,7 @@ class Int64ToInt32(Pass):
             schema = _schema(node, opset) if not node.domain else None
             if schema is None:
                 continue
-            groups: dict[str, list[int]] = {}     # inputs that share a type variable change together
+            groups: dict[str, list[int]] = {}  # inputs that share a type variable change together
             for i, value in enumerate(node.inputs):
                 if value is not None:
                     groups.setdefault(_type_str(schema, i), []).append(i)
@@ -97,21 +101,29 @@ class Int64ToInt32(Pass):
                 if all(a is None for a in arrays):
                     continue
                 clamp = [node.op_type == "Slice" and i in SLICE_BOUNDS for i in indices]
-                fits = [a is not None and (c or a.size == 0 or (a.min() >= I32.min and a.max() <= I32.max))
-                        for a, c in zip(arrays, clamp)]
+                fits = [
+                    a is not None and (c or a.size == 0 or (a.min() >= I32.min and a.max() <= I32.max))
+                    for a, c in zip(arrays, clamp)
+                ]
                 tied_to_output = any(_type_str(schema, j, True) == type_str for j in range(len(node.outputs)))
-                narrow = (_is_var(schema, type_str) and _allows(schema, type_str, "tensor(int32)")
-                          and not tied_to_output and all(fits))
+                narrow = (
+                    _is_var(schema, type_str)
+                    and _allows(schema, type_str, "tensor(int32)")
+                    and not tied_to_output
+                    and all(fits)
+                )
                 for i, array, c in zip(indices, arrays, clamp):
                     if array is None:
                         continue
                     inside = array.size == 0 or (array.min() >= I32.min and array.max() <= I32.max)
                     if not narrow and (inside or not c):
-                        continue   # stays INT64; the range check below covers it
+                        continue  # stays INT64; the range check below covers it
                     new = np.clip(array, I32.min, I32.max).astype(np.int32 if narrow else np.int64)
                     key = (id(node.inputs[i]), new.dtype.str)
                     if key not in copies:
-                        copies[key] = edit.const(new, (node.inputs[i].name or "int") + (".i32" if narrow else ".clamped"))
+                        copies[key] = edit.const(
+                            new, (node.inputs[i].name or "int") + (".i32" if narrow else ".clamped")
+                        )
                     replaced.append(node.inputs[i])
                     node.replace_input_with(i, copies[key])
                     count += 1
@@ -125,19 +137,27 @@ class Int64ToInt32(Pass):
             if not array.size or I32.min <= array.min() <= array.max() <= I32.max:
                 continue
             uses = list(value.uses())
-            if value.is_graph_output() or not all(u.node.op_type == "Slice" and u.idx in SLICE_BOUNDS for u in uses):
-                users = ", ".join(sorted({f"{u.node.op_type} input {u.idx}" for u in uses})) or "a graph output"
+            if value.is_graph_output() or not all(
+                u.node.op_type == "Slice" and u.idx in SLICE_BOUNDS for u in uses
+            ):
+                users = (
+                    ", ".join(sorted({f"{u.node.op_type} input {u.idx}" for u in uses})) or "a graph output"
+                )
                 worst = array.max() if array.max() > I32.max else array.min()
-                raise OcrgraftError(f"int64-to-int32: constant '{value.name}' ({users}) holds {worst}, outside INT32; "
-                                    f"a cast to INT32 would change it")
+                raise OcrgraftError(
+                    f"int64-to-int32: constant '{value.name}' ({users}) holds {worst}, outside INT32; "
+                    f"a cast to INT32 would change it"
+                )
 
 
 def _transpose_matmul(node: ir.Node) -> bool:
     """A Transpose feeding a MatMul, or a MatMul fed by a Transpose."""
     if node.op_type == "Transpose":
         return any(use.node.op_type == "MatMul" for use in node.outputs[0].uses())
-    return node.op_type == "MatMul" and any(v is not None and v.producer() is not None
-                                            and v.producer().op_type == "Transpose" for v in node.inputs)
+    return node.op_type == "MatMul" and any(
+        v is not None and v.producer() is not None and v.producer().op_type == "Transpose"
+        for v in node.inputs
+    )
 
 
 @register
@@ -162,7 +182,7 @@ class ToFp16(Pass):
     name = "to-fp16"
     tolerance = Tolerance(atol=1e-2, rtol=1e-2)
     DEFAULT_KEEP = ("GridSample", "Range")
-    uses_samples = True      # the Pipeline sets `samples` to the stage's test inputs before running it
+    uses_samples = True  # the Pipeline sets `samples` to the stage's test inputs before running it
 
     def __init__(self, keep: str = "", *, samples: list[dict[str, np.ndarray]] | None = None):
         super().__init__()
@@ -176,14 +196,19 @@ class ToFp16(Pass):
         return {"keep": "+".join(self.keep)} if self.keep else {}
 
     def rewrite(self, model: ir.Model) -> int:
-        restore = ensure_shapes(model)      # the element type of every value is needed
+        restore = ensure_shapes(model)  # the element type of every value is needed
         opset, graph = opset_of(model), model.graph
         edit, keep = Editor(model, self.name), set(self.keep) | set(self.DEFAULT_KEEP)
         self.kept_for_range = []
         hot = self._overflowing_nodes(model) if self.samples else set()
-        halves: set[int] = set()            # ids of the values this pass turned into float16
-        captured = {id(v) for n in ir.traversal.RecursiveGraphIterator(graph) if n.graph is not graph
-                    for v in n.inputs if v is not None}   # read inside If/Loop bodies: left float32
+        halves: set[int] = set()  # ids of the values this pass turned into float16
+        captured = {
+            id(v)
+            for n in ir.traversal.RecursiveGraphIterator(graph)
+            if n.graph is not graph
+            for v in n.inputs
+            if v is not None
+        }  # read inside If/Loop bodies: left float32
         to16: dict[int, ir.Value] = {}
         to32: dict[int, ir.Value] = {}
         replaced, count = [], 0
@@ -210,11 +235,15 @@ class ToFp16(Pass):
                 self._retype_attributes(node)
                 count += 1
         for k, out in enumerate(list(graph.outputs)):
-            if id(out) in halves:           # the model's outputs stay float32
+            if id(out) in halves:  # the model's outputs stay float32
                 cast = ir.node("Cast", [out], {"to": ir.DataType.FLOAT})
                 graph.append(cast)
                 name, out.name = out.name, edit.unique(f"{out.name}.fp16")
-                cast.outputs[0].name, cast.outputs[0].dtype, cast.outputs[0].shape = name, ir.DataType.FLOAT, out.shape
+                cast.outputs[0].name, cast.outputs[0].dtype, cast.outputs[0].shape = (
+                    name,
+                    ir.DataType.FLOAT,
+                    out.shape,
+                )
                 graph.outputs[k] = cast.outputs[0]
         remove_unused_values(graph, replaced)
         ensure_shapes(model) if count else restore()
@@ -231,9 +260,12 @@ class ToFp16(Pass):
                 if value.name and value.dtype == ir.DataType.FLOAT and value.name not in exposed:
                     exposed.add(value.name)
                     proto.graph.output.append(
-                        onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, None))
-        runner = Runner(proto.SerializeToString(),
-                        what="the float32 model with every value exposed (to-fp16's activation check)")
+                        onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, None)
+                    )
+        runner = Runner(
+            proto.SerializeToString(),
+            what="the float32 model with every value exposed (to-fp16's activation check)",
+        )
         del proto
         inputs = {v.name for v in graph.inputs}
         peaks: dict[str, float] = {}
@@ -248,20 +280,30 @@ class ToFp16(Pass):
         hot = [n for n in graph if any(v is not None and v.name in large for v in (*n.inputs, *n.outputs))]
         self.kept_for_range = [n.name or n.op_type for n in hot]
         if hot:
-            log.info("to-fp16: %d node(s) stay float32, their activations exceed %g on the samples: %s", len(hot),
-                     F16_ACTIVATION_LIMIT, ", ".join(self.kept_for_range[:10]) + (" ..." if len(hot) > 10 else ""))
+            log.info(
+                "to-fp16: %d node(s) stay float32, their activations exceed %g on the samples: %s",
+                len(hot),
+                F16_ACTIVATION_LIMIT,
+                ", ".join(self.kept_for_range[:10]) + (" ..." if len(hot) > 10 else ""),
+            )
         return {id(n) for n in hot}
 
     def _plan(self, node: ir.Node, opset: int, keep: set[str], halves: set[int]) -> tuple[set[int], set[int]]:
         """Input and output indices that become float16 if the node is converted; empty if it is kept."""
-        subgraphs = any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
+        subgraphs = any(
+            a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
+        )
         if node.domain or node.op_type in keep or node.op_type == "Constant" or subgraphs:
             return set(), set()
-        if node.op_type == "Cast":      # only int -> float casts move; float -> int keeps its precision
+        if node.op_type == "Cast":  # only int -> float casts move; float -> int keeps its precision
             floating = node.inputs[0].dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
-            return (set(), {0}) if node.attributes.get_int("to") == ir.DataType.FLOAT and not floating else (set(), set())
+            return (
+                (set(), {0})
+                if node.attributes.get_int("to") == ir.DataType.FLOAT and not floating
+                else (set(), set())
+            )
         if _transpose_matmul(node):
-            return set(), set()   # ONNX Runtime 1.31's CPU Transpose+MatMul fusion crashes on float16
+            return set(), set()  # ONNX Runtime 1.31's CPU Transpose+MatMul fusion crashes on float16
         schema = _schema(node, opset)
         if schema is None:
             return set(), set()
@@ -280,9 +322,9 @@ class ToFp16(Pass):
             if array is not None and array.size:
                 mag = np.abs(array[np.isfinite(array)])
                 if (mag > F16_MAX).any() or ((mag > 0) & (mag < F16_TINY)).any():
-                    return set(), set()   # the constant would overflow or vanish in float16
+                    return set(), set()  # the constant would overflow or vanish in float16
         if not varying["out"] and not any(id(node.inputs[i]) in halves for i in varying["in"]):
-            return set(), set()           # reads float32 and makes no floats: nothing to gain
+            return set(), set()  # reads float32 and makes no floats: nothing to gain
         return varying["in"], varying["out"]
 
     @staticmethod

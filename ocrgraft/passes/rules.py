@@ -44,7 +44,7 @@ def describe_miss(rule_name: str, node: ir.Node, info: _basics.MatchInfo) -> str
     """One line: the node, the condition that failed in words, and the rule."""
     reason = info.match_result.reason or "the pattern did not match"
     matched = list(info.match_result.nodes)
-    if reason.startswith("Matched nodes have other uses"):   # name the value and its other reader
+    if reason.startswith("Matched nodes have other uses"):  # name the value and its other reader
         inside = set(map(id, matched))
         for other in matched:
             if other is node:
@@ -53,8 +53,10 @@ def describe_miss(rule_name: str, node: ir.Node, info: _basics.MatchInfo) -> str
                 readers = [u.node for u in out.uses() if id(u.node) not in inside]
                 if readers or out.is_graph_output():
                     by = f"{readers[0].op_type} '{readers[0].name or '?'}'" if readers else "a graph output"
-                    reason = (f"the output '{out.name}' of {other.op_type} '{other.name or '?'}' is also read "
-                              f"by {by}, so it cannot be folded away")
+                    reason = (
+                        f"the output '{out.name}' of {other.op_type} '{other.name or '?'}' is also read "
+                        f"by {by}, so it cannot be folded away"
+                    )
                     break
     what = "condition failed" if info.status == _basics.MatchStatus.CONDITION_FAILED else "no match"
     return f"{node.op_type} at node '{node.name or '?'}': {reason} ({rule_name}: {what})"
@@ -83,9 +85,9 @@ class RulePass(Pass):
         orphans: list[ir.Value] = []
         rules = pattern.RewriteRuleSet([cls.rule(orphans) for cls in self.rules], commute=self.commute).rules
         by_root: dict[str, list] = {}
-        for rule in rules:   # a rule is tried only where its pattern's last op is
+        for rule in rules:  # a rule is tried only where its pattern's last op is
             by_root.setdefault(rule._target_pattern.output_node.op_type, []).append(rule)
-        if self.explain:     # a traced run only looks; the real run follows
+        if self.explain:  # a traced run only looks; the real run follows
             tracer = _NearMisses()
             _apply(model, by_root, tracer)
             self.misses = [describe_miss(name, node, info) for _, name, node, info in tracer.misses.values()]
@@ -110,8 +112,9 @@ def _apply(model: ir.Model, by_root: dict[str, list], tracer) -> int:
             for init in delta.new_initializers:
                 graph.initializers.setdefault(init.name, init)
             optimizer.basic_constant_propagation(delta.new_nodes)
-            convenience.replace_nodes_and_values(graph, node, delta.match.nodes, delta.new_nodes,
-                                                 delta.match.outputs, delta.new_outputs)
+            convenience.replace_nodes_and_values(
+                graph, node, delta.match.nodes, delta.new_nodes, delta.match.outputs, delta.new_outputs
+            )
             count += 1
             break
     return count

@@ -11,7 +11,9 @@ from ocrgraft.targets.ort import OrtTarget
 from ocrgraft.targets.sophon import SophonTarget
 from ocrgraft.targets.tensorrt import TensorRTTarget
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (OrtTarget, TensorRTTarget, AscendTarget, SophonTarget)}
+TARGETS: dict[str, type[Target]] = {
+    t.name: t for t in (OrtTarget, TensorRTTarget, AscendTarget, SophonTarget)
+}
 
 
 def target_class(name: str) -> type[Target]:

@@ -16,7 +16,7 @@ from ocrgraft.targets.tables import check_against_table, load_table, table_versi
 
 DEFAULT_VERSION = "8.0"
 DEFAULT_SOC = "Ascend310P3"
-MAX_POOL_KERNEL = 255   # auto-optimizer knowledge 13: the AvgPool kernel limit of the device
+MAX_POOL_KERNEL = 255  # auto-optimizer knowledge 13: the AvgPool kernel limit of the device
 
 
 def _avgpool_kernel(node) -> str | None:
@@ -49,7 +49,10 @@ def shape_flags(shapes: dict[str, list[tuple[int, ...]]], mode: str) -> list[str
     flags = [f"--input_shape={';'.join(ranges)}"]
     if mode == "range" or not dynamic:
         return flags
-    gears = [{n: s[min(i, len(s) - 1)] for n, s in shapes.items()} for i in range(max(len(s) for s in shapes.values()))]
+    gears = [
+        {n: s[min(i, len(s) - 1)] for n, s in shapes.items()}
+        for i in range(max(len(s) for s in shapes.values()))
+    ]
     axes = [(n, i) for n, idx in dynamic.items() for i in idx]
     if axes and all(i == 0 for _, i in axes):
         flags.append("--dynamic_batch_size=" + ",".join(str(g[axes[0][0]][0]) for g in gears))
@@ -68,13 +71,28 @@ class AscendTarget(Target):
     # computations for view->Linear->view, zero LSTM states and flip->LSTM->flip folded away; GridSample
     # decomposed (older CANN has none); pooling kernels split below the 255 limit.
     # (The generic clean-ups already fold reshape targets and drop zero RNN states.)
-    passes = ("reshape-gemm-to-matmul", "fold-flip-rnn", "squeeze-after-concat", "decompose-gridsample",
-              "pool-to-reduce", "split-pool", "int64-to-int32", "topk-int32")
+    passes = (
+        "reshape-gemm-to-matmul",
+        "fold-flip-rnn",
+        "squeeze-after-concat",
+        "decompose-gridsample",
+        "pool-to-reduce",
+        "split-pool",
+        "int64-to-int32",
+        "topk-int32",
+    )
     options = (
-        TargetOption("version", "CANN version whose op table applies", table_versions("ascend"),
-                     flag="--target-version"),
-        TargetOption("soc", "atc --soc_version, e.g. Ascend310P3, Ascend310, Ascend910B1",
-                     pattern=r"Ascend\d{3}[A-Za-z0-9_]*"),
+        TargetOption(
+            "version",
+            "CANN version whose op table applies",
+            table_versions("ascend"),
+            flag="--target-version",
+        ),
+        TargetOption(
+            "soc",
+            "atc --soc_version, e.g. Ascend310P3, Ascend310, Ascend910B1",
+            pattern=r"Ascend\d{3}[A-Za-z0-9_]*",
+        ),
     )
 
     def __init__(self, version: str | None = None):
@@ -86,8 +104,9 @@ class AscendTarget(Target):
         return opsets[1] if opsets else None
 
     def check_support(self, model) -> SupportCheck:
-        return check_against_table(model, load_table("ascend", self.version),
-                                   {"AveragePool": _avgpool_kernel, "TopK": _topk_k})
+        return check_against_table(
+            model, load_table("ascend", self.version), {"AveragePool": _avgpool_kernel, "TopK": _topk_k}
+        )
 
     def build(self, ctx: BuildContext) -> BuildResult:
         settings = dict(ctx.settings.get("ascend", {}))
@@ -98,25 +117,50 @@ class AscendTarget(Target):
         shapes = ctx.shapes.shapes
         input_format = "NCHW" if all(len(s[0]) == 4 for s in shapes.values()) else "ND"
         name = ctx.name
-        parts = ["atc", "--framework=5", "--model=../model.onnx", f"--output=om/{name}", f"--input_format={input_format}",
-                 *shape_flags(shapes, mode), f"--soc_version={soc}", "--log=error"]
+        parts = [
+            "atc",
+            "--framework=5",
+            "--model=../model.onnx",
+            f"--output=om/{name}",
+            f"--input_format={input_format}",
+            *shape_flags(shapes, mode),
+            f"--soc_version={soc}",
+            "--log=error",
+        ]
         command = " ".join(shlex.quote(p) for p in parts)
         ascend_dir = ctx.out_dir / "ascend"
         ascend_dir.mkdir()
         script = ascend_dir / "atc.sh"
-        script.write_text("#!/usr/bin/env bash\n# Build the Ascend offline model (.om) with ATC from the CANN toolkit.\n"
-                          "set -euo pipefail\ncd \"$(dirname \"$0\")\"\nmkdir -p om\n" + command + "\n")
+        script.write_text(
+            "#!/usr/bin/env bash\n# Build the Ascend offline model (.om) with ATC from the CANN toolkit.\n"
+            'set -euo pipefail\ncd "$(dirname "$0")"\nmkdir -p om\n' + command + "\n"
+        )
         script.chmod(0o755)
-        details = {"soc_version": soc, "cann_op_table": self.version, "dynamic": mode,
-                   "shapes": {k: [fmt_dims(s) for s in v] for k, v in shapes.items()}}
+        details = {
+            "soc_version": soc,
+            "cann_op_table": self.version,
+            "dynamic": mode,
+            "shapes": {k: [fmt_dims(s) for s in v] for k, v in shapes.items()},
+        }
         if shutil.which("atc") is None:
-            return BuildResult(False, "no .om built: `atc` (Huawei CANN toolkit) is not on PATH here; run ascend/atc.sh "
-                               "where CANN is installed", command, ["ascend/atc.sh"], details)
+            return BuildResult(
+                False,
+                "no .om built: `atc` (Huawei CANN toolkit) is not on PATH here; run ascend/atc.sh "
+                "where CANN is installed",
+                command,
+                ["ascend/atc.sh"],
+                details,
+            )
         proc = subprocess.run(["bash", str(script)], capture_output=True, text=True)
         (ascend_dir / "atc.log").write_text(proc.stdout + proc.stderr)
         om = ascend_dir / "om" / f"{name}.om"
         if proc.returncode or not om.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise OcrgraftError(f"atc failed (exit {proc.returncode}): {tail[0]} (full log: ascend/atc.log)")
-        return BuildResult(True, f"built ascend/om/{name}.om with atc for {soc} (not run: needs an Ascend device)",
-                           command, ["ascend/atc.sh", f"ascend/om/{name}.om", "ascend/atc.log"], details)
+        return BuildResult(
+            True,
+            f"built ascend/om/{name}.om with atc for {soc} (not run: needs an Ascend device)",
+            command,
+            ["ascend/atc.sh", f"ascend/om/{name}.om", "ascend/atc.log"],
+            details,
+        )

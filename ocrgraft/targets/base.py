@@ -22,9 +22,9 @@ def _all_options():
 class SupportCheck:
     """The result of checking a graph against a target's op table."""
 
-    table: str                                   # which table, e.g. "ONNX Runtime 1.31 CPU"
-    unsupported: list[str] = field(default_factory=list)   # "OpType: why" -- blocks the build
-    notes: list[str] = field(default_factory=list)         # documented restrictions of ops present
+    table: str  # which table, e.g. "ONNX Runtime 1.31 CPU"
+    unsupported: list[str] = field(default_factory=list)  # "OpType: why" -- blocks the build
+    notes: list[str] = field(default_factory=list)  # documented restrictions of ops present
 
     @property
     def ok(self) -> bool:
@@ -34,8 +34,8 @@ class SupportCheck:
 @dataclass
 class BuildResult:
     built: bool
-    summary: str                                  # one line for the console and the report
-    command: str | None = None                    # the exact build command (also when not run)
+    summary: str  # one line for the console and the report
+    command: str | None = None  # the exact build command (also when not run)
     artifacts: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
 
@@ -44,14 +44,14 @@ class BuildResult:
 class BuildContext:
     """What a target's build step gets: plain data, nothing of the pipeline that made it."""
 
-    model_path: Path          # the verified final ONNX (out_dir/model.onnx)
-    out_dir: Path             # where artifacts and scripts go
-    name: str                 # the model's name, for file names in scripts
-    shapes: ShapeSet          # the verified shape range (min / opt / max per input)
-    cases: list[Case]         # the test inputs and the source's outputs for them
-    tolerance: Tolerance      # the one the stages were verified at
-    settings: dict = field(default_factory=dict)   # the recipe's tables: [ascend], [sophon], [decoder], ...
-    options: dict[str, str] = field(default_factory=dict)   # from the CLI, checked by Target.check_options
+    model_path: Path  # the verified final ONNX (out_dir/model.onnx)
+    out_dir: Path  # where artifacts and scripts go
+    name: str  # the model's name, for file names in scripts
+    shapes: ShapeSet  # the verified shape range (min / opt / max per input)
+    cases: list[Case]  # the test inputs and the source's outputs for them
+    tolerance: Tolerance  # the one the stages were verified at
+    settings: dict = field(default_factory=dict)  # the recipe's tables: [ascend], [sophon], [decoder], ...
+    options: dict[str, str] = field(default_factory=dict)  # from the CLI, checked by Target.check_options
 
 
 # One spelling of a precision for every target (--quantize fp16 and F16 mean the same).
@@ -62,11 +62,11 @@ PRECISIONS = {"f32": "F32", "fp32": "F32", "f16": "F16", "fp16": "F16", "bf16": 
 class TargetOption:
     """A command-line option a target takes (--chip, --soc, ...), with the values it allows."""
 
-    name: str                         # the key in BuildContext.options, and the flag: --<name>
+    name: str  # the key in BuildContext.options, and the flag: --<name>
     help: str
-    choices: tuple[str, ...] = ()     # allowed values; () takes any that `pattern` (if set) matches
-    pattern: str = ""                 # a regular expression the value must match
-    flag: str = ""                    # the flag when it is not --<name> (e.g. --target-version)
+    choices: tuple[str, ...] = ()  # allowed values; () takes any that `pattern` (if set) matches
+    pattern: str = ""  # a regular expression the value must match
+    flag: str = ""  # the flag when it is not --<name> (e.g. --target-version)
 
     @property
     def cli(self) -> str:
@@ -76,7 +76,7 @@ class TargetOption:
 class Target:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    passes: ClassVar[tuple[str, ...]] = ()    # run after the generic passes, before the recipe's extras
+    passes: ClassVar[tuple[str, ...]] = ()  # run after the generic passes, before the recipe's extras
     options: ClassVar[tuple[TargetOption, ...]] = ()
 
     @classmethod
@@ -97,14 +97,18 @@ class Target:
             if key == "quantize":
                 text = PRECISIONS.get(text.lower(), text)
             if option.choices and text not in option.choices:
-                raise OcrgraftError(f"{option.cli} {value}: target {cls.name} takes {', '.join(option.choices)}")
+                raise OcrgraftError(
+                    f"{option.cli} {value}: target {cls.name} takes {', '.join(option.choices)}"
+                )
             if option.pattern and not re.fullmatch(option.pattern, text):
-                raise OcrgraftError(f"{option.cli} {value}: not a valid value for target {cls.name} ({option.help})")
+                raise OcrgraftError(
+                    f"{option.cli} {value}: not a valid value for target {cls.name} ({option.help})"
+                )
             out[key] = text
         return out
 
     def __init__(self, version: str | None = None):
-        self.version = version   # the toolchain version whose op table applies (targets define defaults)
+        self.version = version  # the toolchain version whose op table applies (targets define defaults)
 
     def max_opset(self) -> int | None:
         """The newest default-domain opset the toolchain reads; convert lowers newer models to it."""

@@ -30,8 +30,10 @@ class OrtTarget(Target):
             diffs = compare_outputs(runner.run(case.feeds), case.expected, ctx.tolerance)
             bad = [d for d in diffs if not d.ok]
             if bad:
-                raise VerificationError(f"target ort: final model differs from the source at {case.title}: "
-                                        f"{bad[0].describe()}; tolerance {ctx.tolerance}")
+                raise VerificationError(
+                    f"target ort: final model differs from the source at {case.title}: "
+                    f"{bad[0].describe()}; tolerance {ctx.tolerance}"
+                )
             worst = max([worst] + [d.max_abs for d in diffs])
             elements += sum(int(np.prod(d.shape)) for d in diffs)
         details = {"max_abs_vs_source": worst, "cases": len(ctx.cases)}
@@ -42,6 +44,10 @@ class OrtTarget(Target):
             opt = ctx.cases[len(ctx.cases) // 2]
             details["latency_ms"] = runner.latency_ms(opt.feeds)
             details["latency_shapes"] = {k: list(v) for k, v in opt.shapes.items()}
-            summary = (f"ran in ONNX Runtime: matches the source on {len(ctx.cases)} inputs (max abs err {worst:.2g}); "
-                       f"median latency {details['latency_ms']:.2f} ms at {opt.title}")
-        return BuildResult(built=True, summary=summary, command=None, artifacts=["model.onnx"], details=details)
+            summary = (
+                f"ran in ONNX Runtime: matches the source on {len(ctx.cases)} inputs (max abs err {worst:.2g}); "
+                f"median latency {details['latency_ms']:.2f} ms at {opt.title}"
+            )
+        return BuildResult(
+            built=True, summary=summary, command=None, artifacts=["model.onnx"], details=details
+        )

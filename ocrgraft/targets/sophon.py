@@ -57,7 +57,8 @@ from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Targe
 # tpu_mlir/python/transform/OnnxConverter.py of the `tpu-mlir==1.30.2` wheel (129 entries).
 # model_transform stops with "Op not support:{...}" on any other op type; ocrgraft says so first.
 # tests/test_sophon.py checks this table against the installed toolchain's converter.
-TPU_MLIR_ONNX_OPS = frozenset("""
+TPU_MLIR_ONNX_OPS = frozenset(
+    """
 Abs Acos AdaptiveAvgPool Add And ArgMax ArgMin Atan Atanh AveragePool BatchNormalization Cast Ceil Clip
 Concat ConcatVolume Constant ConstantOfShape Conv ConvBwd_Weight ConvTranspose Correlation Cos Cosh CumSum
 DepthToSpace DequantizeLinear Div DivConst Dropout Einsum Elu Equal Erf Exp Expand Flatten Floor GELU GRU
@@ -69,9 +70,10 @@ Range Reciprocal ReduceL1 ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMi
 Reshape Resize ReverseSequence RoiAlign Round Rsqrt ScatterElements ScatterND SelectiveScan Shape Sigmoid
 Sign Sin Sinh Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh Tile TopK
 Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 TABLE = f"TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION} ONNX converter ({len(TPU_MLIR_ONNX_OPS)} op types)"
-MAX_OPSET = 19            # the toolchain's onnx 1.14.1 / onnxruntime 1.16.3 read up to opset 19, IR version 9
+MAX_OPSET = 19  # the toolchain's onnx 1.14.1 / onnxruntime 1.16.3 read up to opset 19, IR version 9
 MAX_IR_VERSION = 9
 
 # Precisions per chip. BM1684 has no half-precision units: an F16/BF16 deploy aborts in lowering
@@ -95,6 +97,7 @@ CALIB_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".jfif")
 
 # ------------------------------------------------------------------------------------------ the plan
 
+
 @dataclass
 class Plan:
     """Everything the build does, decided (and checked) before any tool runs."""
@@ -103,7 +106,7 @@ class Plan:
     chip: str
     quantize: str
     batches: list[int]
-    shapes: dict[int, dict[str, tuple[int, ...]]]        # batch -> input -> full shape
+    shapes: dict[int, dict[str, tuple[int, ...]]]  # batch -> input -> full shape
     inputs: list[str]
     mean: list[float] | None = None
     scale: list[float] | None = None
@@ -126,17 +129,37 @@ class Plan:
 
     def transform(self, b: int) -> list[str]:
         shapes = "[" + ",".join("[" + ",".join(map(str, self.shapes[b][n])) + "]" for n in self.inputs) + "]"
-        args = ["model_transform", "--model_name", f"{self.name}_{b}b", "--model_def", "model.onnx",
-                "--input_shapes", shapes]
+        args = [
+            "model_transform",
+            "--model_name",
+            f"{self.name}_{b}b",
+            "--model_def",
+            "model.onnx",
+            "--input_shapes",
+            shapes,
+        ]
         if self.mean is not None:
-            args += ["--mean", ",".join(_num(v) for v in self.mean), "--scale", ",".join(_num(v) for v in self.scale)]
+            args += [
+                "--mean",
+                ",".join(_num(v) for v in self.mean),
+                "--scale",
+                ",".join(_num(v) for v in self.scale),
+            ]
         if self.pixel_format:
             args += ["--pixel_format", self.pixel_format]
         return args + ["--mlir", self.mlir(b)]
 
     def calibrate(self, b: int) -> list[str]:
-        return ["run_calibration", self.mlir(b), "--dataset", self.calib_dataset(b), "--input_num",
-                str(self.calibration), "-o", self.cali_table(b)]
+        return [
+            "run_calibration",
+            self.mlir(b),
+            "--dataset",
+            self.calib_dataset(b),
+            "--input_num",
+            str(self.calibration),
+            "-o",
+            self.cali_table(b),
+        ]
 
     def deploy(self, b: int) -> list[str]:
         args = ["model_deploy", "--mlir", self.mlir(b), "--quantize", self.quantize, "--chip", self.chip]
@@ -148,8 +171,15 @@ class Plan:
         return ["model_tool", "--info", self.bmodel(b)]
 
     def run(self, b: int, i: int) -> list[str]:
-        return ["model_runner", "--input", f"inputs/{self.name}_{b}b_{i}.npz", "--model", self.bmodel(b),
-                "--output", f"outputs/{self.name}_{b}b_{i}.npz"]
+        return [
+            "model_runner",
+            "--input",
+            f"inputs/{self.name}_{b}b_{i}.npz",
+            "--model",
+            self.bmodel(b),
+            "--output",
+            f"outputs/{self.name}_{b}b_{i}.npz",
+        ]
 
     def steps(self) -> list[list[str]]:
         """Every tool run, in order; paths are relative to the work folder `sophon/`."""
@@ -162,20 +192,28 @@ class Plan:
         return out
 
     def script(self, venv: Path) -> str:
-        lines = ["#!/usr/bin/env bash",
-                 f"# {self.name}: Sophon {self.chip} {self.quantize} BModels with TPU-MLIR "
-                 f"{tpu_mlir_env.TPU_MLIR_VERSION}, as ocrgraft ran them.",
-                 "# Batch sizes: " + ", ".join(map(str, self.batches)) + ". Run from anywhere; paths are relative "
-                 "to the sophon/ folder next to this script.",
-                 "# model_runner runs each BModel on TPU-MLIR's cmodel simulator; ocrgraft compared its outputs "
-                 "(sophon/outputs/) with ONNX Runtime.",
-                 "set -euo pipefail",
-                 f'export PATH="${{TPU_MLIR_VENV:-{venv}}}/bin:$PATH"',
-                 'cd "$(dirname "$0")/sophon"',
-                 f"mkdir -p outputs {self.chip.upper()}"]
+        lines = [
+            "#!/usr/bin/env bash",
+            f"# {self.name}: Sophon {self.chip} {self.quantize} BModels with TPU-MLIR "
+            f"{tpu_mlir_env.TPU_MLIR_VERSION}, as ocrgraft ran them.",
+            "# Batch sizes: " + ", ".join(map(str, self.batches)) + ". Run from anywhere; paths are relative "
+            "to the sophon/ folder next to this script.",
+            "# model_runner runs each BModel on TPU-MLIR's cmodel simulator; ocrgraft compared its outputs "
+            "(sophon/outputs/) with ONNX Runtime.",
+            "set -euo pipefail",
+            f'export PATH="${{TPU_MLIR_VENV:-{venv}}}/bin:$PATH"',
+            'cd "$(dirname "$0")/sophon"',
+            f"mkdir -p outputs {self.chip.upper()}",
+        ]
         if self.quantize == "INT8":
-            lines.append("# calibration inputs: " + (f"the folder {self.calib_dir}" if self.calib_dir else
-                         "calib_<b>b/*.npz, random inputs drawn like the recipe's test inputs"))
+            lines.append(
+                "# calibration inputs: "
+                + (
+                    f"the folder {self.calib_dir}"
+                    if self.calib_dir
+                    else "calib_<b>b/*.npz, random inputs drawn like the recipe's test inputs"
+                )
+            )
         return "\n".join(lines) + "\n" + self.commands() + "\n"
 
     def commands(self) -> str:
@@ -201,9 +239,11 @@ def make_plan(ctx: BuildContext) -> Plan:
     known |= {f"{q.lower()}_{k}" for q in THRESHOLDS for k in THRESHOLDS[q]}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise OcrgraftError(f"recipe '{ctx.name}': unknown key(s) in [sophon]: {', '.join(unknown)} (known: "
-                            "batch, shape, chip, quantize, calibration, mean, scale, pixel_format, "
-                            "<f32|f16|bf16|int8>_<min_cosine|min_euclid|max_error|min_text>)")
+        raise OcrgraftError(
+            f"recipe '{ctx.name}': unknown key(s) in [sophon]: {', '.join(unknown)} (known: "
+            "batch, shape, chip, quantize, calibration, mean, scale, pixel_format, "
+            "<f32|f16|bf16|int8>_<min_cosine|min_euclid|max_error|min_text>)"
+        )
     chip = str(ctx.options.get("chip") or table.get("chip") or "bm1684x").lower()
     if chip not in CHIPS:
         raise OcrgraftError(f"sophon: unknown chip '{chip}' (supported: {', '.join(CHIPS)})")
@@ -211,9 +251,11 @@ def make_plan(ctx: BuildContext) -> Plan:
     if quantize not in THRESHOLDS:
         raise OcrgraftError(f"sophon: unknown quantization '{quantize}' (supported: {', '.join(THRESHOLDS)})")
     if quantize not in CHIPS[chip]:
-        raise OcrgraftError(f"sophon: {chip} has no {quantize}: BM1684 has no half-precision units "
-                            f"(TPU-MLIR aborts lowering with 'Not Implemented'); use {' or '.join(CHIPS[chip])}, "
-                            f"or --chip bm1684x for {quantize}")
+        raise OcrgraftError(
+            f"sophon: {chip} has no {quantize}: BM1684 has no half-precision units "
+            f"(TPU-MLIR aborts lowering with 'Not Implemented'); use {' or '.join(CHIPS[chip])}, "
+            f"or --chip bm1684x for {quantize}"
+        )
 
     model = onnx.load(str(ctx.model_path), load_external_data=False)
     init = {i.name for i in model.graph.initializer}
@@ -222,13 +264,17 @@ def make_plan(ctx: BuildContext) -> Plan:
     batches = table.get("batch", [1])
     batches = batches if isinstance(batches, list) else [batches]
     if not batches or not all(isinstance(b, int) and b >= 1 for b in batches):
-        raise OcrgraftError(f"[sophon] batch must be a positive integer or a list of them, got {table.get('batch')!r}")
+        raise OcrgraftError(
+            f"[sophon] batch must be a positive integer or a list of them, got {table.get('batch')!r}"
+        )
     batches = list(dict.fromkeys(batches))
     given = table.get("shape", {})
     unknown_inputs = sorted(set(given) - set(names))
     if unknown_inputs:
-        raise OcrgraftError(f"[sophon] shape names input(s) {', '.join(unknown_inputs)}; the model's inputs are "
-                            f"{', '.join(names)}")
+        raise OcrgraftError(
+            f"[sophon] shape names input(s) {', '.join(unknown_inputs)}; the model's inputs are "
+            f"{', '.join(names)}"
+        )
     opt = ctx.shapes.opt() if ctx.shapes else {}
     shapes: dict[int, dict[str, tuple[int, ...]]] = {b: {} for b in batches}
     for vi in graph_inputs:
@@ -236,32 +282,43 @@ def make_plan(ctx: BuildContext) -> Plan:
         if vi.name in given:
             rest = tuple(given[vi.name]) if isinstance(given[vi.name], list) else ()
             if not rest or not all(isinstance(v, int) and v > 0 for v in rest):
-                raise OcrgraftError(f"[sophon] shape for '{vi.name}' must list the dims after the batch, e.g. "
-                                    f"[3, 24, 94]; got {given[vi.name]!r}")
+                raise OcrgraftError(
+                    f"[sophon] shape for '{vi.name}' must list the dims after the batch, e.g. "
+                    f"[3, 24, 94]; got {given[vi.name]!r}"
+                )
         elif vi.name in opt:
             rest = tuple(opt[vi.name][1:])
         elif dims and all(d is not None for d in dims[1:]):
             rest = tuple(dims[1:])
         else:
-            raise OcrgraftError(f"sophon: input '{vi.name}' has open dims and no shape; add "
-                                f"[sophon] shape = {{ {vi.name} = [...] }} or --shapes")
+            raise OcrgraftError(
+                f"sophon: input '{vi.name}' has open dims and no shape; add "
+                f"[sophon] shape = {{ {vi.name} = [...] }} or --shapes"
+            )
         if len(rest) + 1 != len(dims):
-            raise OcrgraftError(f"[sophon] shape for '{vi.name}' gives {len(rest)} dims after the batch; the input "
-                                f"has rank {len(dims)}")
+            raise OcrgraftError(
+                f"[sophon] shape for '{vi.name}' gives {len(rest)} dims after the batch; the input "
+                f"has rank {len(dims)}"
+            )
         for i, (want, have) in enumerate(zip(rest, dims[1:]), 1):
             if have is not None and have != want:
-                raise OcrgraftError(f"sophon: input '{vi.name}' dim {i} is fixed at {have}, the shape gives {want}")
+                raise OcrgraftError(
+                    f"sophon: input '{vi.name}' dim {i} is fixed at {have}, the shape gives {want}"
+                )
         for b in batches:
             if dims and dims[0] is not None and dims[0] != b:
-                raise OcrgraftError(f"sophon: input '{vi.name}' has a fixed batch of {dims[0]}; [sophon] batch asks "
-                                    f"for {b}")
+                raise OcrgraftError(
+                    f"sophon: input '{vi.name}' has a fixed batch of {dims[0]}; [sophon] batch asks for {b}"
+                )
             shapes[b][vi.name] = (b, *rest)
 
     mean, scale, fmt = _normalization(table, ctx.settings.get("preprocess"))
     calib_dir = None
     if ctx.options.get("calib"):
         if quantize != "INT8":
-            raise OcrgraftError(f"--calib applies to INT8 builds; this build is {quantize} (add --quantize INT8)")
+            raise OcrgraftError(
+                f"--calib applies to INT8 builds; this build is {quantize} (add --quantize INT8)"
+            )
         calib_dir = _check_calib_dir(Path(ctx.options["calib"]), mean is not None)
     calibration = table.get("calibration", 8)
     if not isinstance(calibration, int) or calibration < 1:
@@ -271,12 +328,25 @@ def make_plan(ctx: BuildContext) -> Plan:
         key = f"{quantize.lower()}_{k}"
         if key in table:
             thresholds[k] = _floats(table[key], key)[0]
-    return Plan(name=re.sub(r"[^A-Za-z0-9_]+", "_", ctx.name), chip=chip, quantize=quantize,
-                batches=batches, shapes=shapes, inputs=names, mean=mean, scale=scale, pixel_format=fmt,
-                calibration=calibration, calib_dir=calib_dir, thresholds=thresholds)
+    return Plan(
+        name=re.sub(r"[^A-Za-z0-9_]+", "_", ctx.name),
+        chip=chip,
+        quantize=quantize,
+        batches=batches,
+        shapes=shapes,
+        inputs=names,
+        mean=mean,
+        scale=scale,
+        pixel_format=fmt,
+        calibration=calibration,
+        calib_dir=calib_dir,
+        thresholds=thresholds,
+    )
 
 
-def _normalization(table: dict, pre: dict | None) -> tuple[list[float] | None, list[float] | None, str | None]:
+def _normalization(
+    table: dict, pre: dict | None
+) -> tuple[list[float] | None, list[float] | None, str | None]:
     """TPU-MLIR's (pixel - mean) * scale, from [sophon] or derived from [preprocess]'s (x/s - mean) / std."""
     formats = {"rgb": "rgb", "bgr": "bgr", "gray": "gray", "grey": "gray"}
     fmt = table.get("pixel_format") or (pre or {}).get("color")
@@ -285,7 +355,9 @@ def _normalization(table: dict, pre: dict | None) -> tuple[list[float] | None, l
     fmt = formats[str(fmt).lower()] if fmt else None
     if "mean" in table or "scale" in table:
         if "mean" not in table or "scale" not in table:
-            raise OcrgraftError("[sophon] needs both mean and scale (or neither, to derive them from [preprocess])")
+            raise OcrgraftError(
+                "[sophon] needs both mean and scale (or neither, to derive them from [preprocess])"
+            )
         mean, scale = _floats(table["mean"], "mean"), _floats(table["scale"], "scale")
     elif pre and "mean" in pre and "std" in pre:
         s = float(pre.get("scale", 1.0))
@@ -306,13 +378,18 @@ def _check_calib_dir(path: Path, has_norm: bool) -> Path:
     if not path.is_dir():
         raise OcrgraftError(f"--calib {path}: not a folder (give a folder of images, .npy or .npz inputs)")
     files = [p for p in path.rglob("*") if p.is_file()]
-    kinds = {"image" if p.suffix.lower() in CALIB_IMAGE_EXT else p.suffix.lower()[1:] for p in files
-             if p.suffix.lower() in CALIB_IMAGE_EXT + (".npy", ".npz")}
+    kinds = {
+        "image" if p.suffix.lower() in CALIB_IMAGE_EXT else p.suffix.lower()[1:]
+        for p in files
+        if p.suffix.lower() in CALIB_IMAGE_EXT + (".npy", ".npz")
+    }
     if not kinds:
         raise OcrgraftError(f"--calib {path}: no images (.jpg/.png/.bmp), .npy or .npz files in it")
     if len(kinds) > 1:
-        raise OcrgraftError(f"--calib {path}: mixes {', '.join(sorted(kinds))}; TPU-MLIR takes one kind per folder")
-    for f in files:    # TPU-MLIR np.loads these itself: an object array (a pickle) would run code there
+        raise OcrgraftError(
+            f"--calib {path}: mixes {', '.join(sorted(kinds))}; TPU-MLIR takes one kind per folder"
+        )
+    for f in files:  # TPU-MLIR np.loads these itself: an object array (a pickle) would run code there
         if f.suffix.lower() in (".npy", ".npz"):
             try:
                 data = np.load(f, allow_pickle=False)
@@ -321,29 +398,40 @@ def _check_calib_dir(path: Path, has_norm: bool) -> Path:
                         for k in data.files:
                             data[k]
             except (ValueError, OSError, EOFError) as exc:
-                raise OcrgraftError(f"--calib {f}: not a plain array file ({str(exc).splitlines()[0]}); "
-                                    "pickled objects are not passed on") from None
+                raise OcrgraftError(
+                    f"--calib {f}: not a plain array file ({str(exc).splitlines()[0]}); "
+                    "pickled objects are not passed on"
+                ) from None
     if kinds == {"image"} and not has_norm:
-        raise OcrgraftError(f"--calib {path} holds images, but the recipe gives no normalization ([preprocess] mean/std "
-                            "or [sophon] mean/scale) to turn pixels into model inputs")
+        raise OcrgraftError(
+            f"--calib {path} holds images, but the recipe gives no normalization ([preprocess] mean/std "
+            "or [sophon] mean/scale) to turn pixels into model inputs"
+        )
     return path.resolve()
 
 
 # ------------------------------------------------------------------------------------------ checks
+
 
 def op_support(model: ir.Model) -> list[str]:
     """Ops (and opsets) TPU-MLIR's ONNX converter does not take, one 'Op: why' each."""
     bad: dict[str, str] = {}
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         if node.domain not in ("", "ai.onnx"):
-            bad.setdefault(f"{node.domain}::{node.op_type}", "custom-domain op; TPU-MLIR converts standard ONNX ops only")
+            bad.setdefault(
+                f"{node.domain}::{node.op_type}", "custom-domain op; TPU-MLIR converts standard ONNX ops only"
+            )
         elif node.op_type not in TPU_MLIR_ONNX_OPS:
-            bad.setdefault(node.op_type, "not in TPU-MLIR's ONNX op table (model_transform would stop with "
-                                         "'Op not support')")
+            bad.setdefault(
+                node.op_type,
+                "not in TPU-MLIR's ONNX op table (model_transform would stop with 'Op not support')",
+            )
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
     if opset > MAX_OPSET:
-        bad[f"opset {opset}"] = (f"newer than TPU-MLIR's onnx 1.14 reads (<= {MAX_OPSET}); add "
-                                 f"convert-opset(opset={MAX_OPSET}) to the passes")
+        bad[f"opset {opset}"] = (
+            f"newer than TPU-MLIR's onnx 1.14 reads (<= {MAX_OPSET}); add "
+            f"convert-opset(opset={MAX_OPSET}) to the passes"
+        )
     return [f"{op}: {why}" for op, why in sorted(bad.items())]
 
 
@@ -356,18 +444,21 @@ def chip_limits(model_path: Path, plan: Plan) -> list[str]:
             if node.op_type in ("MaxPool", "AveragePool"):
                 strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
                 if any(s > BM1684_INT8_MAX_POOL_STRIDE for s in strides):
-                    problems.append(f"{node.op_type} '{node.name}' strides {strides}: BM1684's INT8 pooling takes "
-                                    f"strides up to {BM1684_INT8_MAX_POOL_STRIDE} (use F32 or bm1684x)")
+                    problems.append(
+                        f"{node.op_type} '{node.name}' strides {strides}: BM1684's INT8 pooling takes "
+                        f"strides up to {BM1684_INT8_MAX_POOL_STRIDE} (use F32 or bm1684x)"
+                    )
     return problems
 
 
 # ------------------------------------------------------------------------------------------ comparing
 
+
 @dataclass
 class OutputMatch:
     onnx: str
     bmodel: str
-    by: str          # "name", "prefix" or "position"
+    by: str  # "name", "prefix" or "position"
 
 
 def match_outputs(onnx_names: list[str], bmodel_names: list[str]) -> list[OutputMatch]:
@@ -376,14 +467,18 @@ def match_outputs(onnx_names: list[str], bmodel_names: list[str]) -> list[Output
     if not onnx_names:
         raise OcrgraftError("sophon: the ONNX model has no outputs to compare")
     if len(onnx_names) != len(bmodel_names):
-        raise VerificationError(f"sophon: the BModel has {len(bmodel_names)} output(s) ({', '.join(bmodel_names)}), "
-                                f"ONNX has {len(onnx_names)} ({', '.join(onnx_names)})")
+        raise VerificationError(
+            f"sophon: the BModel has {len(bmodel_names)} output(s) ({', '.join(bmodel_names)}), "
+            f"ONNX has {len(onnx_names)} ({', '.join(onnx_names)})"
+        )
     pairs, used = [], set()
     for name in onnx_names:
         if name in bmodel_names and name not in used:
             pairs.append(OutputMatch(name, name, "name"))
         else:
-            cands = [b for b in bmodel_names if b.startswith(name + "_") and b not in used and b not in onnx_names]
+            cands = [
+                b for b in bmodel_names if b.startswith(name + "_") and b not in used and b not in onnx_names
+            ]
             if len(cands) != 1:
                 break
             pairs.append(OutputMatch(name, cands[0], "prefix"))
@@ -395,10 +490,13 @@ def match_outputs(onnx_names: list[str], bmodel_names: list[str]) -> list[Output
 
 # ------------------------------------------------------------------------------------------ the target
 
+
 class SophonTarget(Target):
     name = "sophon"
-    description = (f"Sophgo Sophon BModel (bm1684x, bm1684) with TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION}, "
-                   "built here and run on its chip simulator")
+    description = (
+        f"Sophgo Sophon BModel (bm1684x, bm1684) with TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION}, "
+        "built here and run on its chip simulator"
+    )
     passes = ("maxpool3d-to-2d", "legalize-gridsample")
     options = (
         TargetOption("chip", "the Sophon chip", tuple(CHIPS)),
@@ -441,9 +539,12 @@ class SophonTarget(Target):
         details["seconds"] = round(time.perf_counter() - t0, 1)
         details["script"] = "build_bmodel.sh"
         artifacts = [f"sophon/{plan.bmodel(b)}" for b in plan.batches] + ["build_bmodel.sh"]
-        command = "# in sophon/, with TPU-MLIR's tools on PATH (build_bmodel.sh does both)\n" + plan.commands()
-        return BuildResult(built=True, summary=details.pop("summary"), command=command, artifacts=artifacts,
-                           details=details)
+        command = (
+            "# in sophon/, with TPU-MLIR's tools on PATH (build_bmodel.sh does both)\n" + plan.commands()
+        )
+        return BuildResult(
+            built=True, summary=details.pop("summary"), command=command, artifacts=artifacts, details=details
+        )
 
     # -- the tool runs and the comparison ------------------------------------------------------
 
@@ -455,33 +556,57 @@ class SophonTarget(Target):
         rows, timings = [], {}
         for b in plan.batches:
             t = time.perf_counter()
-            _progress(f"target sophon: batch {b}: model_transform, "
-                      + ("run_calibration, " if plan.quantize == "INT8" else "")
-                      + f"model_deploy {plan.chip} {plan.quantize}")
-            tc.run(plan.transform(b), cwd=work, log=work / "logs" / f"transform_{b}b.log",
-                   what=f"model_transform (batch {b})")
+            _progress(
+                f"target sophon: batch {b}: model_transform, "
+                + ("run_calibration, " if plan.quantize == "INT8" else "")
+                + f"model_deploy {plan.chip} {plan.quantize}"
+            )
+            tc.run(
+                plan.transform(b),
+                cwd=work,
+                log=work / "logs" / f"transform_{b}b.log",
+                what=f"model_transform (batch {b})",
+            )
             if plan.quantize == "INT8":
                 if not plan.calib_dir:
                     self._calibration_inputs(ctx, plan, b, work)
-                tc.run(plan.calibrate(b), cwd=work, log=work / "logs" / f"calibrate_{b}b.log",
-                       what=f"run_calibration (batch {b})")
-            tc.run(plan.deploy(b), cwd=work, log=work / "logs" / f"deploy_{b}b.log",
-                   what=f"model_deploy {plan.chip} {plan.quantize} (batch {b})")
+                tc.run(
+                    plan.calibrate(b),
+                    cwd=work,
+                    log=work / "logs" / f"calibrate_{b}b.log",
+                    what=f"run_calibration (batch {b})",
+                )
+            tc.run(
+                plan.deploy(b),
+                cwd=work,
+                log=work / "logs" / f"deploy_{b}b.log",
+                what=f"model_deploy {plan.chip} {plan.quantize} (batch {b})",
+            )
             if not (work / plan.bmodel(b)).is_file():
                 raise OcrgraftError(f"model_deploy reported success but wrote no {plan.bmodel(b)}")
-            info = tc.run(plan.info(b), cwd=work, log=work / "logs" / f"info_{b}b.log", what="model_tool --info")
+            info = tc.run(
+                plan.info(b), cwd=work, log=work / "logs" / f"info_{b}b.log", what="model_tool --info"
+            )
             chip = re.search(r"^chip: (\S+)", info, re.M)
             if not chip or chip.group(1).lower() != plan.chip:
-                raise OcrgraftError(f"{plan.bmodel(b)} is not a {plan.chip} BModel (model_tool --info says chip "
-                                    f"{chip.group(1) if chip else '?'})")
+                raise OcrgraftError(
+                    f"{plan.bmodel(b)} is not a {plan.chip} BModel (model_tool --info says chip "
+                    f"{chip.group(1) if chip else '?'})"
+                )
             compile_s = time.perf_counter() - t
-            _progress(f"target sophon: batch {b}: compiled in {compile_s:.0f}s; running {SAMPLES_PER_BATCH} inputs on "
-                      f"the {plan.chip} simulator")
+            _progress(
+                f"target sophon: batch {b}: compiled in {compile_s:.0f}s; running {SAMPLES_PER_BATCH} inputs on "
+                f"the {plan.chip} simulator"
+            )
             t = time.perf_counter()
             for i, feeds in enumerate(self._comparison_inputs(ctx, plan, b)):
                 np.savez(work / "inputs" / f"{plan.name}_{b}b_{i}.npz", **feeds)
-                tc.run(plan.run(b, i), cwd=work, log=work / "logs" / f"simulate_{b}b_{i}.log",
-                       what=f"model_runner on the {plan.chip} simulator (batch {b})")
+                tc.run(
+                    plan.run(b, i),
+                    cwd=work,
+                    log=work / "logs" / f"simulate_{b}b_{i}.log",
+                    what=f"model_runner on the {plan.chip} simulator (batch {b})",
+                )
                 with np.load(work / "outputs" / f"{plan.name}_{b}b_{i}.npz") as z:
                     got = {k: z[k] for k in z.files}
                 ref = reference.run(feeds)
@@ -489,20 +614,34 @@ class SophonTarget(Target):
                 for m in pairs:
                     g, r = got[m.bmodel], ref[m.onnx]
                     if g.size != r.size:
-                        raise VerificationError(f"sophon: BModel output '{m.bmodel}' has shape {fmt_dims(g.shape)}, "
-                                                f"ONNX output '{m.onnx}' {fmt_dims(r.shape)}")
+                        raise VerificationError(
+                            f"sophon: BModel output '{m.bmodel}' has shape {fmt_dims(g.shape)}, "
+                            f"ONNX output '{m.onnx}' {fmt_dims(r.shape)}"
+                        )
                     g = g.reshape(r.shape)
                     sim = similarity(g, r)
-                    row = {"bmodel": plan.bmodel(b), "input": i, "output": m.onnx, "bmodel_output": m.bmodel,
-                           "matched_by": m.by, "shape": list(r.shape), **sim}
+                    row = {
+                        "bmodel": plan.bmodel(b),
+                        "input": i,
+                        "output": m.onnx,
+                        "bmodel_output": m.bmodel,
+                        "matched_by": m.by,
+                        "shape": list(r.shape),
+                        **sim,
+                    }
                     if decoder is not None and m.onnx == dec_name:
                         mine, theirs = decoder.decode(g), decoder.decode(r)
                         row["text_same"] = sum(x[0] == y[0] for x, y in zip(mine, theirs))
                         row["text_total"] = len(theirs)
-                        row["steps_same"] = float((decoder.probs(g).argmax(-1) == decoder.probs(r).argmax(-1)).mean())
+                        row["steps_same"] = float(
+                            (decoder.probs(g).argmax(-1) == decoder.probs(r).argmax(-1)).mean()
+                        )
                         row["texts"] = [x[0] for x in mine[:2]]
                     rows.append(row)
-            timings[f"{b}b"] = {"compile_s": round(compile_s, 1), "simulate_s": round(time.perf_counter() - t, 1)}
+            timings[f"{b}b"] = {
+                "compile_s": round(compile_s, 1),
+                "simulate_s": round(time.perf_counter() - t, 1),
+            }
         if not rows:
             raise VerificationError("sophon: no BModel output was compared with ONNX Runtime")
         (work / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -526,48 +665,81 @@ class SophonTarget(Target):
             problems.append(f"max error {high_err:.3g} of the largest reference value > {th['max_error']:g}")
         if th["min_text"] is not None and total and same / total < th["min_text"]:
             problems.append(f"decoded text agrees on {same}/{total} samples < {th['min_text']:.0%}")
-        where = (f"{worst['bmodel']} input {worst['input']} output '{worst['output']}' "
-                 f"[{','.join(map(str, worst['worst_index']))}] = {worst['got']:.6g} "
-                 f"(ONNX Runtime {worst['expected']:.6g})")
+        where = (
+            f"{worst['bmodel']} input {worst['input']} output '{worst['output']}' "
+            f"[{','.join(map(str, worst['worst_index']))}] = {worst['got']:.6g} "
+            f"(ONNX Runtime {worst['expected']:.6g})"
+        )
         if problems:
-            raise VerificationError(f"sophon {plan.chip} {plan.quantize}: the simulated BModel differs from ONNX "
-                                    f"Runtime: {'; '.join(problems)}; worst at {where}")
+            raise VerificationError(
+                f"sophon {plan.chip} {plan.quantize}: the simulated BModel differs from ONNX "
+                f"Runtime: {'; '.join(problems)}; worst at {where}"
+            )
         n_inputs = len({(r["bmodel"], r["input"]) for r in rows})
-        summary = (f"built {len(plan.batches)} {plan.chip} {plan.quantize} BModel(s) (batch "
-                   f"{', '.join(map(str, plan.batches))}) with TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION}; run on the "
-                   f"simulator and compared with ONNX Runtime on {n_inputs} inputs ({len(rows)} output tensors): "
-                   f"cosine >= {low_cos:.6f}, euclidean >= {low_euc:.6f}, max abs err {high_abs:.3g}"
-                   + (f"; decoded text {same}/{total} same" if total else ""))
-        shapes = "; ".join(f"batch {b}: " + ", ".join(f"{k}={fmt_dims(v)}" for k, v in plan.shapes[b].items())
-                           for b in plan.batches)
+        summary = (
+            f"built {len(plan.batches)} {plan.chip} {plan.quantize} BModel(s) (batch "
+            f"{', '.join(map(str, plan.batches))}) with TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION}; run on the "
+            f"simulator and compared with ONNX Runtime on {n_inputs} inputs ({len(rows)} output tensors): "
+            f"cosine >= {low_cos:.6f}, euclidean >= {low_euc:.6f}, max abs err {high_abs:.3g}"
+            + (f"; decoded text {same}/{total} same" if total else "")
+        )
+        shapes = "; ".join(
+            f"batch {b}: " + ", ".join(f"{k}={fmt_dims(v)}" for k, v in plan.shapes[b].items())
+            for b in plan.batches
+        )
         norm = "none given"
         if plan.mean is not None:
-            norm = (f"(pixel - mean) * scale, mean {[float(_num(v)) for v in plan.mean]}, scale "
-                    f"{[float(_num(v)) for v in plan.scale]}, {plan.pixel_format or 'unspecified'} pixels")
+            norm = (
+                f"(pixel - mean) * scale, mean {[float(_num(v)) for v in plan.mean]}, scale "
+                f"{[float(_num(v)) for v in plan.scale]}, {plan.pixel_format or 'unspecified'} pixels"
+            )
         calibration = None
         if plan.quantize == "INT8":
-            calibration = str(plan.calib_dir) if plan.calib_dir else (
-                f"{plan.calibration} random inputs per batch size, drawn like the test inputs (other seeds than "
-                "the compared ones)")
-        return {"summary": summary, "chip": plan.chip, "quantize": plan.quantize, "input_shapes": shapes,
-                "normalization": norm, "calibration": calibration,
-                "thresholds": {k: v for k, v in th.items() if v is not None},
-                "outputs_compared": len(rows), "min_cosine": low_cos, "min_euclid": low_euc,
-                "max_abs_err": high_abs, "max_error_relative": high_err,
-                "text_agreement": f"{same}/{total}" if total else "no text decoder",
-                "step_agreement": (f"{min(steps):.1%} of CTC steps (worst input) pick the same class"
-                                   if steps else "no text decoder"),
-                "worst": where,
-                "bmodels": {f"sophon/{plan.bmodel(b)}": _bmodel_line([r for r in rows if r["bmodel"] == plan.bmodel(b)],
-                                                                     timings[f"{b}b"]) for b in plan.batches},
-                "comparisons": "sophon/comparison.json",
-                "toolchain": f"TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION} in {tpu_mlir_env.default_home()}"}
+            calibration = (
+                str(plan.calib_dir)
+                if plan.calib_dir
+                else (
+                    f"{plan.calibration} random inputs per batch size, drawn like the test inputs (other seeds than "
+                    "the compared ones)"
+                )
+            )
+        return {
+            "summary": summary,
+            "chip": plan.chip,
+            "quantize": plan.quantize,
+            "input_shapes": shapes,
+            "normalization": norm,
+            "calibration": calibration,
+            "thresholds": {k: v for k, v in th.items() if v is not None},
+            "outputs_compared": len(rows),
+            "min_cosine": low_cos,
+            "min_euclid": low_euc,
+            "max_abs_err": high_abs,
+            "max_error_relative": high_err,
+            "text_agreement": f"{same}/{total}" if total else "no text decoder",
+            "step_agreement": (
+                f"{min(steps):.1%} of CTC steps (worst input) pick the same class"
+                if steps
+                else "no text decoder"
+            ),
+            "worst": where,
+            "bmodels": {
+                f"sophon/{plan.bmodel(b)}": _bmodel_line(
+                    [r for r in rows if r["bmodel"] == plan.bmodel(b)], timings[f"{b}b"]
+                )
+                for b in plan.batches
+            },
+            "comparisons": "sophon/comparison.json",
+            "toolchain": f"TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION} in {tpu_mlir_env.default_home()}",
+        }
 
     @staticmethod
     def _comparison_inputs(ctx: BuildContext, plan: Plan, b: int) -> list[dict[str, np.ndarray]]:
         """The pipeline's test inputs at this BModel's shapes, topped up with random ones drawn the same way."""
         shapes = plan.shapes[b]
-        found = [c.feeds for c in ctx.cases if all(tuple(c.shapes.get(k, ())) == v for k, v in shapes.items())]
+        found = [
+            c.feeds for c in ctx.cases if all(tuple(c.shapes.get(k, ())) == v for k, v in shapes.items())
+        ]
         model_inputs = list(load(ctx.model_path).graph.inputs)
         seed = 7000 + 10 * b
         while len(found) < SAMPLES_PER_BATCH:
@@ -579,8 +751,11 @@ class SophonTarget(Target):
         folder = work / plan.calib_dataset(b)
         folder.mkdir(exist_ok=True)
         model_inputs = list(load(ctx.model_path).graph.inputs)
-        for i in range(plan.calibration):   # other seeds than the comparison inputs
-            np.savez(folder / f"{i:03d}.npz", **random_inputs(model_inputs, plan.shapes[b], seed=9000 + 100 * b + i))
+        for i in range(plan.calibration):  # other seeds than the comparison inputs
+            np.savez(
+                folder / f"{i:03d}.npz",
+                **random_inputs(model_inputs, plan.shapes[b], seed=9000 + 100 * b + i),
+            )
 
 
 def _texts(rows: list[dict]) -> tuple[int, int]:
@@ -591,10 +766,13 @@ def _bmodel_line(rows: list[dict], timing: dict) -> str:
     """One BModel's comparison in a line of the report."""
     outputs = sorted({f"{r['output']} (as {r['bmodel_output']}, by {r['matched_by']})" for r in rows})
     same, total = _texts(rows)
-    return (f"{len({r['input'] for r in rows})} inputs, outputs {', '.join(outputs)}: "
-            f"cosine {min(r['cosine'] for r in rows):.6f}, euclidean {min(r['euclid'] for r in rows):.6f}, "
-            f"max abs err {max(r['max_abs'] for r in rows):.3g}" + (f", text same {same}/{total}" if total else "")
-            + f"; compile {timing['compile_s']}s, simulate {timing['simulate_s']}s")
+    return (
+        f"{len({r['input'] for r in rows})} inputs, outputs {', '.join(outputs)}: "
+        f"cosine {min(r['cosine'] for r in rows):.6f}, euclidean {min(r['euclid'] for r in rows):.6f}, "
+        f"max abs err {max(r['max_abs'] for r in rows):.3g}"
+        + (f", text same {same}/{total}" if total else "")
+        + f"; compile {timing['compile_s']}s, simulate {timing['simulate_s']}s"
+    )
 
 
 def _progress(message: str) -> None:
@@ -605,6 +783,7 @@ def _decoder(options: dict | None):
     if not options or options.get("kind", "ctc") != "ctc":
         return None
     from ocrgraft.core.decode import decoder_from
+
     return decoder_from(options)
 
 

@@ -12,10 +12,10 @@ from ocrgraft.core.errors import OcrgraftError
 class OpTable:
     toolchain: str
     version: str
-    source: str                       # where the facts come from
-    ops: dict[str, str]               # supported op -> its documented restrictions ("" if none)
-    unsupported: set[str]             # ops the table lists as not supported
-    opsets: tuple[int, int] | None    # documented opset range, if the source states one
+    source: str  # where the facts come from
+    ops: dict[str, str]  # supported op -> its documented restrictions ("" if none)
+    unsupported: set[str]  # ops the table lists as not supported
+    opsets: tuple[int, int] | None  # documented opset range, if the source states one
 
     @property
     def title(self) -> str:
@@ -24,8 +24,13 @@ class OpTable:
 
 def table_versions(toolchain: str) -> tuple[str, ...]:
     """The toolchain versions an op table ships for, e.g. ('10.1', '8.6') for tensorrt."""
-    return tuple(sorted(p.name[len(toolchain) + 1:-4] for p in (resources.files("ocrgraft.targets") / "tables").iterdir()
-                        if p.name.startswith(toolchain + "-") and p.name.endswith(".tsv")))
+    return tuple(
+        sorted(
+            p.name[len(toolchain) + 1 : -4]
+            for p in (resources.files("ocrgraft.targets") / "tables").iterdir()
+            if p.name.startswith(toolchain + "-") and p.name.endswith(".tsv")
+        )
+    )
 
 
 def load_table(toolchain: str, version: str) -> OpTable:
@@ -60,8 +65,10 @@ def check_against_table(model, table: OpTable, checks: dict | None = None):
     result = SupportCheck(table=table.source)
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
     if table.opsets and opset is not None and not table.opsets[0] <= opset <= table.opsets[1]:
-        result.unsupported.append(f"opset {opset}: {table.toolchain} {table.version} takes opsets "
-                                  f"{table.opsets[0]}-{table.opsets[1]} (add convert-opset)")
+        result.unsupported.append(
+            f"opset {opset}: {table.toolchain} {table.version} takes opsets "
+            f"{table.opsets[0]}-{table.opsets[1]} (add convert-opset)"
+        )
     missing: dict[str, int] = {}
     broken: dict[str, str] = {}
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
@@ -83,5 +90,8 @@ def check_against_table(model, table: OpTable, checks: dict | None = None):
 
 def is_constant(value) -> bool:
     """An initializer or a Constant node's output: what 'must be an initializer' restrictions accept."""
-    return value is None or value.const_value is not None or (
-        value.producer() is not None and value.producer().op_type == "Constant")
+    return (
+        value is None
+        or value.const_value is not None
+        or (value.producer() is not None and value.producer().op_type == "Constant")
+    )

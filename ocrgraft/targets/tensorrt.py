@@ -36,6 +36,7 @@ def _input_const(index: int, what: str):
         if len(node.inputs) > index and not is_constant(node.inputs[index]):
             return f"{what} must be an initializer"
         return None
+
     return check
 
 
@@ -47,13 +48,22 @@ def _checks(version: str) -> dict:
         "Squeeze": _input_const(1, "axes"),
         "Unsqueeze": _input_const(1, "axes"),
         "AveragePool": _kernel_rank,
-        "MaxPool": lambda n: "the Indices output is unsupported" if len(n.outputs) > 1 and n.outputs[1].uses() else _kernel_rank(n),
-        "Resize": lambda n: "cubic mode is unsupported" if n.attributes.get("mode") and n.attributes["mode"].as_string() == "cubic" else None,
+        "MaxPool": lambda n: (
+            "the Indices output is unsupported"
+            if len(n.outputs) > 1 and n.outputs[1].uses()
+            else _kernel_rank(n)
+        ),
+        "Resize": lambda n: (
+            "cubic mode is unsupported"
+            if n.attributes.get("mode") and n.attributes["mode"].as_string() == "cubic"
+            else None
+        ),
         "TopK": _input_const(1, "K"),
     }
     if version.startswith("10"):
-        checks["GridSample"] = lambda n: ("input must be 4-D" if n.inputs[0].shape is not None and len(n.inputs[0].shape) != 4
-                                          else None)
+        checks["GridSample"] = lambda n: (
+            "input must be 4-D" if n.inputs[0].shape is not None and len(n.inputs[0].shape) != 4 else None
+        )
     return checks
 
 
@@ -61,7 +71,10 @@ def tensorrt_available() -> str | None:
     """None when an engine can be built here, else the reason it cannot."""
     if importlib.util.find_spec("tensorrt") is None:
         return "the `tensorrt` Python package is not installed (NVIDIA's libraries are not on PyPI for this machine)"
-    if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode:
+    if (
+        shutil.which("nvidia-smi") is None
+        or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode
+    ):
         return "no CUDA GPU is visible (nvidia-smi finds none)"
     return None
 
@@ -72,15 +85,19 @@ class TensorRTTarget(Target):
     # GridSample spelled for the model's opset with explicit attributes; INT64 narrowed where exact
     passes = ("legalize-gridsample", "int64-to-int32")
     options = (
-        TargetOption("version", "TensorRT version whose op table applies", table_versions("tensorrt"),
-                     flag="--target-version"),
+        TargetOption(
+            "version",
+            "TensorRT version whose op table applies",
+            table_versions("tensorrt"),
+            flag="--target-version",
+        ),
         TargetOption("quantize", "precision of the engine", ("F32", "F16", "INT8")),
         TargetOption("build", "build the engine where TensorRT and a GPU exist"),
     )
 
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION
-        load_table("tensorrt", self.version)   # an unknown version fails here, before any work
+        load_table("tensorrt", self.version)  # an unknown version fails here, before any work
 
     def max_opset(self) -> int | None:
         opsets = load_table("tensorrt", self.version).opsets
@@ -95,35 +112,72 @@ class TensorRTTarget(Target):
         profiles = self.profiles(ctx)
         trt_dir = ctx.out_dir / "trt"
         trt_dir.mkdir()
-        config = {"onnx": "../model.onnx", "engine": "model.engine", "profiles": profiles,
-                  "fp16": precision in ("fp16", "int8"), "int8": precision == "int8", "workspace_mib": WORKSPACE_MIB,
-                  "tensorrt_version": self.version}
+        config = {
+            "onnx": "../model.onnx",
+            "engine": "model.engine",
+            "profiles": profiles,
+            "fp16": precision in ("fp16", "int8"),
+            "int8": precision == "int8",
+            "workspace_mib": WORKSPACE_MIB,
+            "tensorrt_version": self.version,
+        }
         (trt_dir / "engine_config.json").write_text(json.dumps(config, indent=2) + "\n")
         script = resources.files("ocrgraft.targets") / "templates" / "build_engine.py"
         (trt_dir / "build_engine.py").write_text(script.read_text())
         self._save_check_data(ctx, trt_dir)
         command = self.trtexec_command(profiles, precision)
-        (trt_dir / "trtexec.sh").write_text("#!/usr/bin/env bash\n# The same build with NVIDIA's trtexec.\n"
-                                            "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n" + command + "\n")
+        (trt_dir / "trtexec.sh").write_text(
+            "#!/usr/bin/env bash\n# The same build with NVIDIA's trtexec.\n"
+            'set -euo pipefail\ncd "$(dirname "$0")"\n' + command + "\n"
+        )
         (trt_dir / "trtexec.sh").chmod(0o755)
-        artifacts = ["trt/build_engine.py", "trt/engine_config.json", "trt/trtexec.sh", "trt/check_inputs.npz",
-                     "trt/check_expected.npz"]
-        details = {"tensorrt_version": self.version, "precision": precision,
-                   "profiles": {k: [fmt_dims(s) for s in v] for k, v in profiles.items()}}
+        artifacts = [
+            "trt/build_engine.py",
+            "trt/engine_config.json",
+            "trt/trtexec.sh",
+            "trt/check_inputs.npz",
+            "trt/check_expected.npz",
+        ]
+        details = {
+            "tensorrt_version": self.version,
+            "precision": precision,
+            "profiles": {k: [fmt_dims(s) for s in v] for k, v in profiles.items()},
+        }
         if not opts.get("build"):
-            return BuildResult(False, "no TensorRT engine built (scripts written; add --build where TensorRT and a "
-                               "GPU exist, or run trt/build_engine.py there)", command, artifacts, details)
+            return BuildResult(
+                False,
+                "no TensorRT engine built (scripts written; add --build where TensorRT and a "
+                "GPU exist, or run trt/build_engine.py there)",
+                command,
+                artifacts,
+                details,
+            )
         why = tensorrt_available()
         if why:
-            return BuildResult(False, f"no TensorRT engine built: {why}; run trt/build_engine.py or trt/trtexec.sh on "
-                               "a machine with TensorRT and a GPU", command, artifacts, details)
-        proc = subprocess.run([sys.executable, str(trt_dir / "build_engine.py"), "--check"], capture_output=True, text=True)
+            return BuildResult(
+                False,
+                f"no TensorRT engine built: {why}; run trt/build_engine.py or trt/trtexec.sh on "
+                "a machine with TensorRT and a GPU",
+                command,
+                artifacts,
+                details,
+            )
+        proc = subprocess.run(
+            [sys.executable, str(trt_dir / "build_engine.py"), "--check"], capture_output=True, text=True
+        )
         if proc.returncode:
-            raise OcrgraftError(f"TensorRT build failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1]}")
+            raise OcrgraftError(
+                f"TensorRT build failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1]}"
+            )
         errors = json.loads(proc.stdout.strip().splitlines()[-1])["max_abs_by_output"]
         details["max_abs_vs_onnxruntime"] = errors
-        return BuildResult(True, f"built trt/model.engine; max abs error vs ONNX Runtime {max(errors.values()):.3g}",
-                           command, artifacts + ["trt/model.engine"], details)
+        return BuildResult(
+            True,
+            f"built trt/model.engine; max abs error vs ONNX Runtime {max(errors.values()):.3g}",
+            command,
+            artifacts + ["trt/model.engine"],
+            details,
+        )
 
     @staticmethod
     def profiles(ctx: BuildContext) -> dict[str, list[list[int]]]:
@@ -136,8 +190,12 @@ class TensorRTTarget(Target):
 
     @staticmethod
     def trtexec_command(profiles: dict, precision: str) -> str:
-        parts = ["trtexec", "--onnx=../model.onnx", "--saveEngine=model.engine",
-                 f"--memPoolSize=workspace:{WORKSPACE_MIB}M"]
+        parts = [
+            "trtexec",
+            "--onnx=../model.onnx",
+            "--saveEngine=model.engine",
+            f"--memPoolSize=workspace:{WORKSPACE_MIB}M",
+        ]
         for flag, idx in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
             parts.append(f"{flag}=" + ",".join(f"{k}:{fmt_dims(v[idx])}" for k, v in profiles.items()))
         if precision in ("fp16", "int8"):

@@ -32,10 +32,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ocrgraft.core.errors import OcrgraftError
 
@@ -44,7 +44,7 @@ TPU_MLIR_VERSION = "1.30.2"
 # ONNX path without being declared; the [onnx] extra brings onnx 1.14.1, onnxruntime 1.16.3, onnxsim.
 REQUIREMENTS = (f"tpu-mlir[onnx]=={TPU_MLIR_VERSION}", "psutil==7.2.2", "torch==2.11.0")
 BUNDLED_GLIBC = ("libc.so.6", "libm.so.6", "libpthread.so.0")
-SETUP_REVISION = 1        # bump when the setup steps change, so old caches are rebuilt
+SETUP_REVISION = 1  # bump when the setup steps change, so old caches are rebuilt
 HOME_ENV = "OCRGRAFT_TPU_MLIR_HOME"
 PYTHON_ENV = "OCRGRAFT_PYTHON310"
 
@@ -59,11 +59,16 @@ def default_home() -> Path:
 
 
 def _spec(python: str) -> dict:
-    return {"tpu_mlir": TPU_MLIR_VERSION, "requirements": list(REQUIREMENTS), "revision": SETUP_REVISION,
-            "base_python": python}
+    return {
+        "tpu_mlir": TPU_MLIR_VERSION,
+        "requirements": list(REQUIREMENTS),
+        "revision": SETUP_REVISION,
+        "base_python": python,
+    }
 
 
 # ---------------------------------------------------------------------------------------- Python 3.10
+
 
 def _python_candidates() -> list[tuple[str, str]]:
     """(path, where it came from), most specific first."""
@@ -101,8 +106,12 @@ def find_python310() -> str:
         if not os.path.isfile(path):
             continue
         try:
-            out = subprocess.run([path, "-c", "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=60)
+            out = subprocess.run(
+                [path, "-c", "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             tried.append(f"{path} ({exc.__class__.__name__})")
             continue
@@ -111,12 +120,15 @@ def find_python310() -> str:
             return path
         tried.append(f"{path} ({'Python ' + version if version else 'no venv/ensurepip'})")
     looked = "; ".join(tried) or "python3.10 on PATH, $PYENV_ROOT/versions/3.10*, ~/.pyenv/versions/3.10*"
-    raise OcrgraftError(f"the sophon target needs Python 3.10 for TPU-MLIR {TPU_MLIR_VERSION} (its wheel is "
-                        f"cpython-310 only), and none was found (looked at: {looked}); install one "
-                        f"(e.g. `pyenv install 3.10`) or set {PYTHON_ENV}=/path/to/python3.10")
+    raise OcrgraftError(
+        f"the sophon target needs Python 3.10 for TPU-MLIR {TPU_MLIR_VERSION} (its wheel is "
+        f"cpython-310 only), and none was found (looked at: {looked}); install one "
+        f"(e.g. `pyenv install 3.10`) or set {PYTHON_ENV}=/path/to/python3.10"
+    )
 
 
 # ---------------------------------------------------------------------------------------- toolchain
+
 
 @dataclass
 class Toolchain:
@@ -142,8 +154,11 @@ class Toolchain:
 
     def env(self) -> dict[str, str]:
         """The caller's environment without anything that would leak ocrgraft's Python 3.11 into the tools."""
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONSTARTUP")
+        }
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
         env["VIRTUAL_ENV"] = str(self.venv)
         env["PYTHONNOUSERSITE"] = "1"
@@ -153,7 +168,9 @@ class Toolchain:
     def tool(self, name: str) -> str:
         path = self.bin / name
         if not path.exists():
-            raise OcrgraftError(f"TPU-MLIR tool '{name}' is missing from {self.bin}; delete {self.home} to set it up again")
+            raise OcrgraftError(
+                f"TPU-MLIR tool '{name}' is missing from {self.bin}; delete {self.home} to set it up again"
+            )
         return str(path)
 
     def run(self, args: list[str], *, cwd: Path, log: Path, what: str, timeout: float = 3600) -> str:
@@ -163,22 +180,40 @@ class Toolchain:
             fh.write("$ " + " ".join(args) + "\n")
             fh.flush()
             try:
-                proc = subprocess.run(args, cwd=cwd, env=self.env(), stdout=fh, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, timeout=timeout)
+                proc = subprocess.run(
+                    args,
+                    cwd=cwd,
+                    env=self.env(),
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout,
+                )
             except subprocess.TimeoutExpired:
                 raise OcrgraftError(f"{what} did not finish in {timeout:.0f}s (log: {log})") from None
             fh.write(f"\n# exit {proc.returncode} after {time.perf_counter() - t:.1f}s\n")
         text = log.read_text(errors="replace")
         if proc.returncode != 0:
-            raise OcrgraftError(f"{what} failed (exit {proc.returncode}): {explain_failure(text)} (log: {log})")
+            raise OcrgraftError(
+                f"{what} failed (exit {proc.returncode}): {explain_failure(text)} (log: {log})"
+            )
         return text
 
 
 def explain_failure(log_text: str) -> str:
     """The line of a tool log that says why it failed."""
     lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
-    patterns = (r"Op not support", r"ASSERT", r"Not Implemented", r"npz compare FAILED", r"Error:", r"error:",
-                r"Exception", r"RuntimeError", r"not found")
+    patterns = (
+        r"Op not support",
+        r"ASSERT",
+        r"Not Implemented",
+        r"npz compare FAILED",
+        r"Error:",
+        r"error:",
+        r"Exception",
+        r"RuntimeError",
+        r"not found",
+    )
     for pat in patterns:
         hits = [ln for ln in lines if re.search(pat, ln) and not ln.startswith("$ ")]
         if hits:
@@ -210,7 +245,7 @@ def ready(home: Path | None = None) -> Toolchain | None:
         return None
     tc = Toolchain(home)
     if not (tc.python.exists() and os.path.exists(os.path.realpath(tc.python))):
-        return None           # the base interpreter the venv points at is gone
+        return None  # the base interpreter the venv points at is gone
     return tc
 
 
@@ -221,7 +256,7 @@ def ensure(home: Path | None = None, progress: Progress = print) -> Toolchain:
     if tc:
         return tc
     with _flock(home.parent / f".{home.name}.lock"):
-        tc = ready(home)             # another process may have finished it while we waited
+        tc = ready(home)  # another process may have finished it while we waited
         if tc:
             return tc
         return _setup(home, progress)
@@ -233,19 +268,32 @@ def _setup(home: Path, progress: Progress) -> Toolchain:
     tc = Toolchain(home)
     if home.exists() and any(home.iterdir()):
         strange = sorted(p.name for p in home.iterdir() if p.name not in _OWN_ENTRIES)
-        if strange:   # never wipe a folder this module did not make
-            raise OcrgraftError(f"{home} is not an ocrgraft TPU-MLIR cache (it holds {', '.join(strange[:5])}); "
-                                f"point {HOME_ENV} at an empty or new folder")
+        if strange:  # never wipe a folder this module did not make
+            raise OcrgraftError(
+                f"{home} is not an ocrgraft TPU-MLIR cache (it holds {', '.join(strange[:5])}); "
+                f"point {HOME_ENV} at an empty or new folder"
+            )
         progress(f"sophon toolchain: {home} holds an unfinished or outdated setup; starting it again")
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
-    progress(f"sophon toolchain: first use; setting up TPU-MLIR {TPU_MLIR_VERSION} in {home} with {python} "
-             "(several GB, a few minutes; later runs reuse it)")
+    progress(
+        f"sophon toolchain: first use; setting up TPU-MLIR {TPU_MLIR_VERSION} in {home} with {python} "
+        "(several GB, a few minutes; later runs reuse it)"
+    )
     _step([python, "-m", "venv", str(tc.venv)], "creating the Python 3.10 venv", home, progress)
-    _step([str(tc.python), "-m", "pip", "install", "--progress-bar", "off", "--upgrade", "pip"],
-          "upgrading pip", home, progress)
-    _step([str(tc.python), "-m", "pip", "install", "--progress-bar", "off", *REQUIREMENTS],
-          f"installing {', '.join(REQUIREMENTS)}", home, progress, echo=True)
+    _step(
+        [str(tc.python), "-m", "pip", "install", "--progress-bar", "off", "--upgrade", "pip"],
+        "upgrading pip",
+        home,
+        progress,
+    )
+    _step(
+        [str(tc.python), "-m", "pip", "install", "--progress-bar", "off", *REQUIREMENTS],
+        f"installing {', '.join(REQUIREMENTS)}",
+        home,
+        progress,
+        echo=True,
+    )
     moved = home / "moved-glibc"
     moved.mkdir(exist_ok=True)
     third_party = tc.package / "lib" / "third_party"
@@ -255,9 +303,14 @@ def _setup(home: Path, progress: Progress) -> Toolchain:
     progress(f"sophon toolchain: moved the bundled glibc ({', '.join(BUNDLED_GLIBC)}) out of {third_party}")
     check = _step([str(tc.python), "-c", _SMOKE], "checking the toolchain", home, progress, env=tc.env())
     versions = json.loads(check.strip().splitlines()[-1])
-    _step([tc.tool("model_transform"), "--help"], "running model_transform --help", home, progress, env=tc.env())
-    info = _spec(python) | {"versions": versions, "setup_seconds": round(time.perf_counter() - t0, 1),
-                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _step(
+        [tc.tool("model_transform"), "--help"], "running model_transform --help", home, progress, env=tc.env()
+    )
+    info = _spec(python) | {
+        "versions": versions,
+        "setup_seconds": round(time.perf_counter() - t0, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     tmp = home / "READY.tmp"
     tmp.write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, home / "READY")
@@ -274,28 +327,38 @@ print(json.dumps({p: md.version(p) for p in ("tpu_mlir", "torch", "onnx", "onnxr
 """
 
 
-def _step(args: list[str], what: str, home: Path, progress: Progress, echo: bool = False,
-          env: dict | None = None) -> str:
+def _step(
+    args: list[str], what: str, home: Path, progress: Progress, echo: bool = False, env: dict | None = None
+) -> str:
     progress(f"sophon toolchain: {what}")
     t = time.perf_counter()
     log = home / "setup.log"
     out: list[str] = []
     with open(log, "a") as fh:
         fh.write(f"\n$ {' '.join(args)}\n")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env or {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env or {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)
             out.append(line)
-            if echo and line.startswith(("Collecting", "Downloading", "Installing collected", "Successfully")):
+            if echo and line.startswith(
+                ("Collecting", "Downloading", "Installing collected", "Successfully")
+            ):
                 progress("  " + line.rstrip()[:160])
         rc = proc.wait()
     if rc != 0:
         tail = " ".join("".join(out[-3:]).split())[:300]
-        raise OcrgraftError(f"sophon toolchain setup failed while {what} (exit {rc}): {tail} "
-                            f"(full log: {log}; the next run starts the setup again)")
+        raise OcrgraftError(
+            f"sophon toolchain setup failed while {what} (exit {rc}): {tail} "
+            f"(full log: {log}; the next run starts the setup again)"
+        )
     progress(f"sophon toolchain: {what}: done in {time.perf_counter() - t:.0f}s")
     return "".join(out)
 
