@@ -18,11 +18,12 @@ TARGET ?= ort
 OUT    ?= out
 ARGS   ?=
 
-.PHONY: help convert test view clean setup
+.PHONY: help convert test view clean setup lint
 
 help:
 	@echo "make convert MODEL=<name> TARGET=<ort|trt|ascend|sophon> [ARGS='--shapes ...']"
-	@echo "make test                    run the test suite"
+	@echo "make test                    lint, then run the test suite"
+	@echo "make lint                    ruff check + ruff format --check"
 	@echo "make test-slow               the full zoo matrix: every model x exporter x weights form (~10 min)"
 	@echo "make sophon-toolchain        set up TPU-MLIR for TARGET=sophon (once; cached in ~/.cache/ocrgraft)"
 	@echo "make bench [BENCH=full]      benchmark: scale vs onnxsim/onnxslim/graphsurgeon, zoo latency, conversion cost"
@@ -53,8 +54,13 @@ convert: $(STAMP) $(NEEDS_PADDLE)
 	@test -n "$(MODEL)" || { echo "make convert: set MODEL=<name> (see: $(BIN)/ocrgraft convert --list)" >&2; exit 2; }
 	$(BIN)/ocrgraft convert $(MODEL) --target $(TARGET) --out $(OUT) $(ARGS)
 
-test: $(STAMP) $(PADDLE_STAMP)
+test: lint $(PADDLE_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# Style: ruff's linter and formatter (configured in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check ocrgraft tests bench
+	$(BIN)/ruff format --check --quiet ocrgraft tests bench
 
 # The full zoo matrix (every model x exporter x weights form converted and verified): ~10 min on 2 cores.
 .PHONY: test-slow
