@@ -152,7 +152,8 @@ def _cell_seconds(row: dict) -> str:
 def scale_table(rows: list[dict]) -> str:
     yes = {True: "yes", False: "**no**", None: "-"}
     lines = [
-        "| graph | tool | seconds | CPU s | peak MiB | nodes left | outputs equal (2 shapes) | dynamic dims kept |",
+        "| graph | tool | seconds | CPU s | peak MiB | nodes left | outputs equal (2 shapes) | "
+        "dynamic dims kept |",
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
@@ -207,15 +208,17 @@ def goals(rows: list[dict]) -> list[str]:
                 )
             out.append(line)
         out.append(
-            f"{size // 1000}k: ocrgraft outputs equal {_ok(ours['equal'])}, dynamic dims kept {_ok(ours['dynamic'])}"
+            f"{size // 1000}k: ocrgraft outputs equal {_ok(ours['equal'])}, "
+            f"dynamic dims kept {_ok(ours['dynamic'])}"
         )
     if len(sizes) > 1 and all(by.get((s, "ocrgraft"), {}).get("status") == "ok" for s in sizes):
         small, large = by[(sizes[0], "ocrgraft")], by[(sizes[-1], "ocrgraft")]
         growth, factor = large["seconds"] / small["seconds"], sizes[-1] / sizes[0]
         cpu = large["cpu_seconds"] / small["cpu_seconds"]
         out.append(
-            f"scaling: {sizes[-1] // 1000}k time / {sizes[0] // 1000}k time = {growth:.2f} for {factor:.0f}x the "
-            f"nodes (goal <= {factor * 1.125:.1f}): {_ok(growth <= factor * 1.125)}; in CPU time {cpu:.2f}"
+            f"scaling: {sizes[-1] // 1000}k time / {sizes[0] // 1000}k time = {growth:.2f} "
+            f"for {factor:.0f}x the nodes (goal <= {factor * 1.125:.1f}): {_ok(growth <= factor * 1.125)}; "
+            f"in CPU time {cpu:.2f}"
         )
     return out
 
@@ -250,7 +253,8 @@ def zoo(models: list[str], targets: list[str], limit: float, work: Path) -> list
 
 
 def _quality(name: str, out: Path, recipe, limit: float, work: Path) -> dict:
-    """Latency and node counts of the raw export, ocrgraft's final model and onnxsim's output of the export."""
+    """Latency and node counts of the raw export, ocrgraft's final model and onnxsim's output of the
+    export."""
     import onnx
 
     raw, final, sim = out / "stages" / "00_source.onnx", out / "model.onnx", work / f"{name}.onnxsim.onnx"
@@ -298,8 +302,8 @@ def paired_ratio(ours, other) -> tuple[float, float]:
 
 def quality_table(rows: list[dict]) -> str:
     lines = [
-        "| model | input | raw export ms (nodes) | ocrgraft ms (nodes) | onnxsim ms (nodes) | ocrgraft / raw | "
-        "ocrgraft / onnxsim | raw copy / raw (A/A) |",
+        "| model | input | raw export ms (nodes) | ocrgraft ms (nodes) | onnxsim ms (nodes) | "
+        "ocrgraft / raw | ocrgraft / onnxsim | raw copy / raw (A/A) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -326,7 +330,8 @@ def quality_table(rows: list[dict]) -> str:
 
 
 def quality_goals(rows: list[dict]) -> list[str]:
-    """ocrgraft's final model is never slower than the raw export or onnxsim's (a ratio within the noise is a tie)."""
+    """ocrgraft's final model is never slower than the raw export or onnxsim's (a ratio within the noise
+    is a tie)."""
     out = []
     for r in rows:
         if r["target"] != "ort" or not r.get("ms"):
@@ -342,7 +347,10 @@ def quality_goals(rows: list[dict]) -> list[str]:
             out.append((r["model"], other, ratio, verdict))
     if not out:
         return []
-    line = f"ocrgraft / raw and ocrgraft / onnxsim <= 1.0: met for {sum(v == 'met' for *_, v in out)} of {len(out)} pairs"
+    line = (
+        "ocrgraft / raw and ocrgraft / onnxsim <= 1.0: "
+        f"met for {sum(v == 'met' for *_, v in out)} of {len(out)} pairs"
+    )
     for verdict in ("tie within noise", "**not met**"):
         pairs = [f"{m} vs {o} ({x:.3f})" for m, o, x, v in out if v == verdict]
         if pairs:
@@ -445,9 +453,9 @@ def markdown(results: dict) -> str:
             "",
             "**Output quality** (ONNX Runtime CPU, default optimizations, one thread, 100 rounds "
             "running the models in rotating order at the recipe's opt shape; median ms, node counts in "
-            "parentheses; ratios are medians of the per-round ratios, ± their noise: the larger of the spread of the "
-            "medians of four interleaved quarters of the rounds and how far a second session of the raw "
-            "export (an A/A control) is from it):",
+            "parentheses; ratios are medians of the per-round ratios, ± their noise: the larger of the "
+            "spread of the medians of four interleaved quarters of the rounds and how far a second session "
+            "of the raw export (an A/A control) is from it):",
             "",
             quality_table(results["zoo"]),
             "",

@@ -1,6 +1,8 @@
-"""One benchmark step per process, so each tool's peak memory is its own and a crash or a hang stays contained.
+"""One benchmark step per process, so each tool's peak memory is its own and a crash or a hang stays
+contained.
 
-    python bench/tools.py run TOOL SRC DST            -> {"seconds", "cpu_seconds"} (load + transform + save; no imports)
+    python bench/tools.py run TOOL SRC DST            -> {"seconds", "cpu_seconds"}
+                                                         (load + transform + save; no imports)
     python bench/tools.py reference SRC NPZ           -> ORT outputs of SRC at the two benchmark shapes
     python bench/tools.py check SRC DST NPZ           -> {"nodes", "equal", "dynamic", "detail"}
     python bench/tools.py convert MODEL TARGET OUT    -> convert()'s per-stage cost
@@ -99,7 +101,8 @@ def _dynamic_dims(model: onnx.ModelProto) -> dict[str, set[int]]:
 
 
 def cmd_check(src: str, dst: str, npz: str) -> dict:
-    """Same outputs at both shapes (atol 1e-5, rtol 1e-4), and every dim dynamic in SRC still dynamic in DST."""
+    """Same outputs at both shapes (atol 1e-5, rtol 1e-4), and every dim dynamic in SRC still dynamic
+    in DST."""
     before, after = onnx.load(src, load_external_data=False), onnx.load(dst, load_external_data=False)
     lost = [
         f"{name}[{i}]"
@@ -191,7 +194,7 @@ def cmd_latency(shapes: str, *paths: str, rounds: int = 100) -> dict:
         for i in first.get_inputs()
     }
     times: dict[str, list[float]] = {p: [] for p in paths}
-    for path, session in sessions.items():  # warm up
+    for session in sessions.values():  # warm up
         for _ in range(3):
             session.run(None, inputs)
     order = list(sessions.items())

@@ -2,7 +2,9 @@
 
 import ocrgraft
 model = ocrgraft.load("rec.onnx")
-result = ocrgraft.Pipeline(["eliminate-identity", "fold-constants"]).run(model, shapes="x:1x3x48x32,1x3x48x320")
+result = ocrgraft.Pipeline(["eliminate-identity", "fold-constants"]).run(
+    model, shapes="x:1x3x48x32,1x3x48x320"
+)
 """
 
 import importlib

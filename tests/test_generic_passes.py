@@ -24,7 +24,8 @@ def _ops(model: ir.Model) -> list[str]:
 
 
 def _plain_model() -> onnx.ModelProto:
-    """No Identity, no Constant node, no dead code, nothing to fold: every generic pass must leave it alone."""
+    """No Identity, no Constant node, no dead code, nothing to fold: every generic pass must leave it
+    alone."""
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sigmoid", ["r"], ["y"])],
         "plain",

@@ -25,7 +25,9 @@ KNOWN_BAD = {
     "test_affine_grid_3d_expanded": "the same",
     "test_affine_grid_3d_align_corners_expanded": "the same",
     "test_split_to_sequence_1": "fold-constants crashed in onnxscript's SplitToSequence evaluator",
-    "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal_expanded": "the verifier refused a correct rewrite: -inf vs -inf gave abs err nan",
+    "test_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal_expanded": (
+        "the verifier refused a correct rewrite: -inf vs -inf gave abs err nan"
+    ),
 }
 # A spread of other ops: control flow, sequences, strings, indices, axes, shapes, the expanded losses.
 OTHERS = [

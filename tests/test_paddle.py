@@ -119,7 +119,9 @@ def test_unsupported_operator_is_named_and_nothing_is_written(tmp_path, capsys):
                 theta = self.fc(x.reshape([x.shape[0], -1])).reshape([-1, 2, 3])
                 return F.grid_sample(x, F.affine_grid(theta, [x.shape[0], 3, 8, 8]))
         spec = paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")
-        paddle.jit.save(paddle.jit.to_static(Affine(), input_spec=[spec], full_graph=True), sys.argv[1] + "/inference")
+        paddle.jit.save(
+            paddle.jit.to_static(Affine(), input_spec=[spec], full_graph=True), sys.argv[1] + "/inference"
+        )
     """)
     )
     subprocess.run([sys.executable, str(script), str(tmp_path / "affine")], check=True, capture_output=True)
@@ -127,9 +129,9 @@ def test_unsupported_operator_is_named_and_nothing_is_written(tmp_path, capsys):
     rc = main(["convert", "--paddle", str(tmp_path / "affine"), "--out", str(out), "--shapes", "x:1x3x8x8"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1  # the calling process survived paddle2onnx's abort
-    assert (
-        err[-1]
-        == "ocrgraft: error: paddle2onnx cannot convert inference.json: unsupported Paddle operator(s): affine_grid"
+    assert err[-1] == (
+        "ocrgraft: error: paddle2onnx cannot convert inference.json: "
+        "unsupported Paddle operator(s): affine_grid"
     )
     assert not out.exists()
 

@@ -1,9 +1,9 @@
 """adaptive-avgpool-to-pool: AdaptiveAvgPool2d with output sizes that do not divide the input, as torch 2.13's
 two exporters write it (real exports), against torch at several shapes; crafted graphs without the pattern.
 
-What the exporters do (see the pass's comment in ocrgraft/passes/pooling.py): the TorchScript exporter refuses
-every uneven size; the export-based one writes Transpose -> GatherND -> Transpose -> ReduceMean (windows of one
-size) or -> Where -> Gather/Add sums -> Div (windows of different sizes)."""
+What the exporters do (see the pass's comment in ocrgraft/passes/pooling.py): the TorchScript exporter
+refuses every uneven size; the export-based one writes Transpose -> GatherND -> Transpose -> ReduceMean
+(windows of one size) or -> Where -> Gather/Add sums -> Div (windows of different sizes)."""
 
 from __future__ import annotations
 
@@ -171,7 +171,8 @@ def test_unbatched_and_1d_adaptive_pools():
 
 
 def test_target_pipelines_run_it_after_lowering_the_opset():
-    """Ascend and Sophon pipelines (the pass is generic) lower the opset after it; the result is in their op tables."""
+    """Ascend and Sophon pipelines (the pass is generic) lower the opset after it; the result is in their
+    op tables."""
     module = Net((3, 5)).eval()
     source = export_dynamo(module, (2, 3, 8, 12), (0,))
     for name in ("ascend", "sophon"):

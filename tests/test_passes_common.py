@@ -18,10 +18,12 @@ from ocrgraft.passes import get_pass, list_passes
 from ocrgraft.passes._edit import Editor, remove_unused
 
 FLOAT = TensorProto.FLOAT
+DEFAULT_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)
 
 
 def graph_model(nodes, inputs, outputs, inits=(), opset=11, ir_version=None) -> ir.Model:
-    """An onnx_ir model from onnx.helper parts; inputs/outputs are (name, shape) or (name, shape, elem_type)."""
+    """An onnx_ir model from onnx.helper parts; inputs/outputs are (name, shape) or (name, shape,
+    elem_type)."""
 
     def info(spec):
         name, shape, *elem = spec
@@ -71,7 +73,8 @@ def apply(spec, model) -> int:
 
 
 def canonical(model) -> bytes:
-    """The serialized model with initializers and annotations in name order (shape inference reorders them)."""
+    """The serialized model with initializers and annotations in name order (shape inference reorders
+    them)."""
     proto = to_proto(model)
     for field in (proto.graph.initializer, proto.graph.value_info):
         items = sorted(field, key=lambda t: t.name)
@@ -92,7 +95,7 @@ def assert_untouched(spec, model) -> None:
     assert_idempotent(spec, model)
 
 
-def verify(model, passes, shapes, tol=Tolerance(atol=1e-5, rtol=1e-5)):
+def verify(model, passes, shapes, tol=DEFAULT_TOLERANCE):
     """Run passes through the Pipeline, which checks every exact stage in ONNX Runtime at each shape."""
     result = Pipeline(passes, tolerance=tol, samples=2).run(model, shapes=shapes)
     for stage in result.stages[1:]:

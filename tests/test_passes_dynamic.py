@@ -1,6 +1,6 @@
-"""The fix.py family: reshape-gemm-to-matmul, drop-zero-rnn-state, fold-flip-rnn, squeeze-after-concat, on real
-torch exports with dynamic batch and width and on crafted graphs, plus graphs that look similar but must stay as they
-are."""
+"""The fix.py family: reshape-gemm-to-matmul, drop-zero-rnn-state, fold-flip-rnn, squeeze-after-concat, on
+real torch exports with dynamic batch and width and on crafted graphs, plus graphs that look similar but must
+stay as they are."""
 
 from __future__ import annotations
 
@@ -272,7 +272,8 @@ def _squeezed_concat(opset, axes, axis, a, b, out, extra_use=False):
     return graph_model(nodes, [("a", a), ("b", b)], outputs, inits, opset=opset)
 
 
-SQUEEZE_CASES = {  # opset, squeeze axes, concat axis, a, b, y, shapes, then the new concat axis and squeezed axis
+# opset, squeeze axes, concat axis, a, b, y, shapes, then the new concat axis and squeezed axis
+SQUEEZE_CASES = {
     "lstm-fw-bw-attr": (
         11,
         [1],

@@ -216,7 +216,8 @@ def test_lookalikes_stay(case):
 
 
 def _round_trip(copy_batch: bool = False):
-    """x -> Relu -> view(n, 3, -1), n read at run time (or copied with 0) -> view back to Shape(relu) -> Neg."""
+    """x -> Relu -> view(n, 3, -1), n read at run time (or copied with 0) -> view back to Shape(relu)
+    -> Neg."""
     target = ["zero_rest"] if copy_batch else ["t"]
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Shape", ["r"], ["s"])]
     if not copy_batch:

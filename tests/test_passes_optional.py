@@ -7,6 +7,7 @@ import pytest
 import torch
 from onnx import helper
 
+from ocrgraft import OcrgraftError
 from ocrgraft.converter.pipeline import Pipeline
 from ocrgraft.core.runner import Runner
 from ocrgraft.passes import CHANGES, get_pass
@@ -74,5 +75,5 @@ def test_other_resizes_are_left_alone():
 
 def test_it_is_opt_in_only():
     assert get_pass("resize-nearest-to-bilinear").semantics == CHANGES
-    with pytest.raises(Exception):
+    with pytest.raises(OcrgraftError, match="cannot take arguments"):
         get_pass("resize-nearest-to-bilinear(mode=cubic)")

@@ -1,5 +1,5 @@
-"""Every semantics-preserving pass, in one pipeline, on the real PP-OCRv4 models shipped in the rapidocr wheel:
-outputs stay equal at every tested shape and every dynamic dimension stays dynamic."""
+"""Every semantics-preserving pass, in one pipeline, on the real PP-OCRv4 models shipped in the rapidocr
+wheel: outputs stay equal at every tested shape and every dynamic dimension stays dynamic."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""int64-to-int32 (schema-aware narrowing, exact Slice clamping, refusal of lossy casts) and to-fp16 (keep-list,
-overflowing constants, activation ranges measured on sample inputs)."""
+"""int64-to-int32 (schema-aware narrowing, exact Slice clamping, refusal of lossy casts) and to-fp16
+(keep-list, overflowing constants, activation ranges measured on sample inputs)."""
 
 from __future__ import annotations
 
@@ -197,7 +197,8 @@ def test_fp16_keeps_nodes_with_overflowing_activations_given_samples():
     assert peak > 10 * F16_ACTIVATION_LIMIT  # the MatMul's output is far beyond float16's safe range
 
     # Constants only (no samples): the MatMul becomes float16 and would write inf on a float16 device. ONNX
-    # Runtime's CPU provider runs most float16 ops in float32 (it drops the Cast pairs), so it does not show that.
+    # Runtime's CPU provider runs most float16 ops in float32 (it drops the Cast pairs), so it does not show
+    # that.
     blind = _large_activation_model()
     apply("to-fp16", blind)
     assert _node(blind, "MatMul").outputs[0].dtype == ir.DataType.FLOAT16

@@ -424,7 +424,8 @@ def test_debug_anywhere_and_a_closed_pipe(tmp_path, capsys):
 
 
 def _offset_gather_model(path: Path) -> None:
-    """y = Gather(data[3, 4], idx + 2): random indices cannot know about the +2, so only given ones are valid."""
+    """y = Gather(data[3, 4], idx + 2): random indices cannot know about the +2, so only given ones are
+    valid."""
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [

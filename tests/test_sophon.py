@@ -122,7 +122,8 @@ def test_op_support_table_custom_domains_and_opset():
 
 
 def test_plan_and_script_follow_the_lprnet_recipe(tmp_path):
-    """The seed's batch 1 and 4 BModels, its (x - 127.5) * 0.0078125 RGB normalization, shapes from the recipe."""
+    """The seed's batch 1 and 4 BModels, its (x - 127.5) * 0.0078125 RGB normalization, shapes from the
+    recipe."""
     recipe = get_recipe("lprnet")
     model = ctc_model(width=94)
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 24
@@ -136,11 +137,13 @@ def test_plan_and_script_follow_the_lprnet_recipe(tmp_path):
     transforms = [ln for ln in lines if ln.startswith("model_transform")]
     assert transforms == [
         f"model_transform --model_name lprnet_{b}b --model_def model.onnx --input_shapes '[[{b},3,24,94]]' "
-        f"--mean 127.5,127.5,127.5 --scale 0.0078125,0.0078125,0.0078125 --pixel_format rgb --mlir lprnet_{b}b.mlir"
+        "--mean 127.5,127.5,127.5 --scale 0.0078125,0.0078125,0.0078125 --pixel_format rgb "
+        f"--mlir lprnet_{b}b.mlir"
         for b in (1, 4)
     ]
     assert [ln for ln in lines if ln.startswith("model_deploy")] == [
-        f"model_deploy --mlir lprnet_{b}b.mlir --quantize F32 --chip bm1684x --model BM1684X/lprnet_fp32_{b}b.bmodel"
+        f"model_deploy --mlir lprnet_{b}b.mlir --quantize F32 --chip bm1684x "
+        f"--model BM1684X/lprnet_fp32_{b}b.bmodel"
         for b in (1, 4)
     ]
     assert sum(ln.startswith("model_runner") for ln in lines) == 4
@@ -348,7 +351,8 @@ def test_op_table_matches_the_installed_converter(toolchain):
 
 
 def test_real_f32_bm1684x_build_runs_on_the_simulator(tmp_path, toolchain):
-    """ONNX -> TPU-MLIR -> BModel for bm1684x F32, run on the cmodel simulator and compared with ONNX Runtime."""
+    """ONNX -> TPU-MLIR -> BModel for bm1684x F32, run on the cmodel simulator and compared with ONNX
+    Runtime."""
     path = tmp_path / "tinyctc.onnx"
     onnx.save(ctc_model(), path)
     conv = convert(
@@ -415,8 +419,8 @@ def ctc_recipe(**sophon) -> Recipe:
 
 
 def test_real_int8_build_with_batches_calibration_and_text(tmp_path, toolchain):
-    """INT8 for batch 1 and 2 from the recipe's [sophon] table, calibrated on random inputs drawn like the test
-    inputs, judged by similarity and decoded-text agreement."""
+    """INT8 for batch 1 and 2 from the recipe's [sophon] table, calibrated on random inputs drawn like the
+    test inputs, judged by similarity and decoded-text agreement."""
     recipe = ctc_recipe(batch=[1, 2], calibration=4, int8_min_cosine=0.99, int8_min_text=0.8)
     ctx = context(tmp_path, ctc_model(), recipe, "x:1x3x16x32,2x3x16x48,2x3x16x64", quantize="INT8")
     build = get_target("sophon").build(ctx)

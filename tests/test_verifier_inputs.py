@@ -12,7 +12,7 @@ from ocrgraft.core.compare import FP32, diff_arrays
 from ocrgraft.core.modelio import to_bytes
 from ocrgraft.core.shapes import ShapeSet, random_inputs
 
-F, I = TensorProto.FLOAT, TensorProto.INT64
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=18) -> ir.Model:
@@ -82,17 +82,17 @@ def _index_model() -> ir.Model:
     inputs = [
         _vi("data", F, [4, 7]),
         _vi("cube", F, [2, 3, 4]),
-        _vi("idx", I, [5]),
-        _vi("eidx", I, [3, 7]),
-        _vi("nidx", I, [6, 2]),
-        _vi("k", I, [1]),
-        _vi("axes", I, [2]),
-        _vi("starts", I, [1]),
-        _vi("ends", I, [1]),
-        _vi("sax", I, [1]),
-        _vi("shape", I, [2]),
-        _vi("hot", I, [5]),
-        _vi("target", I, [4]),
+        _vi("idx", I64, [5]),
+        _vi("eidx", I64, [3, 7]),
+        _vi("nidx", I64, [6, 2]),
+        _vi("k", I64, [1]),
+        _vi("axes", I64, [2]),
+        _vi("starts", I64, [1]),
+        _vi("ends", I64, [1]),
+        _vi("sax", I64, [1]),
+        _vi("shape", I64, [2]),
+        _vi("hot", I64, [5]),
+        _vi("target", I64, [4]),
     ]
     outputs = [_vi(n, F, None) for n in ("g", "ge", "gn", "tv", "rs", "sl", "rh", "oh", "loss")]
     inits = [
@@ -131,7 +131,7 @@ def test_sequence_inputs_are_refused_by_name_or_fed_when_given():
         return _model(
             [helper.make_node("SequenceLength", ["seq"], ["n"]), helper.make_node("Identity", ["n"], ["y"])],
             [seq],
-            [_vi("y", I, [])],
+            [_vi("y", I64, [])],
         )
 
     with pytest.raises(OcrgraftError, match="input 'seq' is a Sequence"):
@@ -156,7 +156,7 @@ def test_optional_tensor_inputs_are_fed_as_tensors():
 def _gather_model() -> ir.Model:
     return _model(
         [helper.make_node("Gather", ["x", "i"], ["g"], axis=0), helper.make_node("Identity", ["g"], ["y"])],
-        [_vi("x", F, ["n", 3]), _vi("i", I, ["m"])],
+        [_vi("x", F, ["n", 3]), _vi("i", I64, ["m"])],
         [_vi("y", F, ["m", 3])],
     )
 

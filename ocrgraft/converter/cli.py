@@ -73,7 +73,8 @@ def cmd_convert(args) -> int:
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
     print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
     print(
-        f"wrote {conv.out_dir}/ (model.onnx, stages/, report.json, report.md) in {time.perf_counter() - t:.1f}s"
+        f"wrote {conv.out_dir}/ (model.onnx, stages/, report.json, report.md) "
+        f"in {time.perf_counter() - t:.1f}s"
     )
     return 0
 
@@ -99,7 +100,8 @@ def cmd_apply(args) -> int:
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
     print(
-        f"wrote {dst}: {result.rewrites} rewrites, {result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
+        f"wrote {dst}: {result.rewrites} rewrites, "
+        f"{result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
         f"{len(checked)} stage(s) verified on {len(result.cases)} inputs"
     )
     return 0
@@ -185,7 +187,8 @@ def cmd_compare(args) -> int:
             failures += not d.ok
             where = f"{label} " + ",".join("x".join(map(str, s)) for s in case.values())
             print(
-                f"{where:32s} {d.name:28s} {d.max_abs:10.3g} {d.max_rel:10.3g}  {'yes' if d.ok else 'NO: ' + d.describe()}"
+                f"{where:32s} {d.name:28s} {d.max_abs:10.3g} {d.max_rel:10.3g}  "
+                f"{'yes' if d.ok else 'NO: ' + d.describe()}"
             )
     if failures:
         raise _err(f"{failures} output comparison(s) exceed the tolerance ({tol})")
@@ -438,7 +441,9 @@ def describe_os_error(exc: OSError) -> str:
     """The environment's failures (disk full, read-only, permissions), said with what to do."""
     where = exc.filename or "the output"
     advice = {
-        errno.ENOSPC: f"no space left on the device while writing {where}: free some space or choose another --out",
+        errno.ENOSPC: (
+            f"no space left on the device while writing {where}: free some space or choose another --out"
+        ),
         errno.EDQUOT: f"disk quota exceeded while writing {where}: free some space or choose another --out",
         errno.EROFS: f"{where} is on a read-only file system: choose another --out",
         errno.EACCES: f"permission denied: {where}: check its permissions or choose another location",

@@ -12,9 +12,9 @@ from ocrgraft.core.runner import Runner
 
 
 def parity_table(options: dict, raw_model: bytes, result, framework: str = "torch") -> dict | None:
-    """Decode the outputs from the framework (the pipeline's reference), the exported ONNX and the final ONNX for
-    the first test input at each shape (min / opt / max), whole batches as run. A final model in a
-    vendor-only form that ONNX Runtime cannot run is left out, and the table says so."""
+    """Decode the outputs from the framework (the pipeline's reference), the exported ONNX and the final
+    ONNX for the first test input at each shape (min / opt / max), whole batches as run. A final model in
+    a vendor-only form that ONNX Runtime cannot run is left out, and the table says so."""
     if not options or not result.cases:
         return None
     decoder = decoder_from(options)
@@ -99,8 +99,8 @@ def _mask_parity(decoder: ProbMapDecoder, cases, outs, sources) -> dict:
         "max_abs": worst,
         "mask_differs": flips,
         "all_agree": flips == 0,
-        "summary": f"probability map max abs err {worst:.2g} against {sources[0]}; {flips} pixel(s) change side of "
-        f"the {decoder.threshold:g} threshold across {len(rows)} inputs"
+        "summary": f"probability map max abs err {worst:.2g} against {sources[0]}; {flips} pixel(s) "
+        f"change side of the {decoder.threshold:g} threshold across {len(rows)} inputs"
         + (f", each within {worst:.2g} of it (round-off)" if flips else ""),
     }
 

@@ -169,7 +169,8 @@ class Pipeline:
                 raise
             except Exception as exc:
                 raise OcrgraftError(
-                    f"pass '{p.name}' failed on this model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    f"pass '{p.name}' failed on this model: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
                 ) from exc
             finally:
                 if lend:
@@ -215,7 +216,8 @@ class Pipeline:
                 t = time.perf_counter()
                 runner = Runner(data or model, what=f"stage {i:02d} '{p.label}'")
                 stage_cases = self._cases_for(model, shapes, cases)
-                # against the source, a pass that loosened the tolerance (fp16) loosens it for all later stages
+                # against the source, a pass that loosened the tolerance (fp16) loosens it for all later
+                # stages
                 source_tol = Tolerance(
                     max(source_tol.atol, self.tolerance_for(p).atol),
                     max(source_tol.rtol, self.tolerance_for(p).rtol),

@@ -62,7 +62,8 @@ def build_report(
         },
         "build": dataclasses.asdict(build),
         "final_model": "model.onnx",
-        "parity": parity,  # decoded text / text mask from torch, exported and final ONNX (zoo recipes with a decoder)
+        # decoded text / text mask from torch, exported and final ONNX (zoo recipes with a decoder)
+        "parity": parity,
     }
 
 
@@ -97,7 +98,8 @@ def render_markdown(r: dict) -> str:
         "",
         "## Stages",
         "",
-        "| # | pass | kind | rewrites | nodes | op changes | time (s) | verified | max abs err | max rel err |",
+        "| # | pass | kind | rewrites | nodes | op changes | time (s) | verified | max abs err | "
+        "max rel err |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in r["stages"]:
@@ -105,7 +107,8 @@ def render_markdown(r: dict) -> str:
         name = f"[{s['name']}]({s['file']})" if s["file"] else s["name"]
         lines.append(
             f"| {s['index']:02d} | {name} | {s['semantics']} | {s['rewrites']} | {s['nodes']} | {delta} | "
-            f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | {_err(s['max_rel'])} |"
+            f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | "
+            f"{_err(s['max_rel'])} |"
         )
     explained = [s for s in r["stages"] if s.get("explain")]
     if explained:

@@ -83,7 +83,8 @@ def compare_outputs(
         ]
     else:
         raise OcrgraftError(
-            f"output count changed: expected {len(expected)} ({', '.join(expected)}), got {len(got)} ({', '.join(got)})"
+            f"output count changed: expected {len(expected)} ({', '.join(expected)}), "
+            f"got {len(got)} ({', '.join(got)})"
         )
     return [d for name, g, e in pairs for d in _diff_values(name, g, e, tol)]
 

@@ -1,5 +1,6 @@
 """Reading model outputs the way users do (CTC text with a confidence, a thresholded text mask) and
-the parity table: the same inputs through the framework, the exported ONNX and the final ONNX must read the same.
+the parity table: the same inputs through the framework, the exported ONNX and the final ONNX must read
+the same.
 
 Elementwise tolerances can pass while a near-tie flips an argmax; the table shows what a user would see.
 Batches are decoded as they were run: LPRNet's outputs depend on the whole batch, so samples are only

@@ -78,7 +78,8 @@ class ShapeSet:
             name, sep, rest = spec.strip().rpartition(":")
             if not sep or not name or not rest:
                 raise OcrgraftError(
-                    f"bad --shapes '{spec}': expected NAME:MIN[,OPT,MAX], e.g. x:1x3x48x32,1x3x48x320,8x3x48x1280"
+                    f"bad --shapes '{spec}': expected NAME:MIN[,OPT,MAX], "
+                    "e.g. x:1x3x48x32,1x3x48x320,8x3x48x1280"
                 )
             shapes = [parse_dims(s) for s in rest.split(",")]
             if len(shapes) > 3:
@@ -280,7 +281,7 @@ def _draw(value: ir.Value, shape: tuple[int, ...], rng, shape_of, value_of) -> n
     if dtype == np.bool_:
         return np.asarray(rng.random(shape) < 0.5)
     ints = np.asarray(rng.integers(1, 10, shape))
-    return ints.astype(str).astype(object) if dtype == object else ints.astype(dtype)
+    return ints.astype(str).astype(object) if dtype == np.dtype(object) else ints.astype(dtype)
 
 
 def _inferred_shapes(graph: ir.Graph, case: dict) -> dict[str, tuple[int, ...]]:

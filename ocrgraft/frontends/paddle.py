@@ -99,7 +99,8 @@ def convert_to_onnx(program: Path, params: Path, out: Path, opset: int = DEFAULT
         missing = scan.get("unsupported")
         if missing:
             raise OcrgraftError(
-                f"paddle2onnx cannot convert {program.name}: unsupported Paddle operator(s): {', '.join(missing)}"
+                f"paddle2onnx cannot convert {program.name}: "
+                f"unsupported Paddle operator(s): {', '.join(missing)}"
             )
         tail = [
             line for line in (proc.stderr + proc.stdout).splitlines() if "ERROR" in line or "Error" in line
@@ -230,7 +231,10 @@ def load_recipe_source(recipe, weights: str | Path | None = None) -> Source:
         0,
         f"weights: {weights}"
         if weights
-        else "weights: none given, fixed-seed random initialization (the numbers are checked, not the accuracy)",
+        else (
+            "weights: none given, fixed-seed random initialization "
+            "(the numbers are checked, not the accuracy)"
+        ),
     )
     return source
 

@@ -102,8 +102,9 @@ class AdaptivePoolAsMean(nn.Module):
 @torch_rewrite(
     "maxpool3d-as-2d",
     "nn.MaxPool3d on a 4-D tensor (LPRNet) pools over channels: Sophon's toolchain has no 3-D max pool "
-    "(sophon-demo LPRNet_Export_Guide.md) and TensorRT users hit the same wall (sirius-ai/LPRNet_Pytorch#66); "
-    "the TorchScript exporter writes a MaxPool that ONNX Runtime rejects (dilations of the wrong size)",
+    "(sophon-demo LPRNet_Export_Guide.md) and TensorRT users hit the same wall "
+    "(sirius-ai/LPRNet_Pytorch#66); the TorchScript exporter writes a MaxPool that ONNX Runtime rejects "
+    "(dilations of the wrong size)",
     targets=("sophon", "trt"),
     exporters=("torchscript",),
 )
@@ -319,8 +320,8 @@ def _read_checkpoint(path: Path) -> tuple[dict, str]:
         text = str(exc)
         if "Unsupported global" in text:  # weights_only refuses classes: a pickled model object
             raise OcrgraftError(
-                f"{path} holds pickled Python objects (e.g. a whole model saved with torch.save(model)), which are "
-                "not loaded because unpickling runs code; save the state_dict instead: "
+                f"{path} holds pickled Python objects (e.g. a whole model saved with torch.save(model)), "
+                "which are not loaded because unpickling runs code; save the state_dict instead: "
                 "torch.save(model.state_dict(), 'weights.pth')"
             ) from exc
         hint = "; convert .onnx files with --onnx FILE" if path.suffix.lower() == ".onnx" else ""
@@ -594,7 +595,8 @@ def _run_torch(model: nn.Module, outputs: list[str], feeds: dict[str, np.ndarray
     result = result if isinstance(result, (tuple, list)) else (result,)
     if len(result) != len(outputs):
         raise OcrgraftError(
-            f"the model returns {len(result)} outputs but the recipe names {len(outputs)}: {', '.join(outputs)}"
+            f"the model returns {len(result)} outputs but the recipe names {len(outputs)}: "
+            f"{', '.join(outputs)}"
         )
     return {n: r.detach().numpy() for n, r in zip(outputs, result)}
 

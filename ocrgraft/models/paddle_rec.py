@@ -155,7 +155,8 @@ def build(name: str):
             return np.concatenate([top, bottom], axis=0)
 
         def tps_matrices(self, c):
-            """inv(delta_C) and P_hat of the thin-plate spline, computed once (no matrix inverse in the graph)."""
+            """inv(delta_C) and P_hat of the thin-plate spline, computed once (no matrix inverse in the
+            graph)."""
             f = self.f
             dist = np.linalg.norm(c[:, None, :] - c[None, :, :], axis=2)
             np.fill_diagonal(dist, 1.0)
@@ -200,7 +201,8 @@ def build(name: str):
 
     def stand_in_statistics(model):
         """Random init leaves BatchNorm at mean 0 / variance 1 and every input reads alike; measure the
-        statistics on one fixed random batch and sharpen the classifier, so that text parity means something."""
+        statistics on one fixed random batch and sharpen the classifier, so that text parity means
+        something."""
         norms = [layer for layer in model.sublayers() if isinstance(layer, nn.BatchNorm2D)]
         for layer in norms:
             layer._momentum = 0.0  # running stats := this batch's stats

@@ -7,6 +7,7 @@ from ocrgraft.passes import (  # noqa: F401  (importing registers the passes)
     dynamic,
     folding,
     fusion,
+    gemm_to_matmul,
     gridsample,
     opset,
     optional,

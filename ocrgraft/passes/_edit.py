@@ -215,7 +215,8 @@ def remove_unused(graph: ir.Graph, nodes) -> int:
 
 
 def shape_elements(value: ir.Value) -> list | None:
-    """The elements of a small int tensor that computes a shape: ints, ('dim', tensor, axis), None if unknown."""
+    """The elements of a small int tensor that computes a shape: ints, ('dim', tensor, axis), None if
+    unknown."""
     array = const_array(value)
     if array is not None:
         return [int(v) for v in array.reshape(-1)] if array.ndim <= 1 and array.dtype.kind in "iu" else None

@@ -2,7 +2,8 @@
 
 Pattern:  y = BatchNormalization(Conv(x, W, B), gamma, beta, mean, var)   (inference form)
           y = Mul(Conv(x, W, B), s)  or  Add(Conv(x, W, B), t)          (s, t per output channel)
-Rewrite:  y = Conv(x, W * s, B * s + t)   (BatchNormalization: s = gamma / sqrt(var + eps), t = beta - mean * s)
+Rewrite:  y = Conv(x, W * s, B * s + t)
+          (BatchNormalization: s = gamma / sqrt(var + eps), t = beta - mean * s)
 Why:      one node less, and a scale ONNX Runtime, TensorRT and ATC would otherwise apply as a separate
           pass over the output; what onnxsim / onnxslim do on every model, here exact and explained.
 """
@@ -148,7 +149,8 @@ class AddAfterConv(_AfterConv):
 
 @register
 class FuseConvAffine(RulePass):
-    """Fold an inference BatchNormalization, or a Mul / Add by a per-channel constant, into the Conv before it.
+    """Fold an inference BatchNormalization, or a Mul / Add by a per-channel constant, into the Conv
+    before it.
 
     Each is y = Conv(x, W, B) * s + t per output channel (BatchNormalization: s = scale / sqrt(var + eps),
     t = bias - mean * s), which is Conv(x, W * s, B * s + t): one node less, and a scale ONNX Runtime would

@@ -18,8 +18,6 @@ from ocrgraft.passes._edit import (
     const_array,
     dims,
     ensure_shapes,
-    is_shape_dim,
-    only_use,
     remove_unused,
     remove_unused_values,
     same_dim,
@@ -29,76 +27,6 @@ from ocrgraft.passes._edit import (
 from ocrgraft.passes.base import Pass, register
 
 RNNS = ("LSTM", "GRU", "RNN")
-
-
-@register
-class ReshapeGemmToMatMul(Pass):
-    """Reshape -> Gemm -> Reshape (view -> Linear -> view) becomes MatMul + Add on the unflattened tensor.
-
-    torch exports `view(T*b, h) -> nn.Linear -> view(T, b, -1)` with both reshape targets computed from
-    Shape/Gather/Mul/Concat chains at run time. MatMul broadcasts over the leading dims, so when the
-    second Reshape provably restores them the reshapes and their shape chains go, at any batch and width."""
-
-    name = "reshape-gemm-to-matmul"
-
-    def rewrite(self, model: ir.Model) -> int:
-        restore = ensure_shapes(model)
-        edit, count = Editor(model, self.name), 0
-        for gemm in list(model.graph):
-            match = self._match(gemm)
-            if match is None:
-                continue
-            x, weight, bias, after = match
-            edit.at(after)
-            out = edit.op("MatMul", [x, edit.const(weight, "weight")])
-            if bias is not None:
-                out = edit.op("Add", [out, edit.const(bias, "bias")])
-            edit.replace(after.outputs[0], out)
-            remove_unused(model.graph, [after])
-            count += 1
-        ensure_shapes(model) if count else restore()
-        return count
-
-    @staticmethod
-    def _match(gemm: ir.Node):
-        if gemm.op_type != "Gemm" or gemm.domain or gemm.attributes.get_int("transA", 0):
-            return None
-        before, after = gemm.inputs[0].producer(), only_use(gemm.outputs[0])
-        if before is None or before.op_type != "Reshape" or after is None or after.op_type != "Reshape":
-            return None
-        weight = const_array(gemm.inputs[1])
-        if weight is None or weight.ndim != 2:
-            return None
-        weight = weight.T if gemm.attributes.get_int("transB", 0) else weight
-        k, n = weight.shape
-        x = before.inputs[0]
-        shape = dims(x)
-        target = shape_elements(before.inputs[1])
-        if target is None and dims(before.inputs[1]) is not None:
-            target = [None] * (dims(before.inputs[1])[0] or 0)
-        if shape is None or len(shape) < 2 or shape[-1] != k or target is None or len(target) != 2:
-            return None  # the first Reshape must flatten exactly the leading dims of x
-        restored = shape_elements(after.inputs[1])
-        if restored is None or len(restored) != len(shape) or restored.count(-1) > 1:
-            return None
-        for axis, element in enumerate(restored[:-1]):
-            if element != -1 and not is_shape_dim(element, x, axis):
-                return None  # the second Reshape must give back x's leading dims, then N
-        if restored[-1] not in (-1, n) and not (
-            isinstance(restored[-1], tuple)
-            and dims(restored[-1][1]) is not None
-            and dims(restored[-1][1])[restored[-1][2]] == n
-        ):
-            return None
-        alpha, beta = gemm.attributes.get_float("alpha", 1.0), gemm.attributes.get_float("beta", 1.0)
-        weight = (weight * alpha).astype(weight.dtype) if alpha != 1.0 else weight
-        bias = None
-        if len(gemm.inputs) > 2 and gemm.inputs[2] is not None:
-            c = const_array(gemm.inputs[2])
-            if c is None or c.size not in (1, n) or (c.ndim == 2 and c.shape[0] != 1):
-                return None
-            bias = (c.reshape(-1) * beta).astype(c.dtype)
-        return x, np.ascontiguousarray(weight), bias, after
 
 
 def constant_target(x: ir.Value, elements: list) -> list[int] | None:
@@ -147,7 +75,8 @@ def constant_target(x: ir.Value, elements: list) -> list[int] | None:
 
 @register
 class FoldReshapeShapes(Pass):
-    """Reshape targets computed at run time (Shape -> Gather -> Concat) become constants with 0 and -1, keeping dims dynamic.
+    """Reshape targets computed at run time (Shape -> Gather -> Concat) become constants with 0 and -1,
+    keeping dims dynamic.
 
     The shape chains exporters emit for view/flatten make compilers that build one engine for a shape
     range (ATC) infer shapes node by node. Where every element of the target is a number, a dim of the
@@ -207,7 +136,8 @@ def _is_zero(value: ir.Value) -> bool:
 
 @register
 class DropZeroRnnState(Pass):
-    """Drop LSTM/GRU/RNN initial states that are zeros (often built from the input's shape); zero is the default.
+    """Drop LSTM/GRU/RNN initial states that are zeros (often built from the input's shape); zero is the
+    default.
 
     torch exports h0/c0 as ConstantOfShape(Concat(1, Shape(x)[1], hidden)) for a dynamic batch, or as a
     zero constant with the example batch baked in, which breaks other batch sizes on some backends. The
@@ -295,7 +225,8 @@ class FoldFlipRnn(Pass):
 
     @staticmethod
     def _output_flips(y: ir.Value, time_axis: int) -> list[ir.Node] | None:
-        """The Slices that reverse the RNN output (directly or after squeezing num_directions), if every use does."""
+        """The Slices that reverse the RNN output (directly or after squeezing num_directions), if every
+        use does."""
         if y.is_graph_output():
             return None
         flips = []
@@ -322,12 +253,14 @@ class FoldFlipRnn(Pass):
 
 @register
 class SqueezeAfterConcat(Pass):
-    """Concat(Squeeze(a, k), Squeeze(b, k), ...) becomes Squeeze(Concat(a, b, ...), k): one Squeeze after the join.
+    """Concat(Squeeze(a, k), Squeeze(b, k), ...) becomes Squeeze(Concat(a, b, ...), k): one Squeeze after
+    the join.
 
     The last step of the Ascend CRNN fix.py: each LSTM's output [T, 1, b, h] was squeezed before the fw/bw
     Concat; the script concatenated the 4-D outputs and squeezed once (by node name, on every Concat).
     Here every input of the Concat must be a Squeeze of the same single axis (attribute or constant input,
-    negative axes read with the known rank); the Concat axis moves to the unsqueezed rank. Exact at any shape."""
+    negative axes read with the known rank); the Concat axis moves to the unsqueezed rank. Exact at any
+    shape."""
 
     name = "squeeze-after-concat"
 

@@ -32,7 +32,8 @@ class InferShapes(Pass):
 
 @register
 class FoldConstants(Pass):
-    """Evaluate constant subgraphs and shape computations whose values are proven, keeping dynamic dims dynamic."""
+    """Evaluate constant subgraphs and shape computations whose values are proven, keeping dynamic dims
+    dynamic."""
 
     name = "fold-constants"
 

@@ -27,12 +27,14 @@ _ONNX = ("", "ai.onnx")
 
 @register
 class EliminateReshapes(Pass):
-    """Remove reshape round trips: a Reshape of a Reshape reads the first input, a Reshape to its input's own shape goes.
+    """Remove reshape round trips: a Reshape of a Reshape reads the first input, a Reshape to its input's
+    own shape goes.
 
     Exporters turn `x.view(n, c, -1) ... .view(x.shape)` into Reshape(Reshape(x, Concat(Shape(x)[0], c, -1)),
     Shape(x)). A Reshape whose target has no 0 (copy) entry ignores its input's shape, so it may read the
     inner Reshape's input; a Reshape whose target is, element by element, its input's own dims (proven from
-    Shape/Gather/Concat chains or static dims, at most one -1) is the identity. Holds for non-empty tensors."""
+    Shape/Gather/Concat chains or static dims, at most one -1) is the identity. Holds for non-empty
+    tensors."""
 
     name = "eliminate-reshapes"
 
@@ -74,7 +76,8 @@ def _is_reshape(node: ir.Node | None) -> bool:
 
 
 def _never_copies(reshape: ir.Node) -> bool:
-    """Whether the Reshape's output shape ignores its input's dims: no target element can be a 0 that copies one."""
+    """Whether the Reshape's output shape ignores its input's dims: no target element can be a 0 that
+    copies one."""
     return bool(reshape.attributes.get_int("allowzero", 0)) or _no_zeros(reshape.inputs[1])
 
 

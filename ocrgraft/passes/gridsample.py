@@ -110,7 +110,8 @@ class _Sampler:
         return v
 
     def pixels(self, row: ir.Value, col: ir.Value) -> ir.Value:
-        """Image values at integral float coordinates [N,Ho,Wo] -> [C,N,Ho,Wo]; zeros outside if padding is zeros."""
+        """Image values at integral float coordinates [N,Ho,Wo] -> [C,N,Ho,Wo]; zeros outside if padding
+        is zeros."""
         clamp_r = self.op("Clip", row, self.f(0.0), self.op("Sub", self.hf, self.f(1.0)))
         clamp_c = self.op("Clip", col, self.f(0.0), self.op("Sub", self.wf, self.f(1.0)))
         r = self.op("Cast", clamp_r, to=ir.DataType.INT64)
@@ -165,7 +166,8 @@ def _why_not_decomposable(node: ir.Node) -> str | None:
 
 @register
 class DecomposeGridSample(Pass):
-    """Replace GridSample by opset-11 operators (Gather, Floor, Where...) for targets without a native GridSample.
+    """Replace GridSample by opset-11 operators (Gather, Floor, Where...) for targets without a native
+    GridSample.
 
     For CANN versions before GridSample and TensorRT before 8.6. Covers bilinear and nearest sampling,
     zeros/border/reflection padding and both align_corners values, with static or dynamic N, H and W;
@@ -200,7 +202,8 @@ class DecomposeGridSample(Pass):
 
 @register
 class LegalizeGridSample(Pass):
-    """Make every GridSample valid for a target that has one: opset >= 16, mode spelled for the opset, explicit attributes.
+    """Make every GridSample valid for a target that has one: opset >= 16, mode spelled for the opset,
+    explicit attributes.
 
     paddle2onnx writes mode='bilinear' at opset 20, where it is 'linear' (ONNX Runtime refuses the model);
     the Ascend StarNet script grafts a GridSample into an opset-11 graph. Defaults differ between

@@ -52,7 +52,8 @@ def _indices_unused(node: ir.Node) -> bool:
 
 @register
 class PoolToReduce(Pass):
-    """AveragePool/MaxPool windows that span whole static axes become ReduceMean/ReduceMax; 1x1 pools are removed.
+    """AveragePool/MaxPool windows that span whole static axes become ReduceMean/ReduceMax; 1x1 pools are
+    removed.
 
     Exporters bake adaptive pooling into a kernel as large as the feature map (AdaptiveAvgPool2d((None, 1))
     in text recognizers). A reduction states what is meant and has no kernel-size limit (Ascend: 255
@@ -228,7 +229,8 @@ def _primes(n: int) -> list[int]:
 
 @register
 class SplitPool(Pass):
-    """AveragePool/MaxPool kernels larger than a target's limit (Ascend: 255 elements) become a chain of smaller pools.
+    """AveragePool/MaxPool kernels larger than a target's limit (Ascend: 255 elements) become a chain of
+    smaller pools.
 
     ATC falls back to slow TransData/Transpose layouts for AvgPool kernels above 255 elements (Ascend
     auto-optimizer, KnowledgeAvgPoolSplit). Without padding, a window of f*g elements with stride s (f
@@ -287,7 +289,8 @@ class SplitPool(Pass):
 #
 #   x[N,C,H,W] -> Transpose(2,3,0,1) -> GatherND(index[oh,kh,ow,kw,2]) -> Transpose(4,5,0,1,2,3)
 #     -> ReduceMean(axes 3,5)                                                    (every window kh x kw)
-#     -> Where(mask, 0, .)... -> Gather(axis 3, i) -> Gather(axis 4, j) -> Add ... -> Div(counts)  (uneven windows)
+#     -> Where(mask, 0, .)... -> Gather(axis 3, i) -> Gather(axis 4, j) -> Add ... -> Div(counts)
+#                                                                                  (uneven windows)
 #
 # With static H and W the index is a constant. A pass-through axis (None in the output size) of dynamic size
 # gets an index computed at run time: Range(0, S) * S / S, broadcast against the other axis' constant table
@@ -409,7 +412,8 @@ def _index_base(value: ir.Value) -> tuple[ir.Value, ir.Node | None] | None:
 
 
 def _broadcasts_to_both(shape: ir.Value, bases: list[ir.Value]) -> bool:
-    """Whether an Expand's shape is the broadcast shape of the two bases: Shape(Max/Add(b0, b1)) or a constant."""
+    """Whether an Expand's shape is the broadcast shape of the two bases: Shape(Max/Add(b0, b1)) or a
+    constant."""
     const = const_array(shape)
     if const is not None:
         arrays = [const_array(b) for b in bases]
@@ -539,9 +543,7 @@ def _gathered_sum(value: ir.Value, kh: int, kw: int) -> tuple[ir.Value, list[ir.
     if len(adds) != len(leaves) - 1:
         return None
     roots = [
-        v
-        for v in ([n.outputs[0] for n in adds] or leaves)
-        if v.is_graph_output() or only_use(v) not in adds
+        v for v in ([n.outputs[0] for n in adds] or leaves) if v.is_graph_output() or only_use(v) not in adds
     ]
     return (roots[0], adds) if len(roots) == 1 else None
 
@@ -577,7 +579,8 @@ def _axis_plan(matrix: np.ndarray) -> tuple | None:
 
 @register
 class AdaptiveAvgPoolToPool(Pass):
-    """torch's gathered AdaptiveAvgPool2d (uneven windows) becomes AveragePool, ReduceMean or an averaging MatMul.
+    """torch's gathered AdaptiveAvgPool2d (uneven windows) becomes AveragePool, ReduceMean or an averaging
+    MatMul.
 
     The export-based exporter writes an output size that does not divide the input as Transpose -> GatherND
     of every window -> Transpose -> ReduceMean, or, when the windows differ in size, a masked Where and a

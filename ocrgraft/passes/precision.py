@@ -74,7 +74,8 @@ def _ints_consts(model: ir.Model):
 
 @register
 class Int64ToInt32(Pass):
-    """INT64 constants become INT32 where the op accepts it; every INT64 constant is range-checked so no cast can clamp.
+    """INT64 constants become INT32 where the op accepts it; every INT64 constant is range-checked so no
+    cast can clamp.
 
     TensorRT casts INT64 weights to INT32 itself and clamps values out of range with only a warning;
     Ascend ATC wants INT32 indices. Slice bounds beyond INT32 (torch's 'to the end') are clamped, which is

@@ -66,7 +66,10 @@ def shape_flags(shapes: dict[str, list[tuple[int, ...]]], mode: str) -> list[str
 
 class AscendTarget(Target):
     name = "ascend"
-    description = "Huawei Ascend ATC (.om): support check, atc command with shape ranges or gears; builds where atc exists"
+    description = (
+        "Huawei Ascend ATC (.om): support check, atc command with shape ranges or gears; "
+        "builds where atc exists"
+    )
     # The hand-written fix.py / opt_onnx.py edits of the Ascend write-ups, as general passes: shape
     # computations for view->Linear->view, zero LSTM states and flip->LSTM->flip folded away; GridSample
     # decomposed (older CANN has none); pooling kernels split below the 255 limit.

@@ -45,8 +45,8 @@ class OrtTarget(Target):
             details["latency_ms"] = runner.latency_ms(opt.feeds)
             details["latency_shapes"] = {k: list(v) for k, v in opt.shapes.items()}
             summary = (
-                f"ran in ONNX Runtime: matches the source on {len(ctx.cases)} inputs (max abs err {worst:.2g}); "
-                f"median latency {details['latency_ms']:.2f} ms at {opt.title}"
+                f"ran in ONNX Runtime: matches the source on {len(ctx.cases)} inputs "
+                f"(max abs err {worst:.2g}); median latency {details['latency_ms']:.2f} ms at {opt.title}"
             )
         return BuildResult(
             built=True, summary=summary, command=None, artifacts=["model.onnx"], details=details

@@ -595,8 +595,8 @@ class SophonTarget(Target):
                 )
             compile_s = time.perf_counter() - t
             _progress(
-                f"target sophon: batch {b}: compiled in {compile_s:.0f}s; running {SAMPLES_PER_BATCH} inputs on "
-                f"the {plan.chip} simulator"
+                f"target sophon: batch {b}: compiled in {compile_s:.0f}s; "
+                f"running {SAMPLES_PER_BATCH} inputs on the {plan.chip} simulator"
             )
             t = time.perf_counter()
             for i, feeds in enumerate(self._comparison_inputs(ctx, plan, b)):
@@ -699,8 +699,8 @@ class SophonTarget(Target):
                 str(plan.calib_dir)
                 if plan.calib_dir
                 else (
-                    f"{plan.calibration} random inputs per batch size, drawn like the test inputs (other seeds than "
-                    "the compared ones)"
+                    f"{plan.calibration} random inputs per batch size, drawn like the test inputs "
+                    "(other seeds than the compared ones)"
                 )
             )
         return {
@@ -735,7 +735,8 @@ class SophonTarget(Target):
 
     @staticmethod
     def _comparison_inputs(ctx: BuildContext, plan: Plan, b: int) -> list[dict[str, np.ndarray]]:
-        """The pipeline's test inputs at this BModel's shapes, topped up with random ones drawn the same way."""
+        """The pipeline's test inputs at this BModel's shapes, topped up with random ones drawn the same
+        way."""
         shapes = plan.shapes[b]
         found = [
             c.feeds for c in ctx.cases if all(tuple(c.shapes.get(k, ())) == v for k, v in shapes.items())

@@ -70,7 +70,10 @@ def _checks(version: str) -> dict:
 def tensorrt_available() -> str | None:
     """None when an engine can be built here, else the reason it cannot."""
     if importlib.util.find_spec("tensorrt") is None:
-        return "the `tensorrt` Python package is not installed (NVIDIA's libraries are not on PyPI for this machine)"
+        return (
+            "the `tensorrt` Python package is not installed "
+            "(NVIDIA's libraries are not on PyPI for this machine)"
+        )
     if (
         shutil.which("nvidia-smi") is None
         or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode
@@ -81,7 +84,10 @@ def tensorrt_available() -> str | None:
 
 class TensorRTTarget(Target):
     name = "trt"
-    description = "NVIDIA TensorRT 8.6 / 10.x: support check, build_engine.py + trtexec; builds where a GPU and TensorRT exist"
+    description = (
+        "NVIDIA TensorRT 8.6 / 10.x: support check, build_engine.py + trtexec; "
+        "builds where a GPU and TensorRT exist"
+    )
     # GridSample spelled for the model's opset with explicit attributes; INT64 narrowed where exact
     passes = ("legalize-gridsample", "int64-to-int32")
     options = (

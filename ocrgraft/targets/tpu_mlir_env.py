@@ -102,7 +102,7 @@ def _version_key(path: Path) -> tuple:
 def find_python310() -> str:
     """A Python 3.10 interpreter that can make venvs, or an error naming every place looked at."""
     tried = []
-    for path, where in dict.fromkeys(_python_candidates()):
+    for path, _where in dict.fromkeys(_python_candidates()):
         if not os.path.isfile(path):
             continue
         try:
