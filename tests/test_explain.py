@@ -3,6 +3,7 @@ condition that failed, in words."""
 
 import json
 
+import numpy as np
 import onnx
 from onnx import helper
 from test_passes_adaptive_pool import Net, export_dynamo
@@ -93,3 +94,16 @@ def test_apply_and_convert_print_and_report_the_explanation(tmp_path, capsys):
     md = (out / "bn-ort" / "report.md").read_text()
     assert "## Where passes did not rewrite (--explain)" in md and "is also read by Neg" in md
     assert [n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node].count("BatchNormalization") == 1
+
+
+def test_a_concat_of_squeezes_over_different_axes_is_explained():
+    nodes = [
+        helper.make_node("Squeeze", ["a", "ax1"], ["sa"], name="sq_a"),
+        helper.make_node("Squeeze", ["b", "ax2"], ["sb"], name="sq_b"),
+        helper.make_node("Concat", ["sa", "sb"], ["y"], name="join", axis=0),
+    ]
+    inits = [("ax1", np.array([1], np.int64)), ("ax2", np.array([2], np.int64))]
+    model = graph_model(nodes, [("a", [2, 1, 3]), ("b", [2, 3, 1])], [("y", [4, 3])], inits, opset=13)
+    result, lines = _explain(model, ["squeeze-after-concat"], None)
+    assert result.stages[1].rewrites == 0
+    assert lines == ["Concat at node 'join': the Squeezes remove different axes ([1, 2])"]

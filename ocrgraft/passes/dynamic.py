@@ -273,7 +273,9 @@ class SqueezeAfterConcat(Pass):
         edit, count = Editor(model, self.name), 0
         for concat in list(model.graph):
             match = self._match(concat)
-            if match is None:
+            if isinstance(match, str) and self.explain:
+                self.misses.append(f"Concat at node '{concat.name or '?'}': {match}")
+            if not isinstance(match, tuple):
                 continue
             sources, axis, squeezed = match
             edit.at(concat)
@@ -286,8 +288,9 @@ class SqueezeAfterConcat(Pass):
         return count
 
     @staticmethod
-    def _match(concat: ir.Node) -> tuple[list[ir.Value], int, int] | None:
-        """(the unsqueezed inputs, the Concat axis on their rank, the squeezed axis), or None."""
+    def _match(concat: ir.Node) -> tuple[list[ir.Value], int, int] | str | None:
+        """(the unsqueezed inputs, the Concat axis on their rank, the squeezed axis); None for a node that
+        is no candidate, or why a Concat of Squeezes is not rewritten."""
         if (
             concat.op_type != "Concat"
             or concat.domain
@@ -296,37 +299,37 @@ class SqueezeAfterConcat(Pass):
         ):
             return None
         if not all(_squeezed(v) for v in concat.inputs):
-            return None
+            return None if not any(_squeezed(v) for v in concat.inputs) else "not every input is a Squeeze"
         squeezes = [v.producer() for v in concat.inputs]
         ranks = {len(s.inputs[0].shape) for s in squeezes if s.inputs[0].shape is not None}
         if concat.outputs[0].shape is not None:
             ranks.add(len(concat.outputs[0].shape) + 1)
         if len(ranks) > 1:
-            return None
+            return "the squeezed tensors differ in rank"
         rank = ranks.pop() if ranks else None
         found = set()
         for squeeze in squeezes:
             axes = axes_of(squeeze)
             if axes is None or len(axes) != 1:
-                return None  # all-ones squeeze (no axes) or several axes
+                return f"Squeeze '{squeeze.name or '?'}' does not remove exactly one known axis"
             k = axes[0]
             if k < 0:
                 if rank is None:
-                    return None
+                    return "a Squeeze axis is negative and the rank is unknown"
                 k += rank
             found.add(k)
         if len(found) != 1:
-            return None
+            return f"the Squeezes remove different axes ({sorted(found)})"
         k = found.pop()
         j = concat.attributes.get_int("axis")
         if j is None:
-            return None
+            return "the Concat has no axis"
         if j < 0:
             if rank is None:
-                return None
+                return "the Concat axis is negative and the rank is unknown"
             j += rank - 1  # the Concat's own (squeezed) rank
         if k < 0 or j < 0 or (rank is not None and (k >= rank or j >= rank - 1)):
-            return None
+            return "the axes are out of range"
         return [s.inputs[0] for s in squeezes], (j if j < k else j + 1), k
 
 
