@@ -18,6 +18,7 @@ import onnx_ir as ir
 from ocrgraft.core.compare import Tolerance
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.graph import all_nodes
+from ocrgraft.passes._edit import ensure_shapes
 
 # The libraries passes build on log every rewrite at INFO; frameworks (Paddle) that configure the root
 # logger would print them all. ocrgraft reports rewrites itself.
@@ -50,6 +51,8 @@ class Pass(ir.passes.InPlacePass):
         False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
     )
     samples: list[dict] | None = None  # ... a list of {input name: array}, for that run only
+    needs_shapes: ClassVar[bool] = False  # reads value shapes: `requires` infers them afresh first
+    refresh_shapes: ClassVar[bool] = False  # ... and infers them again after a rewrite, for what follows
     explain: bool = False  # asked to say why it did not fire where a pattern began to match
     misses: list[str] = []  # ... one line per such place, filled by the last run
 
@@ -69,12 +72,29 @@ class Pass(ir.passes.InPlacePass):
     def rewrite(self, model: ir.Model) -> int:
         raise NotImplementedError
 
+    def applies(self, model: ir.Model) -> bool:
+        """A cheap look for anything the pass could rewrite; False skips it, shape inference included."""
+        return True
+
+    def requires(self, model: ir.Model) -> None:
+        """The precondition: fresh shapes for a pass that reads them (put back if nothing is rewritten,
+        so that a pass that changes nothing leaves the model exactly as it was)."""
+        self._applies = self.applies(model)
+        self._restore = ensure_shapes(model) if self.needs_shapes and self._applies else None
+
     def call(self, model: ir.Model) -> PassResult:
         self.misses = []
+        if not getattr(self, "_applies", True):
+            return PassResult(model, modified=False, rewrites=0)
         before = all_nodes(model)  # held, so a new node cannot reuse a removed one's id
         count = int(self.rewrite(model))
+        restore, self._restore = getattr(self, "_restore", None), None
         if not count:  # nothing changed: no walk afterwards (ops=None: the caller's count holds)
+            if restore is not None:
+                restore()
             return PassResult(model, modified=False, rewrites=0)
+        if self.refresh_shapes:
+            ensure_shapes(model)
         seen = set(map(id, before))
         after = all_nodes(model)
         new = [n for n in after if id(n) not in seen]

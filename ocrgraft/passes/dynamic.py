@@ -83,17 +83,16 @@ class FoldReshapeShapes(Pass):
     input at the same position (0 copies it) or the one left to infer (-1), the chain is not needed."""
 
     name = "fold-reshape-shapes"
+    needs_shapes = True
+
+    def applies(self, model: ir.Model) -> bool:  # a target computed at run time
+        return any(n.op_type == "Reshape" and const_array(n.inputs[1]) is None for n in model.graph)
 
     def rewrite(self, model: ir.Model) -> int:
-        if not any(n.op_type == "Reshape" and const_array(n.inputs[1]) is None for n in model.graph):
-            return 0  # nothing computed at run time: skip the shape inference
-        restore = ensure_shapes(model)
         count = 0
         while found := self._fold(model):  # a constant target sharpens the shapes after it
             count += found
             ensure_shapes(model)
-        if not count:
-            restore()
         return count
 
     def _fold(self, model: ir.Model) -> int:
@@ -194,9 +193,12 @@ class FoldFlipRnn(Pass):
     backward LSTM) is exactly a direction='reverse' RNN: the flips and their Slice nodes go."""
 
     name = "fold-flip-rnn"
+    needs_shapes = refresh_shapes = True
+
+    def applies(self, model: ir.Model) -> bool:
+        return any(n.op_type in RNNS for n in model.graph)
 
     def rewrite(self, model: ir.Model) -> int:
-        restore = ensure_shapes(model)
         count = 0
         for rnn in list(model.graph):
             if (
@@ -220,7 +222,6 @@ class FoldFlipRnn(Pass):
                 edit.at(flip).replace(flip.outputs[0], flip.inputs[0])
             remove_unused(model.graph, flips + [flip_in])
             count += 1
-        ensure_shapes(model) if count else restore()
         return count
 
     @staticmethod
@@ -263,13 +264,12 @@ class SqueezeAfterConcat(Pass):
     shape."""
 
     name = "squeeze-after-concat"
+    needs_shapes = refresh_shapes = True  # ranks, for negative axes
+
+    def applies(self, model: ir.Model) -> bool:
+        return any(n.op_type == "Concat" and any(_squeezed(v) for v in n.inputs) for n in model.graph)
 
     def rewrite(self, model: ir.Model) -> int:
-        if not any(
-            n.op_type == "Concat" and n.inputs and all(_squeezed(v) for v in n.inputs) for n in model.graph
-        ):
-            return 0  # no candidate: skip the shape inference
-        restore = ensure_shapes(model)  # ranks, for negative axes
         edit, count = Editor(model, self.name), 0
         for concat in list(model.graph):
             match = self._match(concat)
@@ -284,7 +284,6 @@ class SqueezeAfterConcat(Pass):
             )
             remove_unused(model.graph, [concat])  # and the Squeezes nothing else reads
             count += 1
-        ensure_shapes(model) if count else restore()
         return count
 
     @staticmethod

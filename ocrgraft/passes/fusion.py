@@ -39,7 +39,9 @@ class EliminateReshapes(Pass):
     name = "eliminate-reshapes"
 
     def rewrite(self, model: ir.Model) -> int:
-        count = self._sweep(model, shapes=False)  # the usual round trips need no shapes: no inference
+        # Two sweeps rather than `needs_shapes`: the usual round trips need no shapes, and inferring
+        # them on a large export costs more than the sweep; only what is left waits for inference.
+        count = self._sweep(model, shapes=False)
         if not any(_is_reshape(n) for n in model.graph):
             return count
         restore = ensure_shapes(model)
@@ -147,11 +149,12 @@ class EliminateUnitReductions(Pass):
     ReduceMean over a static axis of 1. Mean, sum, max, min and product of one element are that element."""
 
     name = "eliminate-unit-reductions"
+    needs_shapes = True
+
+    def applies(self, model: ir.Model) -> bool:
+        return any(n.op_type in _UNIT_REDUCTIONS for n in model.graph)
 
     def rewrite(self, model: ir.Model) -> int:
-        if not any(n.op_type in _UNIT_REDUCTIONS for n in model.graph):
-            return 0
-        restore = ensure_shapes(model)
         edit, count, dead = Editor(model, self.name), 0, []
         for node in list(model.graph):
             axes = _unit_axes(node)
@@ -165,8 +168,6 @@ class EliminateUnitReductions(Pass):
             dead.append(node)
             count += 1
         remove_unused(model.graph, dead)
-        if not count:
-            restore()
         return count
 
 

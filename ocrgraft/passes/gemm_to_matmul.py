@@ -88,4 +88,4 @@ class ReshapeGemmToMatMul(RulePass):
 
     name = "reshape-gemm-to-matmul"
     rules = (ReshapeGemmReshape,)
-    needs_shapes = True
+    needs_shapes = refresh_shapes = True

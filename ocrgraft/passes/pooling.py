@@ -61,9 +61,12 @@ class PoolToReduce(Pass):
     is removed."""
 
     name = "pool-to-reduce"
+    needs_shapes = refresh_shapes = True
+
+    def applies(self, model: ir.Model) -> bool:
+        return any(n.op_type in POOLS for n in model.graph)
 
     def rewrite(self, model: ir.Model) -> int:
-        restore = ensure_shapes(model)
         edit, count = Editor(model, self.name), 0
         for node in list(model.graph):
             if node.op_type not in POOLS or node.domain or not _indices_unused(node):
@@ -93,7 +96,6 @@ class PoolToReduce(Pass):
                 edit.replace(node.outputs[0], x)
             remove_unused(model.graph, [node])
             count += 1
-        ensure_shapes(model) if count else restore()
         return count
 
 
@@ -120,17 +122,16 @@ class MaxPool3dTo2d(Pass):
     first, then the channel axis, moved into a spatial slot by a Transpose."""
 
     name = "maxpool3d-to-2d"
+    needs_shapes = True
+
+    def applies(self, model: ir.Model) -> bool:
+        return any(n.op_type == "MaxPool" for n in model.graph)
 
     def rewrite(self, model: ir.Model) -> int:
-        restore = ensure_shapes(model)
         count = 0
-        while found := self._rewrite_known(
-            model
-        ):  # shapes after an invalid pool are known only once it is fixed
+        while found := self._rewrite_known(model):  # shapes after an invalid pool are known once it is fixed
             count += found
             ensure_shapes(model)
-        if not count:
-            restore()
         return count
 
     def _rewrite_known(self, model: ir.Model) -> int:
@@ -590,11 +591,12 @@ class AdaptiveAvgPoolToPool(Pass):
     a constant [in, out] averaging matrix. A dynamic pass-through axis (None) stays dynamic."""
 
     name = "adaptive-avgpool-to-pool"
+    needs_shapes = refresh_shapes = True
+
+    def applies(self, model: ir.Model) -> bool:
+        return any(n.op_type == "GatherND" and not n.domain for n in model.graph)
 
     def rewrite(self, model: ir.Model) -> int:
-        if not any(n.op_type == "GatherND" and not n.domain for n in model.graph):
-            return 0
-        restore = ensure_shapes(model)
         edit, count = Editor(model, self.name), 0
         for node in list(model.graph):
             if node.op_type != "GatherND" or node.domain or node.graph is not model.graph:
@@ -611,7 +613,6 @@ class AdaptiveAvgPoolToPool(Pass):
             edit.replace(out, self._emit(edit, x, plans))
             remove_unused(model.graph, [last])
             count += 1
-        ensure_shapes(model) if count else restore()
         return count
 
     @staticmethod

@@ -18,7 +18,7 @@ from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.graph import opset_of
 from ocrgraft.core.modelio import to_proto
 from ocrgraft.core.runner import Runner
-from ocrgraft.passes._edit import Editor, const_array, ensure_shapes, remove_unused_values
+from ocrgraft.passes._edit import Editor, const_array, remove_unused_values
 from ocrgraft.passes.base import LEGALIZE, Pass, register
 
 log = logging.getLogger("ocrgraft.passes")
@@ -181,6 +181,7 @@ class ToFp16(Pass):
     are checked. `kept_for_range` names the nodes the last run kept for their activations."""
 
     name = "to-fp16"
+    needs_shapes = refresh_shapes = True  # the element type of every value is needed
     tolerance = Tolerance(atol=1e-2, rtol=1e-2)
     DEFAULT_KEEP = ("GridSample", "Range")
     uses_samples = True  # the Pipeline sets `samples` to the stage's test inputs before running it
@@ -197,7 +198,6 @@ class ToFp16(Pass):
         return {"keep": "+".join(self.keep)} if self.keep else {}
 
     def rewrite(self, model: ir.Model) -> int:
-        restore = ensure_shapes(model)  # the element type of every value is needed
         opset, graph = opset_of(model), model.graph
         edit, keep = Editor(model, self.name), set(self.keep) | set(self.DEFAULT_KEEP)
         self.kept_for_range = []
@@ -247,7 +247,6 @@ class ToFp16(Pass):
                 )
                 graph.outputs[k] = cast.outputs[0]
         remove_unused_values(graph, replaced)
-        ensure_shapes(model) if count else restore()
         return count
 
     def _overflowing_nodes(self, model: ir.Model) -> set[int]:

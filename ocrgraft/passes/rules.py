@@ -16,7 +16,7 @@ from onnxscript import optimizer
 from onnxscript.rewriter import _basics, pattern
 
 from ocrgraft.core.graph import all_nodes
-from ocrgraft.passes._edit import ensure_shapes, remove_unused_values
+from ocrgraft.passes._edit import remove_unused_values
 from ocrgraft.passes.base import Pass
 
 
@@ -76,22 +76,13 @@ class Rule(pattern.RewriteRuleClassBase):
 
 class RulePass(Pass):
     """A pass made of onnxscript rewrite rules. Subclasses list rule classes in `rules`, set `commute`
-    when Add / Mul patterns should match with their inputs either way round, and `needs_shapes` when
-    the checks read value shapes (inferred afresh first; put back if nothing was rewritten)."""
+    when Add / Mul patterns should match with their inputs either way round, and `needs_shapes` (the
+    Pass contract) when the checks read value shapes."""
 
     rules: ClassVar[tuple[type[Rule], ...]] = ()
     commute: ClassVar[bool] = False
-    needs_shapes: ClassVar[bool] = False
 
     def rewrite(self, model: ir.Model) -> int:
-        if not self.needs_shapes:
-            return self._rewrite(model)
-        restore = ensure_shapes(model)
-        count = self._rewrite(model)
-        ensure_shapes(model) if count else restore()
-        return count
-
-    def _rewrite(self, model: ir.Model) -> int:
         orphans: list[ir.Value] = []
         rules = pattern.RewriteRuleSet([cls.rule(orphans) for cls in self.rules], commute=self.commute).rules
         by_root: dict[str, list] = {}
