@@ -34,6 +34,7 @@ from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.recipe import Recipe
 from ocrgraft.core.shapes import ShapeSet, fmt_dims, random_inputs
 from ocrgraft.frontends import Source
+from ocrgraft.models import crnn
 
 EXPORTERS = ("torchscript", "dynamo")
 DYNAMO_MIN_OPSET = 18  # torch.export-based exporter: lower requests silently stay at 18
@@ -138,27 +139,14 @@ class MaxPool3dAs2d(nn.Module):
         return x
 
 
-@torch_rewrite(
+# The CRNN family's own rewrite lives beside its model; it is switched on here, for one exporter.
+torch_rewrite(
     "linear-on-sequence",
     "`view(T*b, h) -> Linear -> view(T, b, -1)` after an LSTM: the torch.export-based exporter takes T "
     "from the LSTM's static fake shape and bakes it into the Reshape; Linear on the 3-D tensor is the "
     "same MatMul + Add (the graph-level form of this is the Ascend seed's fix.py `fix_gemm`)",
     exporters=("dynamo",),
-)
-class LinearOnSequence(nn.Module):
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.rnn, self.embedding = block.rnn, block.embedding
-
-    @staticmethod
-    def matches(m: nn.Module) -> bool:
-        from ocrgraft.models.crnn import BidirectionalLSTM
-
-        return type(m) is BidirectionalLSTM
-
-    def forward(self, x):
-        recurrent, _ = self.rnn(x)
-        return self.embedding(recurrent)
+)(crnn.LinearOnSequence)
 
 
 def _triple(v) -> tuple[int, int, int]:

@@ -55,6 +55,23 @@ class BidirectionalLSTM(nn.Module):
         return out.view(t, b, -1)
 
 
+class LinearOnSequence(nn.Module):
+    """BidirectionalLSTM with its Linear on the 3-D sequence instead of the flattened view: the same
+    MatMul + Add, without a Reshape whose target an exporter could bake from the example width."""
+
+    def __init__(self, block: BidirectionalLSTM):
+        super().__init__()
+        self.rnn, self.embedding = block.rnn, block.embedding
+
+    @staticmethod
+    def matches(m: nn.Module) -> bool:
+        return type(m) is BidirectionalLSTM
+
+    def forward(self, x):
+        recurrent, _ = self.rnn(x)
+        return self.embedding(recurrent)
+
+
 class CRNN(nn.Module):
     """Input [N, 1, 32, W]; output log-probabilities [W/4+1, N, nclass] (sequence first)."""
 
