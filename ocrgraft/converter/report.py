@@ -84,6 +84,12 @@ def _err(x) -> str:
     return "–" if x is None else f"{x:.2g}"
 
 
+def _describe_inputs(cases: list[dict]) -> str:
+    given = sum(c["label"] == "given" for c in cases)
+    text = f"{len(cases) - given} random, non-zero (integer inputs drawn valid for the ops that read them)"
+    return text + (f", and {given} given with --inputs" if given else "")
+
+
 def render_markdown(r: dict) -> str:
     lines = [f"# {r['model']} → {r['target']}", ""]
     src = r["source"]
@@ -92,7 +98,7 @@ def render_markdown(r: dict) -> str:
     lines += [
         "- test shapes: "
         + "; ".join(f"{k}: " + ", ".join("x".join(map(str, s)) for s in v) for k, v in r["shapes"].items()),
-        f"- test inputs: {len(r['test_inputs'])} random, non-zero",
+        f"- test inputs: {_describe_inputs(r['test_inputs'])}",
         f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}",
         f"- every stage verified: **{'yes' if r['all_verified'] else 'no'}**",
         "",
