@@ -57,3 +57,16 @@ def test_charset_that_does_not_fit_the_output_is_named():
 def test_unknown_decoder_kind():
     with pytest.raises(OcrgraftError, match="unknown decoder kind 'beam'"):
         decoder_from({"kind": "beam"})
+
+
+def test_text_agreement_counts_samples_and_steps():
+    from ocrgraft.core.compare import text_agreement
+
+    dec = CTCDecoder(charset="abc", blank=0, layout="NTC", scores="logits")
+    ref = np.stack([one_hot_logits([1, 0, 2, 2], 4), one_hot_logits([3, 3, 0, 1], 4)])
+    got = ref.copy()
+    got[1, 3] = one_hot_logits([2], 4)[0]  # the second sample's last step reads b instead of a
+    same = text_agreement(dec, ref.copy(), ref)
+    assert same == {"text_same": 2, "text_total": 2, "steps_same": 1.0, "texts": ["ab", "ca"]}
+    diff = text_agreement(dec, got, ref)
+    assert diff["text_same"] == 1 and diff["steps_same"] == pytest.approx(7 / 8) and diff["texts"][1] == "cb"

@@ -192,3 +192,17 @@ def similarity(got: np.ndarray, ref: np.ndarray) -> dict:
         "got": float(a[worst]) if err.size else 0.0,
         "expected": float(b[worst]) if err.size else 0.0,
     }
+
+
+def text_agreement(decoder, got: np.ndarray, expected: np.ndarray) -> dict:
+    """How far two outputs of one batch read the same: samples whose decoded text is equal, and the share
+    of time steps whose best class is equal (finer: a near-tie can flip one step and no text). `decoder`
+    is a core.decode CTCDecoder."""
+    mine, theirs = decoder.decode(got), decoder.decode(expected)
+    steps = decoder.probs(got).argmax(-1) == decoder.probs(expected).argmax(-1)
+    return {
+        "text_same": sum(x[0] == y[0] for x, y in zip(mine, theirs)),
+        "text_total": len(theirs),
+        "steps_same": float(steps.mean()),
+        "texts": [x[0] for x in mine[:2]],
+    }

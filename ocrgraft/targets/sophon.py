@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ocrgraft.core.compare import similarity
+from ocrgraft.core.compare import similarity, text_agreement
 from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.modelio import load
 from ocrgraft.core.runner import Runner
@@ -630,13 +630,7 @@ class SophonTarget(Target):
                         **sim,
                     }
                     if decoder is not None and m.onnx == dec_name:
-                        mine, theirs = decoder.decode(g), decoder.decode(r)
-                        row["text_same"] = sum(x[0] == y[0] for x, y in zip(mine, theirs))
-                        row["text_total"] = len(theirs)
-                        row["steps_same"] = float(
-                            (decoder.probs(g).argmax(-1) == decoder.probs(r).argmax(-1)).mean()
-                        )
-                        row["texts"] = [x[0] for x in mine[:2]]
+                        row.update(text_agreement(decoder, g, r))
                     rows.append(row)
             timings[f"{b}b"] = {
                 "compile_s": round(compile_s, 1),
