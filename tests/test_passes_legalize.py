@@ -74,3 +74,32 @@ def test_after_an_opt_in_changes_pass_stages_compare_with_it_not_the_source():
         and result.stages[2].max_abs is None
         and result.stages[2].max_abs_prev == 0.0
     )
+
+
+def test_a_run_time_k_is_left_and_explained():
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Gather", ["s", "one"], ["k"]),
+            helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, name="top"),
+        ],
+        "topk",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10])],
+        [
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, ["n", None]),
+            helper.make_tensor_value_info("i", TensorProto.INT64, ["n", None]),
+        ],
+        [numpy_helper.from_array(np.array([1], np.int64), "one")],
+    )
+    model = ir.serde.deserialize_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    )
+    result = Pipeline(["topk-int32"], explain=True).run(model, "x:2x10")
+    assert result.stages[1].rewrites == 0
+    assert result.stages[1].explain == [
+        "TopK at node 'top': its K 'k' is computed at run time, so it stays INT64 (TopKInt64K: condition failed)"
+    ]
+    done = ir.serde.deserialize_model(topk_model())
+    get_pass("topk-int32")(done)
+    again = Pipeline(["topk-int32"], explain=True, verify=False).run(done)
+    assert again.stages[1].explain == [] and again.stages[1].rewrites == 0  # already INT32: nothing to say

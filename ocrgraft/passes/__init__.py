@@ -13,6 +13,7 @@ from ocrgraft.passes import (  # noqa: F401  (importing registers the passes)
     optional,
     pooling,
     precision,
+    topk_int32,
 )
 from ocrgraft.passes.base import (
     CHANGES,

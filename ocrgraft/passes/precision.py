@@ -19,7 +19,7 @@ from ocrgraft.core.graph import opset_of
 from ocrgraft.core.modelio import to_proto
 from ocrgraft.core.runner import Runner
 from ocrgraft.passes._edit import Editor, const_array, remove_unused_values
-from ocrgraft.passes.base import LEGALIZE, Pass, register
+from ocrgraft.passes.base import Pass, register
 
 log = logging.getLogger("ocrgraft.passes")
 
@@ -345,33 +345,3 @@ class ToFp16(Pass):
         elif node.op_type == "ConstantOfShape" and node.attributes.get_tensor("value") is not None:
             fill = node.attributes.get_tensor("value").numpy().astype(np.float16)
             node.attributes["value"] = ir.convenience.convert_attribute("value", ir.tensor(fill))
-
-
-@register
-class TopKInt32(Pass):
-    """TopK's K becomes an INT32 constant, the form Ascend ATC takes (ONNX itself requires INT64).
-
-    Huawei's auto-optimizer notes that ATC may fail on TopK's INT64 K. The result is not valid ONNX,
-    so it is not checked in ONNX Runtime; a K that is computed at run time is left alone and named."""
-
-    name = "topk-int32"
-    semantics = LEGALIZE
-
-    def rewrite(self, model: ir.Model) -> int:
-        edit, count = Editor(model, self.name), 0
-        for node in list(model.graph):
-            if node.op_type != "TopK" or node.domain or len(node.inputs) < 2:
-                continue
-            k = const_array(node.inputs[1])
-            if k is None:
-                log.warning("topk-int32: TopK %s has a run-time K; left as INT64", node.name)
-                continue
-            if k.dtype == np.int32:
-                continue
-            if not np.all((k >= 0) & (k <= np.iinfo(np.int32).max)):
-                raise OcrgraftError(f"topk-int32: TopK {node.name} has K={k.tolist()}, outside INT32")
-            old = node.inputs[1]
-            node.replace_input_with(1, edit.at(node).const(k.astype(np.int32), "k"))
-            remove_unused_values(model.graph, [old])
-            count += 1
-        return count

@@ -14,6 +14,7 @@ import onnx_ir as ir
 from onnx_ir import convenience
 from onnxscript import optimizer
 from onnxscript.rewriter import _basics, pattern
+from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.core.graph import all_nodes
 from ocrgraft.passes._edit import remove_unused_values
@@ -35,6 +36,8 @@ class _NearMisses(_basics.MatchingTracer):
         info = _basics.MatchInfo(match_result, node, container, status)
         if not match_result.nodes and status == _basics.MatchStatus.NO_MATCH:
             return
+        if status == _basics.MatchStatus.CONDITION_FAILED and not match_result.reason:
+            return  # Rule.done: already in the rewritten form
         best = self.misses.get(id(node))
         if best is None or info.score() > best[0]:
             self.misses[id(node)] = (info.score(), rule.name or type(rule).__name__, node, info)
@@ -69,6 +72,10 @@ class Rule(pattern.RewriteRuleClassBase):
     def __init__(self, orphans: list[ir.Value] | None = None):
         super().__init__()
         self.orphans = orphans if orphans is not None else []
+
+    def done(self, result: MatchResult) -> MatchResult:
+        """Fail without a reason: the node is already in the rewritten form, nothing to explain."""
+        return result.fail("")
 
     def replaced(self, *values: ir.Value | None) -> None:
         self.orphans.extend(v for v in values if v is not None)
