@@ -97,7 +97,8 @@ def test_a_run_time_k_is_left_and_explained():
     result = Pipeline(["topk-int32"], explain=True).run(model, "x:2x10")
     assert result.stages[1].rewrites == 0
     assert result.stages[1].explain == [
-        "TopK at node 'top': its K 'k' is computed at run time, so it stays INT64 (TopKInt64K: condition failed)"
+        "TopK at node 'top': its K 'k' is computed at run time, so it stays INT64 "
+        "(TopKInt64K: condition failed)"
     ]
     done = ir.serde.deserialize_model(topk_model())
     get_pass("topk-int32")(done)
