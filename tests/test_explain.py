@@ -107,3 +107,16 @@ def test_a_concat_of_squeezes_over_different_axes_is_explained():
     result, lines = _explain(model, ["squeeze-after-concat"], None)
     assert result.stages[1].rewrites == 0
     assert lines == ["Concat at node 'join': the Squeezes remove different axes ([1, 2])"]
+
+
+def test_explain_can_name_the_passes(tmp_path, capsys):
+    model = tmp_path / "bn.onnx"
+    save(_conv_bn(extra_use=True), model)
+    argv = ["apply", str(model), str(tmp_path / "o.onnx"), "-p", "eliminate-identity,fuse-conv-affine"]
+    assert main([*argv, "--shapes", SHAPES, "--explain", "fuse-conv-affine"]) == 0
+    assert "not rewritten: BatchNormalization" in capsys.readouterr().err
+    assert main([*argv, "--shapes", SHAPES, "--explain", "eliminate-identity"]) == 0
+    assert "not rewritten" not in capsys.readouterr().err
+    assert main([*argv, "--shapes", SHAPES, "--explain", "fuse-conv"]) == 1
+    err = capsys.readouterr().err
+    assert "--explain names fuse-conv, which this run does not run" in err

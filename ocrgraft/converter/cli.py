@@ -251,9 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     def explain_flag(sp):
         sp.add_argument(
             "--explain",
-            action="store_true",
-            help="for each pass, list where a pattern began to "
-            "match but was not rewritten, and the condition that failed",
+            nargs="?",
+            const=True,
+            metavar="PASS[,PASS]",
+            help="for each pass (or the passes named), list where a pattern began to match but was not "
+            "rewritten, and the condition that failed",
         )
 
     def inputs_flag(sp):

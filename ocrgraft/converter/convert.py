@@ -106,7 +106,7 @@ def convert(
     force: bool = False,
     trust_code: bool = False,
     inputs: dict | None = None,
-    explain: bool = False,
+    explain: bool | str = False,
 ) -> Conversion:
     if sum(x is not None for x in (model, onnx, paddle)) != 1:
         raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")

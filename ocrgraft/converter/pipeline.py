@@ -94,7 +94,7 @@ class Pipeline:
         seed: int = 0,
         progress: Callable[[str], None] | None = None,
         inputs: dict[str, np.ndarray] | None = None,
-        explain: bool = False,
+        explain: bool | str | list[str] = False,
     ):
         self.passes: list[Pass] = parse_pass_list(passes)
         self.tolerance = tolerance
@@ -105,7 +105,20 @@ class Pipeline:
         self.seed = seed
         self.progress = progress or (lambda msg: None)
         self.inputs = dict(inputs or {})
-        self.explain = explain
+        # True: every pass explains itself; names ('a,b' or a list): those passes
+        self.explain = (
+            explain
+            if isinstance(explain, bool)
+            else set(explain.split(",") if isinstance(explain, str) else explain)
+        )
+        if isinstance(self.explain, set):
+            known = {p.name for p in self.passes}
+            unknown = sorted(self.explain - known)
+            if unknown:
+                raise OcrgraftError(
+                    f"--explain names {', '.join(unknown)}, which this run does not run "
+                    f"(its passes: {', '.join(p.name for p in self.passes)})"
+                )
 
     def tolerance_for(self, p: Pass) -> Tolerance:
         return self.tolerances.get(p.name) or p.tolerance or self.tolerance
@@ -162,7 +175,7 @@ class Pipeline:
             lend = bool(cases) and p.uses_samples and p.samples is None
             if lend:
                 p.samples = [c.feeds for c in self._cases_for(model, shapes, cases)]
-            p.explain = self.explain
+            p.explain = self.explain is True or isinstance(self.explain, set) and p.name in self.explain
             try:
                 result = p(model)
             except OcrgraftError:
