@@ -120,3 +120,14 @@ def test_explain_can_name_the_passes(tmp_path, capsys):
     assert main([*argv, "--shapes", SHAPES, "--explain", "fuse-conv"]) == 1
     err = capsys.readouterr().err
     assert "--explain names fuse-conv, which this run does not run" in err
+
+
+def test_without_explain_nothing_is_explained(tmp_path, capsys):
+    model = tmp_path / "bn.onnx"
+    save(_conv_bn(extra_use=True), model)
+    assert (
+        main(["apply", str(model), str(tmp_path / "o.onnx"), "-p", "fuse-conv-affine", "--shapes", SHAPES])
+        == 0
+    )
+    assert "not rewritten" not in capsys.readouterr().err
+    assert Pipeline(["fuse-conv-affine"], explain=None).explain is False

@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--explain",
             nargs="?",
             const=True,
+            default=False,
             metavar="PASS[,PASS]",
             help="for each pass (or the passes named), list where a pattern began to match but was not "
             "rewritten, and the condition that failed",

@@ -107,8 +107,8 @@ class Pipeline:
         self.inputs = dict(inputs or {})
         # True: every pass explains itself; names ('a,b' or a list): those passes
         self.explain = (
-            explain
-            if isinstance(explain, bool)
+            bool(explain)
+            if not explain or isinstance(explain, bool)
             else set(explain.split(",") if isinstance(explain, str) else explain)
         )
         if isinstance(self.explain, set):
