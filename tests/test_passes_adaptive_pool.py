@@ -1,7 +1,7 @@
 """adaptive-avgpool-to-pool: AdaptiveAvgPool2d with output sizes that do not divide the input, as torch 2.13's
 two exporters write it (real exports), against torch at several shapes; crafted graphs without the pattern.
 
-What the exporters do (see the pass's comment in ocrgraft/passes/pooling.py): the TorchScript exporter
+What the exporters do (see the pass's comment in ocrgraft/passes/adaptive_avgpool_to_pool.py): the TorchScript exporter
 refuses every uneven size; the export-based one writes Transpose -> GatherND -> Transpose -> ReduceMean
 (windows of one size) or -> Where -> Gather/Add sums -> Div (windows of different sizes)."""
 

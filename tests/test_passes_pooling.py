@@ -12,7 +12,7 @@ from onnx import helper
 
 from ocrgraft import OcrgraftError
 from ocrgraft.core.runner import Runner
-from ocrgraft.passes.pooling import split_plan
+from ocrgraft.passes.split_pool import split_plan
 
 from test_passes_common import (
     apply,

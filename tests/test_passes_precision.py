@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from ocrgraft.core.compare import FP32
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.runner import Runner
-from ocrgraft.passes.precision import F16_ACTIVATION_LIMIT, ToFp16
+from ocrgraft.passes.to_fp16 import F16_ACTIVATION_LIMIT, ToFp16
 
 from test_passes_common import (
     apply,

@@ -25,7 +25,7 @@ from ocrgraft.core.recipe import Recipe
 from ocrgraft.core.shapes import ShapeSet
 from ocrgraft.frontends import Source
 from ocrgraft.passes import CLEANUP_PASSES
-from ocrgraft.passes.opset import missing_ops
+from ocrgraft.passes.convert_opset import missing_ops
 from ocrgraft.targets import BuildContext, Target, get_target, target_class
 
 

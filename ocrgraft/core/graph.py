@@ -199,3 +199,38 @@ def _merge_output_shape(declared: ir.Shape | None, inferred: ir.Shape | None) ->
         else:
             dims.append(i if i.value else None)
     return ir.Shape(dims)
+
+
+# -- counting and ONNX op schemas ---------------------------------------------------------------------
+
+
+def count_nodes(model: ir.Model, op_type: str | None = None) -> int:
+    nodes = all_nodes(model)
+    return len(nodes) if op_type is None else sum(1 for n in nodes if n.op_type == op_type)
+
+
+def op_schema(node: ir.Node, opset: int):
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
+def schema_type_str(schema, index: int, outputs: bool = False) -> str | None:
+    params = schema.outputs if outputs else schema.inputs
+    if index < len(params):
+        return params[index].type_str
+    if params and params[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
+        return params[-1].type_str
+    return None
+
+
+def schema_is_var(schema, type_str: str | None) -> bool:
+    return any(c.type_param_str == type_str for c in schema.type_constraints)
+
+
+def schema_allows(schema, type_str: str | None, tensor_type: str) -> bool:
+    for c in schema.type_constraints:
+        if c.type_param_str == type_str:
+            return tensor_type in c.allowed_type_strs
+    return type_str == tensor_type

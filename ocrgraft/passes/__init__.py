@@ -1,20 +1,8 @@
 """The pass library. Importing this package registers every pass by name."""
 
-from ocrgraft.passes import (  # noqa: F401  (importing registers the passes)
-    cleanup,
-    conv_affine,
-    dims,
-    dynamic,
-    folding,
-    fusion,
-    gemm_to_matmul,
-    gridsample,
-    opset,
-    optional,
-    pooling,
-    precision,
-    topk_int32,
-)
+import importlib
+import pkgutil
+
 from ocrgraft.passes.base import (
     CHANGES,
     EXACT,
@@ -26,6 +14,11 @@ from ocrgraft.passes.base import (
     parse_pass_list,
     register,
 )
+
+# One module per pass, named after it (fuse-conv-affine lives in fuse_conv_affine.py); importing registers it.
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name not in ("base", "rules"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "CHANGES",

@@ -1,4 +1,5 @@
-"""Small graph-editing helpers the pass families share: constants, new nodes, rewiring, dead code."""
+"""Small graph-editing helpers the passes share: constants, new nodes, rewiring, dead code, and the few
+facts (dim specs, RNN ops, GridSample settings, pool windows) that more than one pass reads."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.graph import infer_shapes_fresh, opset_of
 
 log = logging.getLogger("ocrgraft.passes")
@@ -270,3 +272,85 @@ def is_shape_dim(element, value: ir.Value, axis: int) -> bool:
     if isinstance(element, int):
         return dims(value) is not None and dims(value)[axis] == element
     return element is not None and same_dim(element[1], element[2], value, axis)
+
+
+# -- shared by several passes: dims, RNNs, GridSample settings, pool windows ----------------------
+
+
+def parse_dim_spec(model: ir.Model, spec: dict[str, str]) -> list[tuple[ir.Value, int, str]]:
+    inputs = {v.name: v for v in model.graph.inputs}
+    out = []
+    for key, value in spec.items():
+        name, sep, axis = key.rpartition(".")
+        if not sep or not axis.lstrip("-").isdigit():
+            raise OcrgraftError(f"bad dim '{key}': expected INPUT.AXIS, e.g. x.0")
+        if name not in inputs:
+            raise OcrgraftError(f"no input '{name}' (inputs: {', '.join(inputs)})")
+        shape = inputs[name].shape
+        if shape is None:
+            raise OcrgraftError(f"input '{name}' has no declared shape")
+        axis = int(axis)
+        if not -len(shape) <= axis < len(shape):
+            raise OcrgraftError(f"input '{name}' has rank {len(shape)}; no axis {axis}")
+        out.append((inputs[name], axis % len(shape), value))
+    return out
+
+
+def replace_symbol(model: ir.Model, old: ir.SymbolicDim, new) -> None:
+    """Replace a named dim everywhere it appears (other inputs, outputs, intermediates)."""
+    if not old.value:
+        return
+    values = list(model.graph.inputs) + list(model.graph.outputs)
+    values += [v for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs]
+    for value in values:
+        if value.shape is not None and any(
+            not isinstance(d, int) and d.value == old.value for d in value.shape
+        ):
+            value.shape = ir.Shape(
+                [new if (not isinstance(d, int) and d.value == old.value) else d for d in value.shape]
+            )
+
+
+def set_dim(value: ir.Value, axis: int, new) -> None:
+    dims = list(value.shape)
+    dims[axis] = new
+    value.shape = ir.Shape(dims)
+
+
+RNNS = ("LSTM", "GRU", "RNN")
+
+
+LINEAR, NEAREST = ("bilinear", "linear"), ("nearest",)
+
+
+def gridsample_settings(node: ir.Node) -> tuple[str, str, int]:
+    mode = node.attributes.get_string("mode", "bilinear")
+    padding = node.attributes.get_string("padding_mode", "zeros")
+    align = node.attributes.get_int("align_corners", 0)
+    return mode, padding, align
+
+
+POOLS = ("AveragePool", "MaxPool")
+
+
+def pool_window(node: ir.Node, n: int) -> tuple[list[int], list[int], list[int], list[int], int] | None:
+    """kernel, strides, pads, dilations, ceil_mode of an n-D pool; None for auto_pad SAME_*."""
+    kernel = ints(node, "kernel_shape")
+    if kernel is None or len(kernel) != n:
+        return None
+    if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return None
+    pads = ints(node, "pads", [0] * 2 * n)
+    if node.attributes.get_string("auto_pad", "NOTSET") == "VALID":
+        pads = [0] * 2 * n
+    return (
+        kernel,
+        ints(node, "strides", [1] * n),
+        pads,
+        ints(node, "dilations", [1] * n),
+        node.attributes.get_int("ceil_mode", 0),
+    )
+
+
+def pool_indices_unused(node: ir.Node) -> bool:
+    return len(node.outputs) < 2 or not (node.outputs[1].uses() or node.outputs[1].is_graph_output())

@@ -1,9 +1,8 @@
-"""Shape inference and constant folding that never turn a dynamic dimension into a number.
+"""fold-constants: constant folding that never turns a dynamic dimension into a number.
 
 Exporters leave stale shape annotations (torch.export declares a fixed sequence length on a dynamic
 LSTM output), and simplifiers that trust them fold wrong constants. Here every intermediate shape is
-forgotten and inferred afresh from the graph inputs before anything is folded.
-"""
+forgotten and inferred afresh from the graph inputs before anything is folded."""
 
 from __future__ import annotations
 
@@ -12,22 +11,16 @@ import logging
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from ocrgraft.core.graph import infer_shapes_fresh
+from ocrgraft.core.graph import (
+    infer_shapes_fresh,
+)
 from ocrgraft.passes.base import Pass, register
 
 # Fold constant subgraphs up to this many elements per tensor (LSTM weight re-packing, shape maths).
 FOLD_INPUT_LIMIT = 1 << 22
+
+
 FOLD_OUTPUT_LIMIT = 1 << 22
-
-
-@register
-class InferShapes(Pass):
-    """Infer all intermediate and output shapes afresh from the inputs, dropping stale annotations."""
-
-    name = "infer-shapes"
-
-    def rewrite(self, model: ir.Model) -> int:
-        return infer_shapes_fresh(model)
 
 
 @register

@@ -1,28 +1,24 @@
-"""GridSample: decomposed into opset-11 operators for targets without it, or legalized for targets with it.
+"""decompose-gridsample: GridSample decomposed into opset-11 operators for targets without it.
 
 GridSample exists only from opset 16 (4-D) and opset 20 (N-D, modes renamed 'linear'/'cubic'); OCR
 rectifiers (TPS in PaddleOCR StarNet/RARE, DTRB) use it with different defaults: Paddle align_corners=True
-with zeros padding, DTRB border padding, torch align_corners=False.
-"""
+with zeros padding, DTRB border padding, torch align_corners=False."""
 
 from __future__ import annotations
 
 import onnx_ir as ir
 
 from ocrgraft.core.errors import OcrgraftError
-from ocrgraft.core.graph import opset_of
-from ocrgraft.passes._edit import Editor, remove_unused, set_attr
+from ocrgraft.passes._edit import (
+    LINEAR,
+    NEAREST,
+    Editor,
+    gridsample_settings,
+    remove_unused,
+)
 from ocrgraft.passes.base import Pass, register
 
-LINEAR, NEAREST = ("bilinear", "linear"), ("nearest",)
 PADDINGS = ("zeros", "border", "reflection")
-
-
-def _settings(node: ir.Node) -> tuple[str, str, int]:
-    mode = node.attributes.get_string("mode", "bilinear")
-    padding = node.attributes.get_string("padding_mode", "zeros")
-    align = node.attributes.get_int("align_corners", 0)
-    return mode, padding, align
 
 
 class _Sampler:
@@ -150,7 +146,7 @@ class _Sampler:
 
 def _why_not_decomposable(node: ir.Node) -> str | None:
     """Why this pass cannot replace a GridSample, in words; None when it can."""
-    mode, padding, _ = _settings(node)
+    mode, padding, _ = gridsample_settings(node)
     x, grid = node.inputs[0], node.inputs[1]
     problem = None
     if mode not in LINEAR + NEAREST:
@@ -189,7 +185,7 @@ class DecomposeGridSample(Pass):
                 raise OcrgraftError(
                     f"decompose-gridsample: GridSample {node.name or ''} {problem}".replace("  ", " ")
                 )
-            mode, padding, align = _settings(node)
+            mode, padding, align = gridsample_settings(node)
             nearest = mode in NEAREST
             edit.at(node)
             out = _Sampler(edit, node.inputs[0], node.inputs[1], padding, align).sample(nearest)
@@ -198,65 +194,3 @@ class DecomposeGridSample(Pass):
             remove_unused(model.graph, [node])
             count += 1
         return count
-
-
-@register
-class LegalizeGridSample(Pass):
-    """Make every GridSample valid for a target that has one: opset >= 16, mode spelled for the opset,
-    explicit attributes.
-
-    paddle2onnx writes mode='bilinear' at opset 20, where it is 'linear' (ONNX Runtime refuses the model);
-    the Ascend StarNet script grafts a GridSample into an opset-11 graph. Defaults differ between
-    frameworks, so padding_mode and align_corners are always written out."""
-
-    name = "legalize-gridsample"
-
-    def rewrite(self, model: ir.Model) -> int:
-        nodes = [
-            n
-            for n in ir.traversal.RecursiveGraphIterator(model.graph)
-            if n.op_type == "GridSample" and not n.domain
-        ]
-        if not nodes:
-            return 0
-        count = 0
-        if opset_of(model) < 16:
-            _raise_opset_around(model, nodes, 16)  # the graph is rebuilt: collect the nodes again
-            nodes = [
-                n
-                for n in ir.traversal.RecursiveGraphIterator(model.graph)
-                if n.op_type == "GridSample" and not n.domain
-            ]
-            count += 1
-        opset = opset_of(model)
-        for node in nodes:
-            mode, padding, align = _settings(node)
-            mode = (
-                {"linear": "bilinear", "cubic": "bicubic"}.get(mode, mode)
-                if opset < 20
-                else {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
-            )
-            changed = False
-            for key, value in (("mode", mode), ("padding_mode", padding), ("align_corners", align)):
-                attr = node.attributes.get(key)
-                if attr is None or attr.value != value:
-                    set_attr(node, key, value)
-                    changed = True
-            count += changed
-        return count
-
-
-def _raise_opset_around(model: ir.Model, nodes: list[ir.Node], opset: int) -> None:
-    """Convert the rest of the graph to `opset`, with the GridSample nodes set aside meanwhile."""
-    from ocrgraft.passes.opset import convert_opset
-
-    for node in nodes:
-        node.domain = "ocrgraft.aside"
-    model.opset_imports["ocrgraft.aside"] = 1
-    try:
-        convert_opset(model, opset)
-    finally:
-        for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if node.domain == "ocrgraft.aside":
-                node.domain = ""
-        model.opset_imports.pop("ocrgraft.aside", None)

@@ -1,8 +1,5 @@
-"""Generic simplifications exporters leave to a simplifier: reshape round trips, reductions over unit axes.
-
-Both are what onnxsim / onnxslim do on every model; here they are exact, pattern-matched and verified like
-every other generic pass, and never fix a dynamic dimension.
-"""
+"""eliminate-reshapes: reshape round trips removed, as onnxsim / onnxslim do, but exact, pattern-matched and
+verified like every other generic pass, and never fixing a dynamic dimension."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ import onnx_ir as ir
 
 from ocrgraft.passes._edit import (
     Editor,
-    axes_of,
     const_array,
     dims,
     ensure_shapes,
@@ -20,9 +16,6 @@ from ocrgraft.passes._edit import (
     shape_elements,
 )
 from ocrgraft.passes.base import Pass, register
-
-_FLOATS = (np.float32, np.float64)
-_ONNX = ("", "ai.onnx")
 
 
 @register
@@ -136,48 +129,3 @@ def _is_own_shape(reshape: ir.Node, shapes: bool) -> bool:
             return False
         unproven += 1
     return unproven <= 1
-
-
-_UNIT_REDUCTIONS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
-
-
-@register
-class EliminateUnitReductions(Pass):
-    """Remove reductions over axes of size 1: they are the identity (keepdims) or a Squeeze.
-
-    AdaptiveAvgPool2d((None, 1)) over a map already 1 high (the DTRB recognizer at height 32) exports as a
-    ReduceMean over a static axis of 1. Mean, sum, max, min and product of one element are that element."""
-
-    name = "eliminate-unit-reductions"
-    needs_shapes = True
-
-    def applies(self, model: ir.Model) -> bool:
-        return any(n.op_type in _UNIT_REDUCTIONS for n in model.graph)
-
-    def rewrite(self, model: ir.Model) -> int:
-        edit, count, dead = Editor(model, self.name), 0, []
-        for node in list(model.graph):
-            axes = _unit_axes(node)
-            if axes is None:
-                continue
-            edit.at(node)
-            x = node.inputs[0]
-            edit.replace(
-                node.outputs[0], x if node.attributes.get_int("keepdims", 1) else edit.squeeze(x, axes)
-            )
-            dead.append(node)
-            count += 1
-        remove_unused(model.graph, dead)
-        return count
-
-
-def _unit_axes(node: ir.Node) -> list[int] | None:
-    """The reduced axes (non-negative) if the node is a reduction over static axes of size 1 only."""
-    if node.op_type not in _UNIT_REDUCTIONS or node.domain not in _ONNX:
-        return None
-    shape = dims(node.inputs[0])
-    axes = axes_of(node)
-    if shape is None or axes is None or not axes:  # no axes: all of them, or none (noop_with_empty_axes)
-        return None
-    axes = sorted(a % len(shape) for a in axes)
-    return axes if all(shape[a] == 1 for a in axes) else None

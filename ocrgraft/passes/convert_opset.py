@@ -1,4 +1,4 @@
-"""Opset conversion with the ONNX version converter, refusing clearly where it cannot convert."""
+"""convert-opset: opset conversion with the ONNX version converter, refusing clearly where it cannot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import onnx.version_converter
 import onnx_ir as ir
 
 from ocrgraft.core.errors import OcrgraftError
-from ocrgraft.core.graph import opset_of
+from ocrgraft.core.graph import (
+    opset_of,
+)
 from ocrgraft.passes.base import Pass, register
 
 

@@ -1,10 +1,14 @@
-"""Opt-in rewrites that change the numbers on purpose; reported as such and never claimed equal."""
+"""resize-nearest-to-bilinear: an opt-in rewrite that changes the numbers on purpose; reported as such and
+never claimed equal."""
 
 from __future__ import annotations
 
 import onnx_ir as ir
 
-from ocrgraft.passes._edit import const_array, set_attr
+from ocrgraft.passes._edit import (
+    const_array,
+    set_attr,
+)
 from ocrgraft.passes.base import CHANGES, Pass, register
 
 
