@@ -1,9 +1,10 @@
-"""adaptive-avgpool-to-pool: AdaptiveAvgPool2d with output sizes that do not divide the input, as torch 2.13's
-two exporters write it (real exports), against torch at several shapes; crafted graphs without the pattern.
+"""Uneven AdaptiveAvgPool: the torch frontend's rewrite before export (both exporters), and the
+adaptive-avgpool-to-pool pass for ONNX files that arrive in torch 2.13's gathered form (real exports), each
+against torch at several shapes; crafted graphs without the pattern.
 
-What the exporters do (see the pass's comment in ocrgraft/passes/adaptive_avgpool_to_pool.py): the TorchScript exporter
-refuses every uneven size; the export-based one writes Transpose -> GatherND -> Transpose -> ReduceMean
-(windows of one size) or -> Where -> Gather/Add sums -> Div (windows of different sizes)."""
+What the exporters do (see the pass's docstring in ocrgraft/passes/adaptive_avgpool_to_pool.py): the
+TorchScript exporter refuses every uneven size; the export-based one writes Transpose -> GatherND ->
+Transpose -> ReduceMean (windows of one size) or -> Where -> Gather/Add sums -> Div (windows of different sizes)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,49 @@ def same_as_torch(model, module, shapes):
 
 def shape_text(shapes):
     return "x:" + ",".join("x".join(map(str, s)) for s in shapes)
+
+
+# -- the torch frontend: rewritten before export, so neither exporter writes the gathered form --------------
+
+FRONTEND_CASES = {
+    # output size, example shape, dynamic axes of x, shapes checked, ops expected besides Conv/Relu
+    "7x10 -> 3x4": (
+        (3, 4),
+        (2, 3, 7, 10),
+        {0: "n"},
+        [(1, 3, 7, 10), (3, 3, 7, 10)],
+        {"AveragePool", "MatMul"},
+    ),
+    "8x12 -> 3x5": ((3, 5), (2, 3, 8, 12), {0: "n"}, [(1, 3, 8, 12), (2, 3, 8, 12)], {"MatMul"}),
+    "(3, None), dynamic width": (
+        (3, None),
+        (2, 3, 8, 20),
+        {0: "n", 3: "w"},
+        [(1, 3, 8, 16), (2, 3, 8, 45)],
+        {"MatMul"},
+    ),
+}
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("case", list(FRONTEND_CASES))
+def test_torch_frontend_rewrites_uneven_pools_before_export(case, exporter):
+    from ocrgraft.frontends.torch import apply_rewrites
+
+    size, shape, dynamic, shapes, expected = FRONTEND_CASES[case]
+    module = Net(size).eval()
+    rewritten, notes = apply_rewrites(module, "ascend", exporter)
+    assert len(notes) == 1 and "uneven-adaptive-avgpool" in notes[0]
+    if exporter == "dynamo":
+        model = export_dynamo(rewritten, shape, [a for a in dynamic], optimize=True)
+    else:  # refuses these sizes without the rewrite
+        example = (torch.randn(*shape),)
+        model = export_torch(
+            rewritten, example, 17, input_names=["x"], output_names=["y"], dynamic_axes={"x": dynamic}
+        )
+    assert {k for k in ops(model) if k not in ("Conv", "Relu", "Constant")} == expected
+    same_as_torch(model, module, shapes)  # against the unrewritten module
+    assert_untouched(PASS, model)
 
 
 # -- the export-based exporter: every gathered form becomes a pool, a mean or an averaging MatMul --------

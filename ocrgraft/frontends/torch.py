@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from ocrgraft import models
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.pooling import adaptive_matrix, axis_plan
 from ocrgraft.core.recipe import Recipe
 from ocrgraft.core.shapes import ShapeSet, fmt_dims, random_inputs
 from ocrgraft.frontends import Source
@@ -98,6 +99,53 @@ class AdaptivePoolAsMean(nn.Module):
 
     def forward(self, x):
         return x.mean(dim=self.dim, keepdim=True)
+
+
+@torch_rewrite(
+    "uneven-adaptive-avgpool",
+    "an AdaptiveAvgPool whose output size does not divide a static input size is refused by the "
+    "TorchScript exporter and written by the other as a gather of every window (GatherND, Where, one "
+    "Gather/Add per cell); per axis an AveragePool, a mean or a MatMul with the averaging matrix says "
+    "the same in ops every target has",
+)
+class UnevenAdaptiveAvgPool(nn.Module):
+    """AdaptiveAvgPool1d/2d as per-axis averaging; pools whose sizes divide (or whose pooled axis is
+    dynamic at export) are left to the exporter, which writes them compactly."""
+
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        rank = 2 if isinstance(pool, nn.AdaptiveAvgPool2d) else 1
+        size = pool.output_size
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size,) * rank
+        self.exported = nn.functional.adaptive_avg_pool2d if rank == 2 else nn.functional.adaptive_avg_pool1d
+        self.output_size = pool.output_size
+
+    @staticmethod
+    def matches(m: nn.Module) -> bool:
+        return type(m) in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+
+    def forward(self, x):
+        # torch.export gives a dynamic size as a SymInt (left to the exporter); the TorchScript tracer gives
+        # every size as a tensor and its value is baked (a dynamic axis then fails the export's dim check)
+        sizes = {
+            a: int(x.shape[a]) if torch.jit.is_tracing() else x.shape[a] for a in range(-len(self.size), 0)
+        }
+        pooled = [(a, o) for a, o in zip(sizes, self.size) if o is not None]
+        if not all(isinstance(sizes[a], int) for a, _ in pooled) or all(sizes[a] % o == 0 for a, o in pooled):
+            return self.exported(x, self.output_size)
+        for axis, out in pooled:
+            matrix = adaptive_matrix(sizes[axis], out)
+            plan = axis_plan(matrix)
+            if plan[0] == "full":
+                x = x.mean(dim=axis, keepdim=True)
+            elif plan[0] == "pool" and x.dim() == 4:
+                k, s = plan[1:]
+                window = ((k, 1), (s, 1)) if axis == -2 else ((1, k), (1, s))
+                x = nn.functional.avg_pool2d(x, *window)
+            elif plan[0] != "id":
+                weights = torch.tensor(matrix, dtype=x.dtype)
+                x = torch.matmul(weights, x) if axis == -2 else torch.matmul(x, weights.T)
+        return x
 
 
 @torch_rewrite(

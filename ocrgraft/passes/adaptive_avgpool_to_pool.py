@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from ocrgraft.core.pooling import axis_plan
 from ocrgraft.passes._edit import (
     Editor,
     axes_of,
@@ -267,35 +268,6 @@ def _gathered_sum(value: ir.Value, kh: int, kw: int) -> tuple[ir.Value, list[ir.
     return (roots[0], adds) if len(roots) == 1 else None
 
 
-def _axis_plan(matrix: np.ndarray) -> tuple | None:
-    """How one axis' averaging matrix [out, in] is best computed: ("id",), ("full",), ("pool", k, s), or
-    ("matmul",) for windows of uneven size or spacing."""
-    out_size, in_size = matrix.shape
-    if out_size == in_size and np.allclose(matrix, np.eye(in_size), rtol=0, atol=1e-7):
-        return ("id",)
-    windows = []
-    for row in matrix:
-        nz = np.flatnonzero(np.abs(row) > 1e-9)
-        if (
-            nz.size == 0
-            or nz[-1] - nz[0] + 1 != nz.size
-            or not np.allclose(row[nz], 1.0 / nz.size, rtol=1e-6, atol=0)
-        ):
-            return ("matmul",)
-        windows.append((int(nz[0]), int(nz.size)))
-    if out_size == 1 and windows[0] == (0, in_size):
-        return ("full",)
-    k = windows[0][1]
-    s = windows[1][0] - windows[0][0] if out_size > 1 else 1
-    if (
-        s >= 1
-        and all(size == k and start == i * s for i, (start, size) in enumerate(windows))
-        and (in_size - k) // s + 1 == out_size
-    ):
-        return ("pool", k, s)
-    return ("matmul",)
-
-
 @register
 class AdaptiveAvgPoolToPool(Pass):
     """torch's gathered AdaptiveAvgPool2d (uneven windows) becomes AveragePool, ReduceMean or an averaging
@@ -306,7 +278,10 @@ class AdaptiveAvgPoolToPool(Pass):
     sum of oh*ow Gather/Add pairs divided by the window sizes (the TorchScript exporter refuses it). The
     weights are read from the index, masks and divisors and applied per axis: nothing on an identity axis,
     ReduceMean over a whole axis, AveragePool where the windows share size and stride, else a MatMul with
-    a constant [in, out] averaging matrix. A dynamic pass-through axis (None) stays dynamic."""
+    a constant [in, out] averaging matrix. A dynamic pass-through axis (None) stays dynamic.
+
+    Models ocrgraft exports itself never reach this form: the torch frontend rewrites the module before
+    export (`uneven-adaptive-avgpool`). The pass is for ONNX files that arrive already exported."""
 
     name = "adaptive-avgpool-to-pool"
     needs_shapes = refresh_shapes = True
@@ -445,7 +420,7 @@ class AdaptiveAvgPoolToPool(Pass):
             sums = mats[0].sum(axis=1)
             if sums[0] != 0 and np.allclose(sums, sums[0], rtol=1e-9):
                 mats = [mats[0] / sums[0], mats[1] * sums[0]]
-        plans = [("id",) if m is None else _axis_plan(m) + (m,) for m in mats]
+        plans = [("id",) if m is None else axis_plan(m) + (m,) for m in mats]
         if rank != 4:  # a pool needs [N, C, H, W]: an unbatched map takes the MatMul
             plans = [("matmul", p[-1]) if p[0] == "pool" else p for p in plans]
         return x, out, out.producer(), plans
