@@ -4,7 +4,8 @@ against torch at several shapes; crafted graphs without the pattern.
 
 What the exporters do (see the pass's docstring in ocrgraft/passes/adaptive_avgpool_to_pool.py): the
 TorchScript exporter refuses every uneven size; the export-based one writes Transpose -> GatherND ->
-Transpose -> ReduceMean (windows of one size) or -> Where -> Gather/Add sums -> Div (windows of different sizes)."""
+Transpose -> ReduceMean (windows of one size) or -> Where -> Gather/Add sums -> Div (windows of different
+sizes)."""
 
 from __future__ import annotations
 
