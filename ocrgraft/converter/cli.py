@@ -68,6 +68,13 @@ def cmd_convert(args) -> int:
         trust_code=args.trust_code,
         inputs=_user_inputs(args.inputs),
         explain=args.explain,
+        recipe_file=args.recipe,
+        images=args.images,
+        labels=args.labels,
+        limit=args.limit,
+        dictionary=args.dict,
+        dict_space=args.dict_space,
+        noise_floor=args.atol is None and args.rtol is None,
     )
     r = conv.report
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
@@ -79,8 +86,25 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from ocrgraft.converter.accuracy import evaluate_folder
+
+    table, summary = evaluate_folder(args.out_dir, args.images, args.labels, args.limit, _progress)
+    print(summary)
+    return 0
+
+
+def cmd_samples(args) -> int:
+    from ocrgraft.core.samples import write_samples
+
+    folder = write_samples(args.folder, args.count, args.pages, args.seed)
+    pages = f" and {args.pages} pages in {folder / 'pages'}" if args.pages else ""
+    print(f"wrote {args.count} labelled text lines to {folder} (labels.txt){pages}")
+    return 0
+
+
 def cmd_apply(args) -> int:
-    from ocrgraft.converter.pipeline import Pipeline
+    from ocrgraft.converter.pipeline import FLOOR_MULTIPLE, Pipeline
     from ocrgraft.core.modelio import external_data_files, load, refuse_overwrite, save
 
     src, dst = Path(args.input), Path(args.output)
@@ -96,6 +120,7 @@ def cmd_apply(args) -> int:
         progress=_progress,
         inputs=_user_inputs(args.inputs),
         explain=args.explain,
+        floor_multiple=FLOOR_MULTIPLE if args.atol is None and args.rtol is None else None,
     ).run(model, args.shapes)
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
@@ -245,8 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def tolerance_flags(sp):
-        sp.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
-        sp.add_argument("--rtol", type=float, help="relative tolerance (default 1e-4)")
+        sp.add_argument(
+            "--atol",
+            type=float,
+            help="absolute tolerance, used exactly (default 1e-5, raised to 4x the model's noise floor: "
+            "how far ONNX Runtime's own optimizations move its outputs)",
+        )
+        sp.add_argument("--rtol", type=float, help="relative tolerance, used exactly (default 1e-4)")
 
     def explain_flag(sp):
         sp.add_argument(
@@ -258,6 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
             help="for each pass (or the passes named), list where a pattern began to match but was not "
             "rewritten, and the condition that failed",
         )
+
+    def images_flags(sp, required=False):
+        sp.add_argument(
+            "--images",
+            metavar="DIR",
+            required=required,
+            help="real images (jpg/png/bmp), preprocessed by the recipe: every stage is also checked on "
+            "them and the report gets an accuracy table",
+        )
+        sp.add_argument(
+            "--labels",
+            default="auto",
+            metavar="FILE|names|none",
+            help="labels: a PaddleOCR label file (image<TAB>text), 'names' (from file names), 'none' "
+            "(default: labels.txt / rec_gt.txt / gt.txt in DIR if there is one)",
+        )
+        sp.add_argument("--limit", type=int, metavar="N", help="use the first N images only")
 
     def inputs_flag(sp):
         sp.add_argument(
@@ -336,11 +383,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="a TorchScript --weights file is code: also run it, "
         "to compare its outputs with the zoo model (default: only its tensors are read)",
     )
+    c.add_argument(
+        "--recipe",
+        metavar="FILE",
+        help="a recipe TOML (the zoo's schema: [inputs.*], [preprocess], [decoder], [verify]); "
+        "laid over a zoo model's own",
+    )
+    c.add_argument("--dict", metavar="FILE", help="CTC recognizer: a PaddleOCR character dictionary")
+    c.add_argument(
+        "--dict-space",
+        action=argparse.BooleanOptionalAction,
+        help="a space class follows the dictionary (PaddleOCR's use_space_char; default: the recipe's, "
+        "else no)",
+    )
+    images_flags(c)
     inputs_flag(c)
     explain_flag(c)
     shape_flag(c)
     tolerance_flags(c)
     c.set_defaults(func=cmd_convert)
+
+    ev = sub.add_parser(
+        "eval",
+        help="the accuracy table of a conversion's artifacts on real images",
+        description="Run every artifact of OUT_DIR that runs here (the source ONNX, the final ONNX) on the "
+        "images, read them with the conversion's recipe, and add the table to its report.",
+    )
+    ev.add_argument(
+        "out_dir", metavar="OUT_DIR", help="a conversion's output folder, e.g. out/ppocrv4-rec-ort"
+    )
+    images_flags(ev, required=True)
+    ev.set_defaults(func=cmd_eval)
+
+    sm = sub.add_parser(
+        "samples",
+        help="render labelled text-line images (and pages) offline, to try --images on",
+    )
+    sm.add_argument("folder", help="a new or empty folder")
+    sm.add_argument("--count", type=int, default=20, help="text lines (default 20)")
+    sm.add_argument("--pages", type=int, default=0, help="also this many pages of lines, for detectors")
+    sm.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
+    sm.set_defaults(func=cmd_samples)
 
     a = sub.add_parser(
         "apply",

@@ -6,13 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocrgraft.converter.accuracy import accuracy_summary, accuracy_table, onnx_runner
 from ocrgraft.converter.parity import parity_table
-from ocrgraft.converter.pipeline import Pipeline, PipelineResult
+from ocrgraft.converter.pipeline import FLOOR_MULTIPLE, Pipeline, PipelineResult
 from ocrgraft.converter.recipes import get_recipe
-from ocrgraft.converter.report import build_report, write_report
+from ocrgraft.converter.report import build_report, write_recipe, write_report
 from ocrgraft.core.compare import FP32, Tolerance
+from ocrgraft.core.decode import resolve_charset
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.graph import opset_of
+from ocrgraft.core.images import Preprocess, load_items
 from ocrgraft.core.modelio import (
     atomic_dir,
     check_replaceable,
@@ -21,7 +24,7 @@ from ocrgraft.core.modelio import (
     save,
     to_bytes,
 )
-from ocrgraft.core.recipe import Recipe
+from ocrgraft.core.recipe import Recipe, read_recipe_file
 from ocrgraft.core.shapes import ShapeSet
 from ocrgraft.frontends import Source
 from ocrgraft.passes import CLEANUP_PASSES
@@ -107,6 +110,13 @@ def convert(
     trust_code: bool = False,
     inputs: dict | None = None,
     explain: bool | str = False,
+    recipe_file: str | Path | None = None,
+    images: str | Path | None = None,
+    labels: str | Path | None = "auto",
+    limit: int | None = None,
+    dictionary: str | Path | None = None,
+    dict_space: bool | None = None,
+    noise_floor: bool = True,
 ) -> Conversion:
     if sum(x is not None for x in (model, onnx, paddle)) != 1:
         raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")
@@ -116,6 +126,14 @@ def convert(
         recipe = Recipe(name=Path(onnx).stem, source=str(onnx))
     else:
         recipe = Recipe(name=Path(paddle).resolve().name, frontend="paddle", source=str(paddle))
+    if recipe_file:
+        recipe = recipe.merged(read_recipe_file(recipe_file))
+    if dictionary or dict_space is not None:
+        decoder = dict(recipe.options.get("decoder") or {"kind": "ctc"})
+        decoder.update({"dict": str(dictionary)} if dictionary else {})
+        decoder.update({"space": dict_space} if dict_space is not None else {})
+        decoder.pop("charset", None) if dictionary else None
+        recipe.options["decoder"] = decoder
     target_options = target_class(target).check_options(dict(target_options or {}))  # before any work
     tgt = get_target(target, target_options.get("version"))
     if (
@@ -129,11 +147,25 @@ def convert(
         Path(out),
         dest,
         force,
-        [onnx, *external_data_files(onnx), paddle, weights, target_options.get("calib")],
+        [onnx, *external_data_files(onnx), paddle, weights, target_options.get("calib"), images, recipe_file],
     )
     source = load_source(
         recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override, trust_code=trust_code
     )
+    if recipe.options.get("decoder"):
+        metadata = dict(source.model.metadata_props)
+        recipe.options["decoder"] = resolve_charset(recipe.options["decoder"], metadata)
+    items = []
+    if images:
+        if not recipe.options.get("decoder"):
+            raise OcrgraftError(
+                "--images needs a decoder to read the outputs: a recipe with [decoder] (--recipe FILE), "
+                "or --dict FILE for a CTC recognizer"
+            )
+        ranges = shape_set.resolve(list(source.model.graph.inputs))
+        preprocess = Preprocess.from_recipe(recipe.options.get("preprocess"), ranges.shapes)
+        items = load_items(images, preprocess, labels, limit)
+        progress(f"images: {len(items)} from {images} ({preprocess.describe()})")
     raw = to_bytes(source.model) if recipe.options.get("decoder") else None  # the exported model, for parity
     pass_list = passes if passes is not None else default_passes(recipe, tgt, source.model)
     for note in source.notes:
@@ -146,6 +178,8 @@ def convert(
             progress=progress,
             inputs=inputs,
             explain=explain,
+            images=[(item.name, item.feeds) for item in items],
+            floor_multiple=FLOOR_MULTIPLE if noise_floor else None,
         )
         result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
         final = save(result.model, tmp / "model.onnx")
@@ -171,6 +205,24 @@ def convert(
             )
         )
         progress(f"target {tgt.name}: {build.summary}")
+        accuracy = None
+        if items:
+            artifacts = [
+                (source.framework, source.reference)
+                if source.reference
+                else ("source ONNX", onnx_runner(raw)),
+                *([("raw ONNX", onnx_runner(raw))] if source.reference else []),
+                ("final ONNX", onnx_runner(result.model)),
+            ]
+            accuracy = accuracy_table(
+                items,
+                artifacts,
+                recipe.options["decoder"],
+                recipe.options["decoder"].get("output"),
+                progress,
+                str(images),
+            )
+            progress(f"accuracy: {accuracy_summary(accuracy)}")
         report = build_report(
             model=recipe.name,
             target=tgt.name,
@@ -182,6 +234,8 @@ def convert(
             passes=[p.label for p in pipeline.passes],
             out_dir=dest,
             parity=parity,
+            accuracy=accuracy,
         )
         write_report(report, tmp)
+        write_recipe(recipe, result.shapes, tmp)
     return Conversion(dest, report, result)

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import onnxruntime
 
-from ocrgraft.converter.pipeline import PipelineResult
+from ocrgraft.converter.pipeline import FLOOR_MULTIPLE, PipelineResult
 from ocrgraft.core.modelio import atomic_file
 
 
@@ -27,6 +27,7 @@ def build_report(
     passes: list[str],
     out_dir: Path,
     parity: dict | None = None,
+    accuracy: dict | None = None,
 ) -> dict:
     from ocrgraft.core import __version__
 
@@ -47,7 +48,11 @@ def build_report(
         },
         "source": {"framework": source.framework, "location": source.location, "notes": source.notes},
         "shapes": {k: [list(s) for s in v] for k, v in shapes.shapes.items()},
-        "tolerance": {"atol": result.tolerance.atol, "rtol": result.tolerance.rtol},
+        "tolerance": {
+            "atol": result.tolerance.atol,
+            "rtol": result.tolerance.rtol,
+            "noise_floor": result.noise_floor,
+        },
         "test_inputs": [
             {"label": c.label, "shapes": {k: list(v) for k, v in c.shapes.items()}} for c in result.cases
         ],
@@ -64,6 +69,8 @@ def build_report(
         "final_model": "model.onnx",
         # decoded text / text mask from torch, exported and final ONNX (zoo recipes with a decoder)
         "parity": parity,
+        # word accuracy / CER or mask IoU of every artifact on real images (--images)
+        "accuracy": accuracy,
     }
 
 
@@ -72,6 +79,18 @@ def write_report(report: dict, out_dir: Path) -> None:
         tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     with atomic_file(out_dir / "report.md") as tmp:
         tmp.write_text(render_markdown(report))
+
+
+def write_recipe(recipe, shapes, out_dir: Path) -> None:
+    """The recipe as this conversion used it (shape range, preprocessing, decoder with its characters),
+    so `ocrgraft eval` reads new images the same way later."""
+    data = {
+        "name": recipe.name,
+        "shapes": {k: [list(s) for s in v] for k, v in shapes.shapes.items()},
+        **{k: v for k, v in recipe.options.items() if k in ("preprocess", "decoder", "verify")},
+    }
+    with atomic_file(out_dir / "recipe.json") as tmp:
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def _json_default(obj):
@@ -90,6 +109,16 @@ def _describe_inputs(cases: list[dict]) -> str:
     return text + (f", and {given} given with --inputs" if given else "")
 
 
+def _floor_text(r: dict) -> str:
+    floor = r["tolerance"].get("noise_floor")
+    if floor is None:
+        return ""
+    return (
+        f" (the source's noise floor, how far ONNX Runtime's own optimizations move its outputs, is "
+        f"{floor:.2g}; atol is at least {FLOOR_MULTIPLE:g} x that)"
+    )
+
+
 def render_markdown(r: dict) -> str:
     lines = [f"# {r['model']} → {r['target']}", ""]
     src = r["source"]
@@ -99,14 +128,14 @@ def render_markdown(r: dict) -> str:
         "- test shapes: "
         + "; ".join(f"{k}: " + ", ".join("x".join(map(str, s)) for s in v) for k, v in r["shapes"].items()),
         f"- test inputs: {_describe_inputs(r['test_inputs'])}",
-        f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}",
+        f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}" + _floor_text(r),
         f"- every stage verified: **{'yes' if r['all_verified'] else 'no'}**",
         "",
         "## Stages",
         "",
         "| # | pass | kind | rewrites | nodes | op changes | time (s) | verified | max abs err | "
-        "max rel err |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "max rel err | checked at |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in r["stages"]:
         delta = ", ".join(f"{op} {n:+d}" for op, n in s["op_delta"].items()) or "–"
@@ -114,7 +143,7 @@ def render_markdown(r: dict) -> str:
         lines.append(
             f"| {s['index']:02d} | {name} | {s['semantics']} | {s['rewrites']} | {s['nodes']} | {delta} | "
             f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | "
-            f"{_err(s['max_rel'])} |"
+            f"{_err(s['max_rel'])} | {s.get('tolerance') or '–'} |"
         )
     explained = [s for s in r["stages"] if s.get("explain")]
     if explained:
@@ -139,6 +168,10 @@ def render_markdown(r: dict) -> str:
         from ocrgraft.converter.parity import parity_markdown
 
         lines += parity_markdown(r["parity"])
+    if r.get("accuracy"):
+        from ocrgraft.converter.accuracy import accuracy_markdown
+
+        lines += accuracy_markdown(r["accuracy"])
     lines += [
         "",
         f"_ocrgraft {r['versions']['ocrgraft']}, onnx {r['versions']['onnx']}, "

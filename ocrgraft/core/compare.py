@@ -206,3 +206,42 @@ def text_agreement(decoder, got: np.ndarray, expected: np.ndarray) -> dict:
         "steps_same": float(steps.mean()),
         "texts": [x[0] for x in mine[:2]],
     }
+
+
+# -- against labels and between artifacts, on real images ------------------------------------------------
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions of one character each)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def normalize_text(text: str) -> str:
+    """Text as recognition accuracy compares it: spaces ignored, as PaddleOCR's metric does by default
+    (a padded line often reads a trailing space)."""
+    return "".join(text.split())
+
+
+def text_accuracy(read: list[str], labels: list[str]) -> dict:
+    """Word accuracy (whole text equal) and character error rate (edits / label characters)."""
+    pairs = [(normalize_text(r), normalize_text(t)) for r, t in zip(read, labels)]
+    edits = sum(edit_distance(r, t) for r, t in pairs)
+    chars = sum(len(t) for _, t in pairs)
+    return {
+        "items": len(pairs),
+        "correct": sum(r == t for r, t in pairs),
+        "word_accuracy": sum(r == t for r, t in pairs) / len(pairs) if pairs else None,
+        "cer": edits / chars if chars else None,
+    }
+
+
+def mask_iou(got: np.ndarray, ref: np.ndarray, threshold: float) -> tuple[float, int]:
+    """IoU of the two masks above `threshold` (1.0 when both are empty) and the pixels that change side."""
+    a, b = got > threshold, ref > threshold
+    union = int(np.logical_or(a, b).sum())
+    return (float(np.logical_and(a, b).sum()) / union if union else 1.0), int((a != b).sum())

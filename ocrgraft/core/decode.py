@@ -10,6 +10,7 @@ compared within the same batch, never against the same image in another batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,7 @@ ROWS_PER_CASE = 2  # decoded samples listed per test input (all of its batch are
 class CTCDecoder:
     """Greedy CTC: best class per step, repeats merged, blanks dropped."""
 
-    charset: str
+    charset: str | list[str]  # one class per character, or per entry of a dictionary
     blank: int = 0
     layout: str = "NTC"  # where batch (N), time (T) and classes (C) sit in the output
     scores: str = "logits"  # logits | log_softmax | probs
@@ -77,12 +78,48 @@ class ProbMapDecoder:
     threshold: float = 0.3
 
 
+def read_dictionary(text: str, space: bool = False) -> list[str]:
+    """A PaddleOCR character dictionary: one class per line, the CTC blank not listed (it is class 0);
+    `space` appends the space class PaddleOCR adds with use_space_char."""
+    chars = text.split("\n")
+    chars = [c[:-1] if c.endswith("\r") else c for c in chars]
+    if chars and chars[-1] == "":
+        chars.pop()
+    return chars + [" "] if space else chars
+
+
+def resolve_charset(options: dict, metadata: dict[str, str] | None = None) -> dict:
+    """The decoder options with `charset` read from `dict` (a file, or `metadata:<key>` of the model,
+    where PaddleOCR exports carry it); the options as given when they name no dictionary."""
+    source = options.get("dict")
+    if not source:
+        return options
+    if str(source).startswith("metadata:"):
+        key = str(source)[len("metadata:") :]
+        if not metadata or key not in metadata:
+            raise OcrgraftError(
+                f"the decoder's dictionary is the model's metadata '{key}', which the model does not carry; "
+                "give one with --dict FILE"
+            )
+        text = metadata[key]
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OcrgraftError(f"--dict {source}: cannot be read ({exc})") from None
+    chars = read_dictionary(text, bool(options.get("space", False)))
+    if not chars:
+        raise OcrgraftError(f"dictionary {source} is empty")
+    return {**options, "charset": chars}
+
+
 def decoder_from(options: dict):
     kind = options.get("kind", "ctc")
     if kind == "ctc":
         if not options.get("charset"):
             raise OcrgraftError(
-                "a [decoder] of kind 'ctc' needs its charset (the characters, blank excluded)"
+                "a [decoder] of kind 'ctc' needs its characters: `charset`, or `dict` (a PaddleOCR "
+                "dictionary file, or --dict FILE)"
             )
         return CTCDecoder(
             charset=options["charset"],

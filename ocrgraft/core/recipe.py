@@ -43,9 +43,25 @@ class Recipe:
             raise OcrgraftError(f"model '{self.name}': {rel} not found inside package '{pkg}'")
         return path
 
+    def merged(self, user: Recipe) -> Recipe:
+        """This recipe with a user's recipe file laid over it: its shape range if it gives one, and each
+        table it gives ([preprocess], [decoder], [verify], ...) in place of this one's."""
+        return Recipe(
+            name=self.name,
+            description=user.description or self.description,
+            frontend=self.frontend,
+            source=self.source,
+            shapes=user.shapes or self.shapes,
+            passes={**self.passes, **user.passes},
+            options={**self.options, **{k: v for k, v in user.options.items() if k != "model"}},
+        )
+
     @classmethod
     def from_toml(cls, name: str, text: str) -> Recipe:
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise OcrgraftError(f"recipe '{name}': not valid TOML ({exc})") from None
         model = data.get("model", {})
         shapes = {
             k: [v[r] for r in ("min", "opt", "max") if r in v] for k, v in data.get("inputs", {}).items()
@@ -59,3 +75,13 @@ class Recipe:
             passes=data.get("passes", {}),
             options={k: v for k, v in data.items() if k not in ("inputs", "passes")},
         )
+
+
+def read_recipe_file(path: str | Path) -> Recipe:
+    """A user's recipe: the zoo's TOML schema ([inputs.*], [preprocess], [decoder], [verify], ...)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OcrgraftError(f"--recipe {path}: cannot be read ({exc})") from None
+    return Recipe.from_toml(path.stem, text)

@@ -15,10 +15,14 @@ from ocrgraft.core.modelio import to_bytes
 class Runner:
     """An ONNX Runtime CPU session on an in-memory model; errors become one-line OcrgraftErrors."""
 
-    def __init__(self, model: ir.Model | bytes, what: str = "model", threads: int | None = None):
+    def __init__(
+        self, model: ir.Model | bytes, what: str = "model", threads: int | None = None, optimize: bool = True
+    ):
         self.what = what
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if not optimize:  # the model's float32 noise floor is how far ONNX Runtime's own rewrites move it
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
         try:

@@ -1,0 +1,216 @@
+"""The accuracy table: every artifact that runs here, on the same real images, read the way users read
+it — word accuracy and character error rate against the labels for a recognizer, mask IoU against the
+first artifact (the framework model) for a detector — and how many images each reads differently from
+that first artifact. This is how the seeds judge a conversion (the plate recognizer's PyTorch / ONNX /
+TensorRT table, MMOCR's accuracy and hmean per backend).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ocrgraft.core.compare import mask_iou, normalize_text, text_accuracy
+from ocrgraft.core.decode import ProbMapDecoder, decoder_from
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.images import Item, Preprocess, load_items
+from ocrgraft.core.runner import Runner
+
+RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+ROWS_SHOWN = 20  # per-image rows in report.md (report.json has them all)
+
+
+def onnx_runner(model) -> RunFn:
+    """ONNX Runtime on `model`, the session made at the first image (a model ONNX Runtime cannot load is
+    then reported as not run, not fatal)."""
+    session: list[Runner] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not session:
+            session.append(Runner(model))
+        return session[0].run(feeds)
+
+    return run
+
+
+def accuracy_table(
+    items: list[Item],
+    artifacts: list[tuple[str, RunFn]],
+    decoder_options: dict,
+    output: str | None = None,
+    progress: Callable[[str], None] = lambda msg: None,
+    images: str = "",
+) -> dict:
+    """Run every artifact on every item; the first artifact is the reference the others are compared
+    with. An artifact that cannot run here is listed with the reason instead of numbers."""
+    if not items:
+        raise OcrgraftError("no images to evaluate")
+    decoder = decoder_from(decoder_options)
+    detector = isinstance(decoder, ProbMapDecoder)
+    outputs: dict[str, list[np.ndarray]] = {}
+    skipped: dict[str, str] = {}
+    for label, run in artifacts:
+        got = []
+        try:
+            for k, item in enumerate(items):
+                out = run(item.feeds)
+                got.append(out[output] if output in out else next(iter(out.values())))
+                if (k + 1) % 25 == 0 or k + 1 == len(items):
+                    progress(f"accuracy: {label}: {k + 1}/{len(items)} images")
+        except OcrgraftError as exc:
+            skipped[label] = str(exc)
+            continue
+        outputs[label] = got
+    if not outputs:
+        raise OcrgraftError(f"no artifact could run on the images: {'; '.join(skipped.values())}")
+    table = (_detector if detector else _recognizer)(items, outputs, decoder)
+    reference = next(iter(outputs))
+    table.update(
+        images=images,
+        items=len(items),
+        reference=reference,
+        skipped=skipped,
+        threshold=decoder.threshold if detector else None,
+    )
+    return table
+
+
+def _recognizer(items: list[Item], outputs: dict[str, list[np.ndarray]], decoder) -> dict:
+    labelled = all(item.label is not None for item in items)
+    texts = {k: [decoder.decode(o)[0][0] for o in outs] for k, outs in outputs.items()}
+    reference = next(iter(texts))
+    rows = []
+    for label, read in texts.items():
+        row = {"artifact": label}
+        if labelled:
+            row.update(text_accuracy(read, [item.label for item in items]))
+        row["differ"] = sum(normalize_text(a) != normalize_text(b) for a, b in zip(read, texts[reference]))
+        rows.append(row)
+    per_image = [
+        {"image": item.name, "label": item.label, **{k: texts[k][i] for k in texts}}
+        for i, item in enumerate(items)
+    ]
+    return {"kind": "recognizer", "labelled": labelled, "rows": rows, "per_image": per_image}
+
+
+def _detector(items: list[Item], outputs: dict[str, list[np.ndarray]], decoder: ProbMapDecoder) -> dict:
+    reference = next(iter(outputs))
+    rows, per_image = [], [{"image": item.name} for item in items]
+    for label, outs in outputs.items():
+        scores = [mask_iou(o, r, decoder.threshold) for o, r in zip(outs, outputs[reference])]
+        for entry, (iou, flipped) in zip(per_image, scores):
+            entry[label] = {"iou": iou, "flipped": flipped}
+        rows.append(
+            {
+                "artifact": label,
+                "mean_iou": float(np.mean([s[0] for s in scores])),
+                "min_iou": float(min(s[0] for s in scores)),
+                "flipped": sum(s[1] for s in scores),
+                "differ": sum(s[1] > 0 for s in scores),
+            }
+        )
+    return {"kind": "detector", "rows": rows, "per_image": per_image}
+
+
+def accuracy_summary(table: dict) -> str:
+    """One line for the console and the report's head."""
+    ref = table["reference"]
+    if table["kind"] == "recognizer" and table["labelled"]:
+        parts = [
+            f"{r['artifact']} {r['word_accuracy']:.1%} (CER {r['cer']:.3f}, {r['differ']} differ)"
+            for r in table["rows"]
+        ]
+    elif table["kind"] == "recognizer":
+        parts = [f"{r['artifact']}: {r['differ']} read differently" for r in table["rows"][1:]]
+    else:
+        parts = [
+            f"{r['artifact']} mean IoU {r['mean_iou']:.4f} ({r['flipped']} pixels flipped)"
+            for r in table["rows"][1:]
+        ]
+    what = "word accuracy" if table["kind"] == "recognizer" and table["labelled"] else f"against {ref}"
+    return f"{table['items']} real images, {what}: " + "; ".join(parts)
+
+
+def accuracy_markdown(table: dict) -> list[str]:
+    ref = table["reference"]
+    where = f" from `{table['images']}`" if table.get("images") else ""
+    lines = ["", "## Accuracy on real images", "", f"{table['items']} images{where}. " + _how(table), ""]
+    if table["kind"] == "recognizer":
+        head = "| artifact | word accuracy | CER | " if table["labelled"] else "| artifact | "
+        lines += [head + f"read differently from {ref} |", "|---" * (head.count("|")) + "|"]
+        for r in table["rows"]:
+            cells = f"{r['word_accuracy']:.2%} ({r['correct']}/{r['items']}) | {r['cer']:.4f} | "
+            lines.append(f"| {r['artifact']} | " + (cells if table["labelled"] else "") + f"{r['differ']} |")
+    else:
+        lines += [
+            f"| artifact | mean mask IoU vs {ref} | min IoU | pixels flipped (threshold "
+            f"{table['threshold']:g}) | images differing |",
+            "|---|---|---|---|---|",
+        ]
+        for r in table["rows"]:
+            iou = f"{r['mean_iou']:.4f} | {r['min_iou']:.4f}"
+            lines.append(f"| {r['artifact']} | {iou} | {r['flipped']} | {r['differ']} |")
+    for label, why in table["skipped"].items():
+        lines.append(f"\n{label}: not run here ({why}).")
+    if table["kind"] == "recognizer":
+        sources = [r["artifact"] for r in table["rows"]]
+        lines += ["", "| image | label | " + " | ".join(sources) + " |", "|---" * (len(sources) + 2) + "|"]
+        for row in table["per_image"][:ROWS_SHOWN]:
+            cells = " | ".join(f"`{row[k]}`" for k in sources)
+            label = "" if row["label"] is None else f"`{row['label']}`"
+            lines.append(f"| {row['image']} | {label} | {cells} |")
+        if len(table["per_image"]) > ROWS_SHOWN:
+            lines.append(f"\n(first {ROWS_SHOWN} of {len(table['per_image'])} images; report.json has all)")
+    return lines
+
+
+def _how(table: dict) -> str:
+    if table["kind"] == "recognizer":
+        return (
+            "Texts are compared with spaces ignored (PaddleOCR's default); CER is edit distance over label "
+            "characters."
+            if table["labelled"]
+            else "No labels: each artifact is compared with the first."
+        )
+    return "Masks are the probability map above the threshold; IoU and flips are against the first artifact."
+
+
+def evaluate_folder(
+    out_dir: str | Path,
+    images: str | Path,
+    labels: str | Path | None = "auto",
+    limit: int | None = None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> tuple[dict, str]:
+    """`ocrgraft eval`: the accuracy table of a finished conversion's artifacts that run here, on new
+    images read with the recipe the conversion saved; written into its report.json and report.md."""
+    from ocrgraft.converter.report import write_report
+
+    out = Path(out_dir)
+    try:
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        recipe = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OcrgraftError(
+            f"{out}: not a conversion's output folder with report.json and recipe.json ({exc})"
+        ) from None
+    if not recipe.get("decoder"):
+        raise OcrgraftError(f"{out}: its recipe has no [decoder], so outputs cannot be read as text or masks")
+    preprocess = Preprocess.from_recipe(recipe.get("preprocess"), recipe["shapes"])
+    items = load_items(images, preprocess, labels, limit)
+    progress(f"images: {len(items)} from {images} ({preprocess.describe()})")
+    first = sorted((out / "stages").glob("00_*.onnx"))
+    framework = report.get("source", {}).get("framework", "onnx")
+    artifacts = (
+        [(("source ONNX" if framework == "onnx" else "raw ONNX"), onnx_runner(first[0]))] if first else []
+    )
+    artifacts.append(("final ONNX", onnx_runner(out / report.get("final_model", "model.onnx"))))
+    table = accuracy_table(
+        items, artifacts, recipe["decoder"], recipe["decoder"].get("output"), progress, str(images)
+    )
+    report["accuracy"] = table
+    write_report(report, out)
+    return table, f"accuracy: {accuracy_summary(table)}; wrote {out}/report.md"
