@@ -17,6 +17,7 @@ from ocrgraft.core.compare import mask_iou, normalize_text, text_accuracy
 from ocrgraft.core.decode import ProbMapDecoder, decoder_from
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.images import Item, Preprocess, load_items
+from ocrgraft.core.modelio import load
 from ocrgraft.core.runner import Runner
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -30,7 +31,7 @@ def onnx_runner(model) -> RunFn:
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not session:
-            session.append(Runner(model))
+            session.append(Runner(load(model) if isinstance(model, Path) else model))
         return session[0].run(feeds)
 
     return run

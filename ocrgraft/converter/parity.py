@@ -10,10 +10,13 @@ from ocrgraft.core.decode import ROWS_PER_CASE, CTCDecoder, ProbMapDecoder, deco
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.runner import Runner
 
+IMAGES_SHOWN = 8  # real images decoded in the parity table (the accuracy table reads them all)
+
 
 def parity_table(options: dict, raw_model: bytes, result, framework: str = "torch") -> dict | None:
     """Decode the outputs from the framework (the pipeline's reference), the exported ONNX and the final
-    ONNX for the first test input at each shape (min / opt / max), whole batches as run. A final model in
+    ONNX for the first test input at each shape (min / opt / max) and the first real images, whole
+    batches as run. A final model in
     a vendor-only form that ONNX Runtime cannot run is left out, and the table says so."""
     if not options or not result.cases:
         return None
@@ -22,7 +25,10 @@ def parity_table(options: dict, raw_model: bytes, result, framework: str = "torc
     cases, seen = [], set()
     for case in result.cases:
         shapes = tuple(sorted(case.shapes.items()))
-        if shapes not in seen:
+        if case.label.startswith("image "):
+            if sum(c.label.startswith("image ") for c in cases) < IMAGES_SHOWN:
+                cases.append(case)  # real images: their text is what a user reads
+        elif shapes not in seen:
             seen.add(shapes)
             cases.append(case)
     outs = [{framework: case.expected[name]} for case in cases]
