@@ -1,12 +1,19 @@
-"""decompose-gridsample: GridSample decomposed into opset-11 operators for targets without it.
+"""decompose-gridsample: GridSample decomposed into opset-11 operators for targets without it, as a rewrite
+rule.
 
-GridSample exists only from opset 16 (4-D) and opset 20 (N-D, modes renamed 'linear'/'cubic'); OCR
-rectifiers (TPS in PaddleOCR StarNet/RARE, DTRB) use it with different defaults: Paddle align_corners=True
-with zeros padding, DTRB border padding, torch align_corners=False."""
+Pattern:  y = GridSample(x, grid)                 4-D, float32, bilinear or nearest, any padding
+Rewrite:  y = Transpose(Gather(table(x), index(grid)) weighted ...)   built by `_Sampler`, opset-11 ops only
+Why:      GridSample exists only from opset 16 (4-D) and opset 20 (N-D, modes renamed 'linear'/'cubic'); OCR
+          rectifiers (TPS in PaddleOCR StarNet/RARE, DTRB) use it with different defaults: Paddle
+          align_corners=True with zeros padding, DTRB border padding, torch align_corners=False. A
+          GridSample the decomposition cannot reproduce stops the run, or is named (--explain).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.passes._edit import (
@@ -14,9 +21,9 @@ from ocrgraft.passes._edit import (
     NEAREST,
     Editor,
     gridsample_settings,
-    remove_unused,
 )
-from ocrgraft.passes.base import Pass, register
+from ocrgraft.passes.base import register
+from ocrgraft.passes.rules import Rule, RulePass
 
 PADDINGS = ("zeros", "border", "reflection")
 
@@ -160,8 +167,48 @@ def _why_not_decomposable(node: ir.Node) -> str | None:
     return problem
 
 
+class _RuleEditor(Editor):
+    """The Editor calls `_Sampler` makes, written with a rule's op builder: the nodes and constants go into
+    the replacement (same names, same order) rather than straight into the graph."""
+
+    def __init__(self, model: ir.Model, tag: str, builder):
+        super().__init__(model, tag)
+        self.builder = builder
+
+    def op(self, op_type: str, inputs, attrs: dict | None = None, num_outputs: int = 1):
+        names = [self.unique(f"{self.tag}/{op_type}") for _ in range(num_outputs)]
+        out = self.builder.op(op_type, *inputs, _outputs=names, **(attrs or {}))
+        return out if num_outputs == 1 else tuple(out)
+
+    def const(self, array, hint: str = "const") -> ir.Value:
+        name = self.unique(f"{self.tag}/{hint}")
+        return self.builder.initializer(ir.Tensor(np.asarray(array), name=name), name)
+
+
+class GridSampleToOpset11(Rule):
+    def pattern(self, op, x, grid):
+        return op.GridSample(x, grid, _allow_other_attributes=True)
+
+    def check(self, context, x, grid, **_) -> MatchResult:
+        result = MatchResult()
+        node = context.root
+        if node.domain or node.graph is not context.model.graph:
+            return self.done(result)  # the main graph's ONNX GridSample only, as ever
+        problem = _why_not_decomposable(node)
+        if problem:
+            return result.fail(problem)
+        self._plan = (context.model, node)
+        return result
+
+    def rewrite(self, op, x, grid, **_):
+        model, node = self._plan
+        mode, padding, align = gridsample_settings(node)
+        edit = _RuleEditor(model, DecomposeGridSample.name, op)  # names unique in the graph, as Editor's
+        return _Sampler(edit, x, grid, padding, align).sample(mode in NEAREST)
+
+
 @register
-class DecomposeGridSample(Pass):
+class DecomposeGridSample(RulePass):
     """Replace GridSample by opset-11 operators (Gather, Floor, Where...) for targets without a native
     GridSample.
 
@@ -171,26 +218,24 @@ class DecomposeGridSample(Pass):
     graph (the Ascend StarNet script) into valid opset-11 ONNX."""
 
     name = "decompose-gridsample"
+    rules = (GridSampleToOpset11,)
 
     def rewrite(self, model: ir.Model) -> int:
-        edit, count = Editor(model, self.name), 0
-        for node in list(model.graph):
-            if node.op_type != "GridSample" or node.domain:
-                continue
-            problem = _why_not_decomposable(node)
-            if problem and self.explain:  # the target's support check names what is left
-                self.misses.append(f"GridSample at node '{node.name or '?'}' {problem}")
-                continue
-            if problem:
-                raise OcrgraftError(
-                    f"decompose-gridsample: GridSample {node.name or ''} {problem}".replace("  ", " ")
-                )
-            mode, padding, align = gridsample_settings(node)
-            nearest = mode in NEAREST
-            edit.at(node)
-            out = _Sampler(edit, node.inputs[0], node.inputs[1], padding, align).sample(nearest)
-            out.type, out.shape = node.outputs[0].type, node.outputs[0].shape
-            edit.replace(node.outputs[0], out)
-            remove_unused(model.graph, [node])
-            count += 1
+        refused = [
+            (node, problem)
+            for node in model.graph
+            if node.op_type == "GridSample" and not node.domain and (problem := _why_not_decomposable(node))
+        ]  # what the rule's check refuses
+        if refused and not self.explain:  # a target without GridSample cannot take the model
+            node, problem = refused[0]
+            raise OcrgraftError(
+                f"decompose-gridsample: GridSample {node.name or ''} {problem}".replace("  ", " ")
+            )
+        asked, self.explain = self.explain, False  # the refusals are named below, in the target's words
+        try:
+            count = super().rewrite(model)
+        finally:
+            self.explain = asked
+        if asked:  # the target's support check names what is left
+            self.misses = [f"GridSample at node '{node.name or '?'}' {problem}" for node, problem in refused]
         return count

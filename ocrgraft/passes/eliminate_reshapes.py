@@ -1,10 +1,27 @@
 """eliminate-reshapes: reshape round trips removed, as onnxsim / onnxslim do, but exact, pattern-matched and
-verified like every other generic pass, and never fixing a dynamic dimension."""
+verified like every other generic pass, and never fixing a dynamic dimension; as rewrite rules.
+
+Pattern:  y = Reshape(Reshape(x, s), t)      t has no 0 that would copy a dim of the inner Reshape's output
+Rewrite:  y = Reshape(x, t)                  (the inner Reshape goes once nothing else reads it)
+Pattern:  y = Reshape(x, t)                  t is, element by element, x's own shape (at most one -1)
+Rewrite:  y = x
+Why:      exporters turn `x.view(n, c, -1) ... .view(x.shape)` into
+          Reshape(Reshape(x, Concat(Shape(x)[0], c, -1)), Shape(x)): both go, with their shape chains, at any
+          batch and width. Holds for non-empty tensors. A first sweep needs no shapes (a target read with
+          Shape, or numbers); only the Reshapes left wait for shape inference and a second sweep.
+
+A rule returns new values, so `y = x` is written as an Identity marked for this pass; matches later in the
+sweep look through it, and the sweep ends by letting its readers read x (a graph output keeps its name), as
+a Reshape bypassed on the spot would have.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.passes._edit import (
     Editor,
@@ -15,11 +32,82 @@ from ocrgraft.passes._edit import (
     same_dim,
     shape_elements,
 )
-from ocrgraft.passes.base import Pass, register
+from ocrgraft.passes.base import register
+from ocrgraft.passes.rules import Rule, RulePass
+
+_ONNX = ("", "ai.onnx")
+_BYPASS = "ocrgraft.eliminate-reshapes.bypass"  # on an Identity a rule wrote: the rewrites it stands for
+
+
+class _ReshapeRule(Rule):
+    """A rule rooted at a Reshape of the main graph (If / Loop bodies are left alone)."""
+
+    shapes: ClassVar[bool] = False  # the second sweep's rules also read value shapes, inferred afresh
+
+    def __init__(self, orphans: list[ir.Value] | None = None):
+        super().__init__(orphans)
+        self.name = type(self).__name__.removesuffix("WithShapes")
+
+    def pattern(self, op, data, target):
+        return op.Reshape(data, target, _allow_other_attributes=True)
+
+
+class ReshapeOfReshape(_ReshapeRule):
+    def check(self, context, data, target, **_) -> MatchResult:
+        result = MatchResult()
+        node = context.root
+        inner = _behind(data).producer()
+        if node.graph is not context.model.graph or not _is_reshape(inner):
+            return self.done(result)  # reads no Reshape: the form this rule leaves
+        source, target = _behind(inner.inputs[0]), _behind(target)
+        if not _never_copies(node):
+            return result.fail(
+                f"its target '{target.name}' may hold a 0 that copies a dim of the Reshape "
+                f"'{inner.name or '?'}' it reads, so it cannot read '{source.name}' instead"
+            )
+        own = _why_not_own_shape(node, source, target, self.shapes) is None  # then it goes as well
+        self._plan = (node, source, target, own)
+        self.replaced(data, target)
+        return result
+
+    def rewrite(self, op, **_):
+        node, source, target, own = self._plan
+        if own:
+            return _identity(op, source, rewrites=2)
+        out = op.Reshape(source, target, **node.attributes)
+        new = out.producer()  # the same node, reading x: it keeps its name
+        new.name, new.doc_string = node.name, node.doc_string
+        new.metadata_props.update(node.metadata_props)
+        return out
+
+
+class ReshapeToOwnShape(_ReshapeRule):
+    def check(self, context, data, target, **_) -> MatchResult:
+        result = MatchResult()
+        node, x = context.root, _behind(data)
+        if node.graph is not context.model.graph:
+            return self.done(result)
+        why = _why_not_own_shape(node, x, _behind(target), self.shapes)
+        if why is not None:
+            return result.fail(why) if why else self.done(result)
+        self._x = x
+        self.replaced(data, target)
+        return result
+
+    def rewrite(self, op, **_):
+        return _identity(op, self._x, rewrites=1)
+
+
+class ReshapeOfReshapeWithShapes(ReshapeOfReshape):
+    shapes = True
+
+
+class ReshapeToOwnShapeWithShapes(ReshapeToOwnShape):
+    shapes = True
 
 
 @register
-class EliminateReshapes(Pass):
+class EliminateReshapes(RulePass):
     """Remove reshape round trips: a Reshape of a Reshape reads the first input, a Reshape to its input's
     own shape goes.
 
@@ -30,44 +118,72 @@ class EliminateReshapes(Pass):
     tensors."""
 
     name = "eliminate-reshapes"
+    rules = (ReshapeOfReshape, ReshapeToOwnShape)
+    rules_with_shapes: ClassVar[tuple[type[Rule], ...]] = (
+        ReshapeOfReshapeWithShapes,
+        ReshapeToOwnShapeWithShapes,
+    )
 
     def rewrite(self, model: ir.Model) -> int:
         # Two sweeps rather than `needs_shapes`: the usual round trips need no shapes, and inferring
-        # them on a large export costs more than the sweep; only what is left waits for inference.
-        count = self._sweep(model, shapes=False)
+        # them on a large export costs more than the sweep; only what is left waits for inference (and is
+        # explained, if asked: the first sweep's refusals may still go in the second).
+        count = self._sweep(model, self.rules, explain=False)
         if not any(_is_reshape(n) for n in model.graph):
             return count
         restore = ensure_shapes(model)
-        found = self._sweep(model, shapes=True)
+        found = self._sweep(model, self.rules_with_shapes, explain=self.explain)
         if not (count or found):
             restore()
         return count + found
 
-    def _sweep(self, model: ir.Model, shapes: bool) -> int:
-        edit, count, dead = Editor(model, self.name), 0, []
-        for node in list(model.graph):  # in order, so an inner Reshape is already simplified
-            if not _is_reshape(node):
-                continue
-            inner = node.inputs[0].producer()
-            if _is_reshape(inner) and _never_copies(node):
-                node.replace_input_with(0, inner.inputs[0])
-                dead.append(inner)
-                count += 1
-            if _is_own_shape(node, shapes):
-                edit.at(node).replace(node.outputs[0], node.inputs[0])
-                dead.append(node)
-                count += 1
-        remove_unused(model.graph, dead)
-        return count
+    def _sweep(self, model: ir.Model, rules: tuple[type[Rule], ...], explain: bool) -> int:
+        asked = self.explain
+        self.rules, self.explain = rules, explain
+        try:
+            count = super().rewrite(model)
+        finally:
+            del self.rules
+            self.explain = asked
+        return (count + _bypass(model)) if count else 0
+
+
+def _identity(op, x: ir.Value, rewrites: int) -> ir.Value:
+    """`y = x` as a rule can write it: an Identity, marked for the sweep to bypass."""
+    out = op.Identity(x)
+    out.producer().metadata_props[_BYPASS] = str(rewrites)
+    return out
+
+
+def _behind(value: ir.Value) -> ir.Value:
+    """The value, looking through the Identities this sweep wrote for `y = x` (not bypassed yet)."""
+    node = value.producer()
+    while node is not None and node.op_type == "Identity" and _BYPASS in node.metadata_props:
+        value = node.inputs[0]
+        node = value.producer()
+    return value
+
+
+def _bypass(model: ir.Model) -> int:
+    """Readers of each Identity the sweep wrote read its input, as Editor.replace does (a graph output that
+    a graph input, output or initializer would become keeps the Identity); returns the rewrites beyond one
+    that the Identities stood for."""
+    edit, extra, dead = Editor(model, EliminateReshapes.name), 0, []
+    for node in list(model.graph):
+        rewrites = node.metadata_props.pop(_BYPASS, None) if node.op_type == "Identity" else None
+        if rewrites is None:
+            continue
+        extra += int(rewrites) - 1
+        out, x = node.outputs[0], node.inputs[0]
+        if not (out.is_graph_output() and (x.is_graph_input() or x.is_graph_output() or x.is_initializer())):
+            edit.at(node).replace(out, x)
+            dead.append(node)
+    remove_unused(model.graph, dead)
+    return extra
 
 
 def _is_reshape(node: ir.Node | None) -> bool:
-    return (
-        node is not None
-        and node.op_type == "Reshape"
-        and node.domain in ("", "ai.onnx")
-        and len(node.inputs) == 2
-    )
+    return node is not None and node.op_type == "Reshape" and node.domain in _ONNX and len(node.inputs) == 2
 
 
 def _never_copies(reshape: ir.Node) -> bool:
@@ -83,7 +199,7 @@ def _no_zeros(value: ir.Value) -> bool:
     if array is not None:
         return array.dtype.kind in "iu" and bool(np.all(array != 0))
     node = value.producer()
-    if node is None or node.domain not in ("", "ai.onnx"):
+    if node is None or node.domain not in _ONNX:
         return False
     if node.op_type == "Shape":
         return True
@@ -96,29 +212,31 @@ def _no_zeros(value: ir.Value) -> bool:
     return node.op_type == "Concat" and all(_no_zeros(v) for v in node.inputs)
 
 
-def _is_own_shape(reshape: ir.Node, shapes: bool) -> bool:
-    """Whether the Reshape provably returns its input's own shape: the target is Shape(input), or (with fresh
-    shapes) each element is the input's dim there (a number, a dim read with Shape, or a 0 copying it), with
-    at most one -1."""
-    x, target = reshape.inputs
+def _why_not_own_shape(reshape: ir.Node, x: ir.Value, target: ir.Value, shapes: bool) -> str | None:
+    """None when Reshape(x, target) provably returns x's own shape: the target is Shape(x), or (with fresh
+    shapes) each element is x's dim there (a number, a dim read with Shape, or a 0 copying it), with at most
+    one -1. Otherwise why not, in words: '' where there is nothing to explain (a reshape to another rank, a
+    target that cannot be read element by element, no shapes yet)."""
     source = target.producer()
     if (
         source is not None
         and source.op_type == "Shape"
-        and source.domain in ("", "ai.onnx")
-        and source.inputs[0] is x
+        and source.domain in _ONNX
+        and _behind(source.inputs[0]) is x
         and source.attributes.get_int("start", 0) == 0
         and source.attributes.get_int("end") is None
     ):
-        return True
+        return None
     if not shapes:
-        return False
+        return ""
     elements, shape = shape_elements(target), dims(x)
     if elements is None or shape is None or len(elements) != len(shape):
-        return False
+        return ""
     copies = not reshape.attributes.get_int("allowzero", 0)
     unproven = 0
     for axis, e in enumerate(elements):
+        if isinstance(e, tuple):
+            e = (e[0], _behind(e[1]), e[2])
         if (
             (e == 0 and copies)
             or (isinstance(e, int) and e >= 0 and shape[axis] == e)
@@ -126,6 +244,10 @@ def _is_own_shape(reshape: ir.Node, shapes: bool) -> bool:
         ):
             continue
         if e != -1:
-            return False
+            what = f"dim {e[2]} of '{e[1].name}'" if isinstance(e, tuple) else "unknown" if e is None else e
+            return (
+                f"element {axis} of its target ({what}) is not provably dim {axis} of its input "
+                f"'{x.name}' ({x.shape[axis]})"
+            )
         unproven += 1
-    return unproven <= 1
+    return None if unproven <= 1 else "its target has more than one -1"
