@@ -1,31 +1,65 @@
-"""resize-nearest-to-bilinear: an opt-in rewrite that changes the numbers on purpose; reported as such and
-never claimed equal."""
+"""resize-nearest-to-bilinear: nearest upsampling becomes bilinear, as a rewrite rule; opt-in, it changes the
+numbers on purpose and is reported as such, never claimed equal.
+
+Pattern:  y = Resize(x, roi, scales, sizes, mode='nearest')   scales or sizes constant, only H and W resized
+Rewrite:  y = Resize(x, roi, scales, sizes, mode='linear',
+                     coordinate_transformation_mode='pytorch_half_pixel')      (nearest_mode dropped)
+Why:      MMOCR measured DBNet's hmean drop from 0.795 to 0.752 on TensorRT with nearest upsampling and no
+          drop after switching the model to bilinear. A Resize of the batch or channel axis, or one whose
+          scales and sizes are computed at run time, stays (--explain says which).
+"""
 
 from __future__ import annotations
 
 import onnx_ir as ir
+from onnxscript.rewriter._basics import MatchResult
 
-from ocrgraft.passes._edit import (
-    const_array,
-    set_attr,
-)
-from ocrgraft.passes.base import CHANGES, Pass, register
+from ocrgraft.passes._edit import const_array
+from ocrgraft.passes.base import CHANGES, register
+from ocrgraft.passes.rules import Rule, RulePass
 
 
-def _spatial_only(node: ir.Node) -> bool:
-    """Whether a Resize scales only H and W of a 4-D tensor (scales or sizes known as constants)."""
+def _not_spatial(node: ir.Node) -> str | None:
+    """Why a Resize may resize more than H and W of a 4-D tensor (scales or sizes known as constants), or
+    None if it does not."""
     scales = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
     sizes = const_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
     if scales is not None and scales.size == 4:
-        return bool(scales[0] == 1 and scales[1] == 1)
+        if scales[0] == 1 and scales[1] == 1:
+            return None
+        return f"its scales {scales.tolist()} also resize the batch or channel axis"
     if sizes is not None and sizes.size == 4:
         shape = node.inputs[0].shape
-        return shape is not None and len(shape) == 4 and list(shape[:2]) == [int(s) for s in sizes[:2]]
-    return False
+        if shape is not None and len(shape) == 4 and list(shape[:2]) == [int(s) for s in sizes[:2]]:
+            return None
+        return f"its sizes {sizes.tolist()} are not known to keep the batch and channel dims of its input"
+    return "its scales or sizes are not a constant of four values (N, C, H, W)"
+
+
+class NearestResize(Rule):
+    def pattern(self, op, x):
+        return op.Resize(x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["resized"])
+
+    def check(self, context, x, resized, **_) -> MatchResult:
+        result = MatchResult()
+        node = resized.producer()
+        if node.attributes.get_string("mode", "nearest") != "nearest":
+            return self.done(result)
+        if len(node.inputs) < 3:
+            return result.fail("it has no scales or sizes input after roi (the opset-10 form)")
+        reason = _not_spatial(node)
+        return result.fail(reason) if reason else result
+
+    def rewrite(self, op, x, resized, **_):
+        node = resized.producer()
+        attributes = {k: v for k, v in node.attributes.items() if k != "nearest_mode"}
+        attributes["mode"] = "linear"
+        attributes["coordinate_transformation_mode"] = "pytorch_half_pixel"
+        return op.Resize(*node.inputs, _name=node.name, **attributes)
 
 
 @register
-class ResizeNearestToBilinear(Pass):
+class ResizeNearestToBilinear(RulePass):
     """Resize with mode 'nearest' becomes bilinear (half-pixel), for targets whose nearest differs from
     the framework's.
 
@@ -35,20 +69,4 @@ class ResizeNearestToBilinear(Pass):
 
     name = "resize-nearest-to-bilinear"
     semantics = CHANGES
-
-    def rewrite(self, model: ir.Model) -> int:
-        count = 0
-        for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if (
-                node.op_type != "Resize"
-                or node.domain
-                or node.attributes.get_string("mode", "nearest") != "nearest"
-            ):
-                continue
-            if len(node.inputs) < 3 or not _spatial_only(node):
-                continue
-            set_attr(node, "mode", "linear")
-            set_attr(node, "coordinate_transformation_mode", "pytorch_half_pixel")
-            node.attributes.pop("nearest_mode", None)
-            count += 1
-        return count
+    rules = (NearestResize,)

@@ -115,8 +115,10 @@ def _apply(model: ir.Model, by_root: dict[str, list], tracer) -> int:
         graph = node.graph
         for rule in by_root.get(node.op_type, ()) if node.graph is not None else ():
             delta = rule.try_rewrite(model, graph, node, tracer=tracer)
-            if delta is None or tracer is not None:
+            if delta is None:
                 continue
+            if tracer is not None:  # a traced run only looks; the node is rewritten, nothing to explain
+                break
             for init in delta.new_initializers:
                 graph.initializers.setdefault(init.name, init)
             optimizer.basic_constant_propagation(delta.new_nodes)
