@@ -1,22 +1,94 @@
-"""pool-to-reduce: pools whose window spans whole static axes become reductions."""
+"""pool-to-reduce: pools whose window spans whole static axes become reductions, as rewrite rules.
+
+Pattern:  y = AveragePool(x)  or  MaxPool(x)    (no pads, no dilation, Indices unread)
+          on each spatial axis the window is the whole static axis, or a single element
+Rewrite:  y = ReduceMean(x, axes)  or  ReduceMax(x, axes)    (keepdims=1, the whole-axis axes)
+          y = x                                            (a window of one element on every axis)
+Why:      exporters bake adaptive pooling into a kernel as large as the feature map
+          (AdaptiveAvgPool2d((None, 1)) in text recognizers). A reduction says what is meant and has no
+          kernel-size limit (Ascend: 255 elements). A window over a dynamic axis is never taken to span
+          it: that pool stays, and the reason is given (--explain).
+"""
 
 from __future__ import annotations
 
-import onnx_ir as ir
+from typing import ClassVar
 
-from ocrgraft.passes._edit import (
-    POOLS,
-    Editor,
-    dims,
-    pool_indices_unused,
-    pool_window,
-    remove_unused,
-)
-from ocrgraft.passes.base import Pass, register
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter._basics import MatchResult
+
+from ocrgraft.core.graph import opset_of
+from ocrgraft.passes._edit import POOLS, dims, ints, pool_indices_unused, pool_window
+from ocrgraft.passes.base import register
+from ocrgraft.passes.eliminate_unit_reductions import WiresThrough, fresh_initializer, in_main_graph
+from ocrgraft.passes.rules import Rule
+
+_REDUCE = {"AveragePool": "ReduceMean", "MaxPool": "ReduceMax"}
+
+
+class _WholeAxisPool(Rule):
+    """One pool op type (`op_type`); the rules for AveragePool and MaxPool are made below."""
+
+    op_type: ClassVar[str]
+
+    def pattern(self, op, x):
+        return getattr(op, self.op_type)(x, _allow_other_attributes=True, _outputs=["pooled"])
+
+    def check(self, context, x, pooled, **_) -> MatchResult:
+        result = MatchResult()
+        node = pooled.producer()
+        if not in_main_graph(context):
+            return result.fail("it is in an If / Loop body, whose shapes this pass does not read")
+        if not pool_indices_unused(node):
+            return result.fail(f"its Indices output '{node.outputs[1].name}' is read")
+        shape = dims(x)
+        if shape is None:
+            return result.fail(f"the rank of its input '{x.name}' is unknown")
+        if len(shape) <= 2:
+            return result.fail(f"its input '{x.name}' has rank {len(shape)}: no spatial axes")
+        win = pool_window(node, len(shape) - 2)
+        if win is None:
+            kernel = ints(node, "kernel_shape")
+            if kernel is None or len(kernel) != len(shape) - 2:
+                return result.fail(f"its kernel_shape {kernel} does not fit an input of rank {len(shape)}")
+            return result.fail(f"it pads with auto_pad {node.attributes.get_string('auto_pad')}")
+        kernel, strides, pads, dilations, _ = win
+        if any(pads):
+            return result.fail(f"it pads its input (pads {pads})")
+        if any(d != 1 for d in dilations):
+            return result.fail(f"it is dilated (dilations {dilations})")
+        axes = []
+        for axis, (k, s, size) in enumerate(zip(kernel, strides, shape[2:]), start=2):
+            if k == 1 and (s == 1 or size == 1):
+                continue  # one element: nothing pooled along this axis
+            if size is not None and k == size:
+                axes.append(axis)
+                continue
+            span = "a dynamic axis" if size is None else f"an axis of size {size}"
+            return result.fail(
+                f"its window {k} (stride {s}) on axis {axis}, {span}, is neither one element "
+                "nor the whole axis"
+            )
+        self._axes = axes
+        self._opset, self._graph = opset_of(context.model), context.graph_or_function
+        return result
+
+    def rewrite(self, op, x, pooled, **_):
+        if not self._axes:
+            return op.Identity(x)  # x itself (WiresThrough)
+        reduce = getattr(op, _REDUCE[self.op_type])
+        if self._opset < 18:
+            return reduce(x, axes=self._axes, keepdims=1)
+        axes = np.asarray(self._axes, dtype=np.int64)
+        return reduce(x, fresh_initializer(op, self._graph, f"{pooled.name}.axes", axes), keepdims=1)
+
+
+POOL_RULES = tuple(type(f"WholeAxis{op_type}", (_WholeAxisPool,), {"op_type": op_type}) for op_type in POOLS)
 
 
 @register
-class PoolToReduce(Pass):
+class PoolToReduce(WiresThrough):
     """AveragePool/MaxPool windows that span whole static axes become ReduceMean/ReduceMax; 1x1 pools are
     removed.
 
@@ -27,38 +99,7 @@ class PoolToReduce(Pass):
 
     name = "pool-to-reduce"
     needs_shapes = refresh_shapes = True
+    rules = POOL_RULES
 
     def applies(self, model: ir.Model) -> bool:
         return any(n.op_type in POOLS for n in model.graph)
-
-    def rewrite(self, model: ir.Model) -> int:
-        edit, count = Editor(model, self.name), 0
-        for node in list(model.graph):
-            if node.op_type not in POOLS or node.domain or not pool_indices_unused(node):
-                continue
-            x, shape = node.inputs[0], dims(node.inputs[0])
-            win = pool_window(node, len(shape) - 2) if shape and len(shape) > 2 else None
-            if win is None:
-                continue
-            kernel, strides, pads, dilations, _ = win
-            if any(pads) or any(d != 1 for d in dilations):
-                continue
-            axes, plain = [], True
-            for axis, (k, s, size) in enumerate(zip(kernel, strides, shape[2:]), start=2):
-                if k == 1 and (s == 1 or size == 1):
-                    continue
-                if size is not None and k == size:
-                    axes.append(axis)
-                else:
-                    plain = False
-            if not plain:
-                continue
-            edit.at(node)
-            if axes:
-                op = "ReduceMean" if node.op_type == "AveragePool" else "ReduceMax"
-                edit.replace(node.outputs[0], edit.reduce(op, x, axes, keepdims=1))
-            else:
-                edit.replace(node.outputs[0], x)
-            remove_unused(model.graph, [node])
-            count += 1
-        return count
