@@ -407,6 +407,32 @@ def test_real_f32_bm1684x_build_runs_on_the_simulator(tmp_path, toolchain):
     assert not (tmp_path / "out" / "tinyctc-sophon.failed").exists()
 
 
+def test_ppocrv4_rec_bmodel_reads_rendered_lines_like_onnx(tmp_path, toolchain):
+    """The real PP-OCRv4 recognizer as an F32 BModel on the simulator, on 20 labelled text lines rendered
+    here: the accuracy table has the source ONNX, the final ONNX and the BModel (the images resized to
+    its one input shape), and no image reads differently."""
+    from ocrgraft.core.samples import write_samples
+
+    lines = write_samples(tmp_path / "lines", count=20, seed=3)
+    conv = convert(
+        "ppocrv4-rec", target="sophon", out=tmp_path / "out", images=lines, progress=lambda m: None
+    )
+    table = conv.report["accuracy"]
+    assert [r["artifact"] for r in table["rows"]] == [
+        "source ONNX",
+        "final ONNX",
+        "BModel bm1684x F32 (simulator, 1x3x48x320)",
+    ]
+    source, _, bmodel = table["rows"]
+    assert table["items"] == 20 and bmodel["items"] == 20 and not table["skipped"]
+    assert bmodel["differ"] == 0 and bmodel["word_accuracy"] == source["word_accuracy"] >= 0.8
+    assert "| BModel bm1684x F32 (simulator, 1x3x48x320) | " in (conv.out_dir / "report.md").read_text()
+    built = json.loads((conv.out_dir / "sophon" / "bmodels.json").read_text())
+    assert built[0]["file"] == "BM1684X/ppocrv4_rec_fp32_1b.bmodel" and built[0]["shapes"] == {
+        "x": [1, 3, 48, 320]
+    }
+
+
 def ctc_recipe(**sophon) -> Recipe:
     return Recipe(
         name="tinyctc",

@@ -19,6 +19,7 @@ from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.images import Item, Preprocess, load_items
 from ocrgraft.core.modelio import load
 from ocrgraft.core.runner import Runner
+from ocrgraft.targets import Artifact, get_target
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 ROWS_SHOWN = 20  # per-image rows in report.md (report.json has them all)
@@ -39,28 +40,41 @@ def onnx_runner(model) -> RunFn:
 
 def accuracy_table(
     items: list[Item],
-    artifacts: list[tuple[str, RunFn]],
+    artifacts: list[tuple[str, RunFn] | Artifact],
     decoder_options: dict,
     output: str | None = None,
     progress: Callable[[str], None] = lambda msg: None,
     images: str = "",
+    preprocess: Preprocess | None = None,
 ) -> dict:
     """Run every artifact on every item; the first artifact is the reference the others are compared
-    with. An artifact that cannot run here is listed with the reason instead of numbers."""
+    with. An artifact compiled for fixed shapes (a BModel) gets the images preprocessed to its shape
+    (`preprocess` pinned to it: ratio kept, padded). An artifact that cannot run here is listed with
+    the reason instead of numbers."""
     if not items:
         raise OcrgraftError("no images to evaluate")
     decoder = decoder_from(decoder_options)
     detector = isinstance(decoder, ProbMapDecoder)
     outputs: dict[str, list[np.ndarray]] = {}
     skipped: dict[str, str] = {}
-    for label, run in artifacts:
-        got = []
+    for artifact in artifacts:
+        if isinstance(artifact, tuple):
+            label, run = artifact
+            artifact = Artifact(label, lambda feeds, run=run: [run(f) for f in feeds])
+        label = artifact.label
         try:
-            for k, item in enumerate(items):
-                out = run(item.feeds)
-                got.append(out[output] if output in out else next(iter(out.values())))
-                if (k + 1) % 25 == 0 or k + 1 == len(items):
-                    progress(f"accuracy: {label}: {k + 1}/{len(items)} images")
+            feeds = [item.feeds for item in items]
+            if artifact.shapes:
+                if preprocess is None or detector:
+                    raise OcrgraftError(
+                        f"it takes only {artifact.shapes}, and the images were not resized to it"
+                    )
+                fixed = preprocess.pinned(artifact.shapes[preprocess.input])
+                feeds = [{preprocess.input: fixed(item.path)} for item in items]
+            progress(f"accuracy: {label}: {len(items)} images")
+            got = [
+                out[output] if output in out else next(iter(out.values())) for out in artifact.run_many(feeds)
+            ]
         except OcrgraftError as exc:
             skipped[label] = str(exc)
             continue
@@ -209,8 +223,15 @@ def evaluate_folder(
         [(("source ONNX" if framework == "onnx" else "raw ONNX"), onnx_runner(first[0]))] if first else []
     )
     artifacts.append(("final ONNX", onnx_runner(out / report.get("final_model", "model.onnx"))))
+    artifacts += get_target(report["target"]).artifacts(out)
     table = accuracy_table(
-        items, artifacts, recipe["decoder"], recipe["decoder"].get("output"), progress, str(images)
+        items,
+        artifacts,
+        recipe["decoder"],
+        recipe["decoder"].get("output"),
+        progress,
+        str(images),
+        preprocess,
     )
     report["accuracy"] = table
     write_report(report, out)

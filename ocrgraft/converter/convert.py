@@ -213,6 +213,7 @@ def convert(
                 else ("source ONNX", onnx_runner(raw)),
                 *([("raw ONNX", onnx_runner(raw))] if source.reference else []),
                 ("final ONNX", onnx_runner(result.model)),
+                *tgt.artifacts(tmp),  # what the target built that runs here (a BModel on the simulator)
             ]
             accuracy = accuracy_table(
                 items,
@@ -221,6 +222,7 @@ def convert(
                 recipe.options["decoder"].get("output"),
                 progress,
                 str(images),
+                preprocess,
             )
             progress(f"accuracy: {accuracy_summary(accuracy)}")
         report = build_report(

@@ -23,6 +23,7 @@ largest shape of the range. Either stays inside the range's min / max.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ class Item:
     name: str
     label: str | None
     feeds: dict[str, np.ndarray]
+    path: Path | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -161,6 +163,13 @@ class Preprocess:
             pad_width=int(table.get("pad_width", 0)),
         )
 
+    def pinned(self, shape: tuple[int, ...]) -> Preprocess:
+        """The same preprocessing for an artifact compiled at one shape: that height and width, the
+        ratio kept and padded on the right (PaddleOCR's fixed-width inference does the same)."""
+        h, w = (shape[2], shape[3]) if self.layout == "NCHW" else (shape[1], shape[2])
+        low = min(self.w_range[0], w)  # narrower lines keep their width and are padded, not stretched
+        return dataclasses.replace(self, h_range=(h, h), w_range=(low, w), opt_hw=(h, w), pad_width=w)
+
     def describe(self) -> str:
         how = "stretched to the opt size" if self.resize == "stretch" else "ratio kept"
         pad = f", padded to width {self.pad_width}" if self.pad_width else ""
@@ -221,6 +230,6 @@ def load_items(
     """Every image of the folder (up to `limit`), preprocessed, with its label."""
     root = Path(folder)
     return [
-        Item(path.relative_to(root).as_posix(), label, {preprocess.input: preprocess(path)})
+        Item(path.relative_to(root).as_posix(), label, {preprocess.input: preprocess(path)}, path)
         for path, label in list_images(root, labels, limit)
     ]

@@ -6,7 +6,7 @@ import difflib
 
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.targets.ascend import AscendTarget
-from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target
+from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target
 from ocrgraft.targets.ort import OrtTarget
 from ocrgraft.targets.sophon import SophonTarget
 from ocrgraft.targets.tensorrt import TensorRTTarget
@@ -28,4 +28,13 @@ def get_target(name: str, version: str | None = None) -> Target:
     return target_class(name)(version)
 
 
-__all__ = ["BuildContext", "BuildResult", "SupportCheck", "TARGETS", "Target", "get_target", "target_class"]
+__all__ = [
+    "Artifact",
+    "BuildContext",
+    "BuildResult",
+    "SupportCheck",
+    "TARGETS",
+    "Target",
+    "get_target",
+    "target_class",
+]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import onnx_ir as ir
 
 from ocrgraft.core.compare import Tolerance
@@ -38,6 +40,17 @@ class BuildResult:
     command: str | None = None  # the exact build command (also when not run)
     artifacts: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Artifact:
+    """A built artifact that runs here, for the accuracy table: `run_many` takes a list of feeds at
+    `shapes` (an artifact compiled for fixed shapes; None: any shape the model takes) and returns their
+    outputs by the ONNX model's output names."""
+
+    label: str
+    run_many: Callable[[list[dict[str, np.ndarray]]], list[dict[str, np.ndarray]]]
+    shapes: dict[str, tuple[int, ...]] | None = None
 
 
 @dataclass
@@ -119,3 +132,8 @@ class Target:
 
     def build(self, ctx: BuildContext) -> BuildResult:
         raise NotImplementedError
+
+    def artifacts(self, out_dir: Path) -> list[Artifact]:
+        """The artifacts a finished build in `out_dir` left that run on this machine (a BModel on the
+        chip simulator); none by default: ONNX Runtime runs the ONNX files already."""
+        return []

@@ -31,6 +31,8 @@ Recipe table (all keys optional):
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
 import os
 import re
@@ -51,7 +53,7 @@ from ocrgraft.core.modelio import load
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims, random_inputs
 from ocrgraft.targets import tpu_mlir_env
-from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
+from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
 
 # The ONNX op types TPU-MLIR 1.30.2 converts: the keys of OnnxConverter.onnxop_factory in
 # tpu_mlir/python/transform/OnnxConverter.py of the `tpu-mlir==1.30.2` wheel (129 entries).
@@ -92,6 +94,7 @@ THRESHOLDS = {
     "INT8": {"min_cosine": 0.95, "min_euclid": 0.7, "max_error": None, "min_text": None},
 }
 SAMPLES_PER_BATCH = 2
+BMODELS = "bmodels.json"  # in sophon/: what was built, at which shapes, for accuracy runs
 CALIB_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".jfif")
 
 
@@ -536,6 +539,12 @@ class SophonTarget(Target):
                 msg += f" (logs kept in {failed})"
             raise type(exc)(msg) from exc
         shutil.rmtree(failed, ignore_errors=True)
+        built = [
+            {"file": plan.bmodel(b), "batch": b, "chip": plan.chip, "quantize": plan.quantize}
+            | {"shapes": {k: list(v) for k, v in plan.shapes[b].items()}, "outputs": details["onnx_outputs"]}
+            for b in plan.batches
+        ]
+        (work / BMODELS).write_text(json.dumps(built, indent=1) + "\n")  # for accuracy runs, later too
         details["seconds"] = round(time.perf_counter() - t0, 1)
         details["script"] = "build_bmodel.sh"
         artifacts = [f"sophon/{plan.bmodel(b)}" for b in plan.batches] + ["build_bmodel.sh"]
@@ -545,6 +554,22 @@ class SophonTarget(Target):
         return BuildResult(
             built=True, summary=details.pop("summary"), command=command, artifacts=artifacts, details=details
         )
+
+    def artifacts(self, out_dir: Path) -> list[Artifact]:
+        """The smallest-batch BModel of a finished build, run on TPU-MLIR's chip simulator (one
+        model_runner per input, as many at once as there are cores)."""
+        work = out_dir / "sophon"
+        try:
+            built = json.loads((work / BMODELS).read_text())
+        except (OSError, ValueError):
+            return []
+        entry = min(built, key=lambda e: e["batch"])
+        tc = tpu_mlir_env.ensure(progress=_progress)
+        shapes = {k: tuple(v) for k, v in entry["shapes"].items()}
+        label = (
+            f"BModel {entry['chip']} {entry['quantize']} (simulator, {fmt_dims(next(iter(shapes.values())))})"
+        )
+        return [Artifact(label, functools.partial(_simulate_many, tc, work, entry), shapes)]
 
     # -- the tool runs and the comparison ------------------------------------------------------
 
@@ -639,7 +664,7 @@ class SophonTarget(Target):
         if not rows:
             raise VerificationError("sophon: no BModel output was compared with ONNX Runtime")
         (work / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
-        return self._judge(plan, rows, timings)
+        return self._judge(plan, rows, timings) | {"onnx_outputs": onnx_outputs}
 
     @staticmethod
     def _judge(plan: Plan, rows: list[dict], timings: dict) -> dict:
@@ -751,6 +776,42 @@ class SophonTarget(Target):
                 folder / f"{i:03d}.npz",
                 **random_inputs(model_inputs, plan.shapes[b], seed=9000 + 100 * b + i),
             )
+
+
+def _simulate_many(tc, work: Path, entry: dict, feeds: list[dict[str, np.ndarray]]) -> list[dict]:
+    """Every input through the BModel on the simulator, split over the cores (each share in one
+    process: templates/simulate_many.py); outputs by ONNX output name."""
+    folder = work / "eval"
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "out").mkdir(parents=True)
+    batch = entry["batch"]
+    for i, f in enumerate(feeds):  # a decoder reads the first sample of a filled batch
+        np.savez(
+            folder / f"in_{i:05d}.npz", **{k: np.repeat(v, batch // v.shape[0], axis=0) for k, v in f.items()}
+        )
+    script = Path(__file__).parent / "templates" / "simulate_many.py"
+    workers = max(1, min(os.cpu_count() or 1, len(feeds)))
+    shares = [list(range(len(feeds)))[w::workers] for w in range(workers)]
+
+    def run(w: int) -> None:
+        names = [f"eval/in_{i:05d}.npz" for i in shares[w]]
+        tc.run(
+            [str(tc.python), str(script), entry["file"], "eval/out", *names],
+            cwd=work,
+            log=folder / f"simulate_{w}.log",
+            what=f"the {entry['chip']} simulator on {len(names)} image(s)",
+            timeout=120 + 60 * len(names),
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, range(workers)))
+    out = []
+    for i in range(len(feeds)):
+        with np.load(folder / "out" / f"in_{i:05d}.npz") as z:
+            got = {k: z[k] for k in z.files}
+        out.append({m.onnx: got[m.bmodel] for m in match_outputs(entry["outputs"], list(got))})
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
 
 
 def _texts(rows: list[dict]) -> tuple[int, int]:
