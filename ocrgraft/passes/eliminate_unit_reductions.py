@@ -19,61 +19,15 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter._basics import MatchResult
 
-from ocrgraft.core.graph import all_nodes, opset_of
+from ocrgraft.core.graph import opset_of
 from ocrgraft.passes._edit import axes_of, dims
 from ocrgraft.passes.base import register
-from ocrgraft.passes.rules import Rule, RulePass
+from ocrgraft.passes.rules import Rule, WiresThrough, fresh_initializer, in_main_graph
 
 _UNIT_REDUCTIONS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
 
 
 # -- shared with pool-to-reduce and maxpool3d-to-2d --------------------------------------------------------
-
-
-class WiresThrough(RulePass):
-    """A RulePass whose rules may rewrite a node to its input itself: they return `op.Identity(x)`, and
-    the Identity nodes the run made are then removed as `Editor.replace` would, x taking the node's
-    place (and, for a graph output, its name). An Identity stays only where the output is a graph
-    output and x a graph input, initializer, another output or an outer-scope value, which cannot be
-    renamed. (Returning x itself would have the rewriter give x the replaced value's name.)"""
-
-    def rewrite(self, model: ir.Model) -> int:
-        before = all_nodes(model)  # held, so a new node cannot reuse a removed one's id
-        count = super().rewrite(model)
-        if count:
-            seen = set(map(id, before))
-            for node in all_nodes(model):
-                if id(node) not in seen and node.op_type == "Identity" and not node.domain:
-                    _wire_through(node)
-        return count
-
-
-def _wire_through(node: ir.Node) -> None:
-    x, y, graph = node.inputs[0], node.outputs[0], node.graph
-    output = y.is_graph_output()
-    if output and (x.is_graph_output() or x.producer() is None or x.producer().graph is not graph):
-        return
-    y.replace_all_uses_with(x, replace_graph_outputs=True)
-    if output:  # the graph's interface keeps its name and declared type
-        x.name = y.name
-        x.type = x.type if x.type is not None else y.type
-        x.shape = x.shape if x.shape is not None else y.shape
-    graph.remove(node, safe=True)
-
-
-def fresh_initializer(op, graph: ir.Graph, hint: str, array: np.ndarray) -> ir.Value:
-    """A new initializer for a rewrite, named after `hint` and unlike any initializer of the graph (the
-    rewriter keeps an existing initializer of the same name)."""
-    name, i = hint, 1
-    while name in graph.initializers:
-        name, i = f"{hint}_{i}", i + 1
-    return op.initializer(ir.Tensor(array, name=name), name)
-
-
-def in_main_graph(context) -> bool:
-    """Whether the match is in the main graph: only its shapes are inferred afresh for a pass, so a rule
-    that reads shapes rewrites nothing in an If / Loop body."""
-    return context.graph_or_function is context.model.graph
 
 
 # -- the rules ---------------------------------------------------------------------------------------------

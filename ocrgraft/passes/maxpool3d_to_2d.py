@@ -18,8 +18,7 @@ from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.passes._edit import axes_of, ensure_shapes, ints, only_use, pool_indices_unused, pool_window
 from ocrgraft.passes.base import register
-from ocrgraft.passes.eliminate_unit_reductions import WiresThrough, in_main_graph
-from ocrgraft.passes.rules import Rule
+from ocrgraft.passes.rules import Rule, WiresThrough, in_main_graph
 
 
 def _unsqueezed_axis0(value: ir.Value) -> ir.Value | None:

@@ -21,8 +21,7 @@ from onnxscript.rewriter._basics import MatchResult
 from ocrgraft.core.graph import opset_of
 from ocrgraft.passes._edit import POOLS, dims, ints, pool_indices_unused, pool_window
 from ocrgraft.passes.base import register
-from ocrgraft.passes.eliminate_unit_reductions import WiresThrough, fresh_initializer, in_main_graph
-from ocrgraft.passes.rules import Rule
+from ocrgraft.passes.rules import Rule, WiresThrough, fresh_initializer, in_main_graph
 
 _REDUCE = {"AveragePool": "ReduceMean", "MaxPool": "ReduceMax"}
 
