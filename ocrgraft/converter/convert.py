@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from ocrgraft.converter.recipes import get_recipe
 from ocrgraft.converter.report import build_report, write_recipe, write_report
 from ocrgraft.core.compare import FP32, Tolerance
 from ocrgraft.core.decode import resolve_charset
-from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import opset_of
 from ocrgraft.core.images import Preprocess, load_items
 from ocrgraft.core.modelio import (
@@ -79,6 +80,46 @@ def check_output_folder(out: Path, dest: Path, force: bool, inputs: list) -> Non
             break
     refuse_overwrite(inputs, folders=[dest])
     check_replaceable(dest, force)
+
+
+def keep_failure(exc: VerificationError, tmp: Path, dest: Path, passes: list[str]) -> Path:
+    """`<dest>.failed/`: the stages so far, the pair that differs (pair/before.onnx, the last checked
+    stage; pair/after.onnx, the failing one) and failure.md naming the pass, the node and what to try."""
+    failed = dest.parent / f"{dest.name}.failed"
+    shutil.rmtree(failed, ignore_errors=True)
+    shutil.copytree(tmp, failed)
+    before, after = exc.pair
+    (failed / "pair").mkdir(exist_ok=True)
+    for name, data in (("before.onnx", before), ("after.onnx", after)):
+        if data is not None:
+            (failed / "pair" / name).write_bytes(data)
+    stage, where = exc.stage, exc.divergence
+    others = ",".join(p for p in passes if p != stage.name)
+    lines = [
+        f"# Stage {stage.index:02d} '{stage.name}' changed the outputs",
+        "",
+        str(exc),
+        "",
+        "- the pair: `pair/before.onnx` (the last checked stage) and `pair/after.onnx` (this stage); "
+        "`stages/` holds every stage written so far",
+    ]
+    if where:
+        lines.append(
+            f"- first diverging tensor: `{where.tensor}` from node `{where.node}` ({where.op}; inputs "
+            f"{', '.join(where.inputs)}); everything before it in the graph agrees"
+        )
+    lines += [
+        "",
+        "What to try:",
+        "",
+        f"- see what the pass rewrote: `ocrgraft apply pair/before.onnx /tmp/check.onnx -p {stage.name} "
+        "--explain --shapes ...`, and open both files in Netron (`ocrgraft view`)",
+        "- if the difference is round-off, a looser tolerance: `--atol` (this stage was checked at "
+        f"{stage.tolerance or 'the default'})",
+        f"- convert without the pass: `--passes {others}`",
+    ]
+    (failed / "failure.md").write_text("\n".join(lines) + "\n")
+    return failed
 
 
 def default_passes(recipe: Recipe, target: Target, model) -> list[str]:
@@ -181,7 +222,17 @@ def convert(
             images=[(item.name, item.feeds) for item in items],
             floor_multiple=FLOOR_MULTIPLE if noise_floor else None,
         )
-        result = pipeline.run(source.model, shape_set, source=source.reference, source_name=source.framework)
+        try:
+            result = pipeline.run(
+                source.model, shape_set, source=source.reference, source_name=source.framework
+            )
+        except VerificationError as exc:
+            if getattr(exc, "stage", None) is None:
+                raise
+            failed = keep_failure(exc, tmp, dest, [p.label for p in pipeline.passes])
+            raise VerificationError(
+                f"{exc} (stages so far, the failing pair and what to try: {failed}/)"
+            ) from exc
         final = save(result.model, tmp / "model.onnx")
         parity = parity_table(recipe.options.get("decoder"), raw, result, source.framework) if raw else None
         if parity:

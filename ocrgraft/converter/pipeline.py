@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from ocrgraft.core.bisect import first_divergence
 from ocrgraft.core.compare import FP32, CaseComparison, OutputDiff, Tolerance, compare_outputs
 from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import all_nodes
@@ -220,6 +221,7 @@ class Pipeline:
                 )
             )
         vendor_form, changed_at = "", 0
+        checked = source_bytes  # the last stage that was checked: a failing one is bisected against it
         for i, p in enumerate(self.passes, 1):
             t = time.perf_counter()
             # a pass that measures the model (to-fp16's activation ranges) gets this stage's test inputs,
@@ -271,7 +273,8 @@ class Pipeline:
             elif p.semantics == CHANGES and result.modified:
                 # changes the numbers on purpose: later stages are compared with this one, not the source
                 stage.verified = "not checked: changes the numbers on purpose ('changes' pass)"
-                runner = Runner(data or model, what=f"stage {i:02d} '{p.label}'")
+                checked = data or to_bytes(model)
+                runner = Runner(checked, what=f"stage {i:02d} '{p.label}'")
                 previous = {c.title: runner.run(c.feeds) for c in self._cases_for(model, shapes, cases)}
                 changed_at = i
             elif not result.modified:
@@ -279,7 +282,8 @@ class Pipeline:
                 stage.max_abs, stage.max_rel = stages[-1].max_abs, stages[-1].max_rel
             else:
                 t = time.perf_counter()
-                runner = Runner(data or model, what=f"stage {i:02d} '{p.label}'")
+                data = data or to_bytes(model)
+                runner = Runner(data, what=f"stage {i:02d} '{p.label}'")
                 stage_cases = self._cases_for(model, shapes, cases)
                 # against the source, a pass that loosened the tolerance (fp16) loosens it for all later
                 # stages
@@ -295,7 +299,9 @@ class Pipeline:
                     previous,
                     self.tolerance_for(p),
                     None if changed_at else source_tol,
+                    models=(checked, data, source_bytes),
                 )
+                checked = data
                 stage.verify_seconds = time.perf_counter() - t
             stage.explain = list(p.misses)
             stages.append(stage)
@@ -375,9 +381,11 @@ class Pipeline:
         previous: dict[str, Outputs],
         tol: Tolerance,
         source_tol: Tolerance | None,
+        models: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None),
     ) -> dict[str, Outputs]:
         """Compare with the previous checked stage at `tol` and, unless `source_tol` is None (after an
-        opt-in 'changes' pass), with the source."""
+        opt-in 'changes' pass), with the source. A failure is bisected: `models` are the previous
+        checked stage, this stage and the source, as bytes."""
         outputs: dict[str, Outputs] = {}
         worst_src: list[OutputDiff] = []
         worst_prev: list[OutputDiff] = []
@@ -398,10 +406,20 @@ class Pipeline:
                 if sink is worst_src:
                     stage.comparisons.append(cmp.to_json())
                 if not cmp.ok:
-                    raise VerificationError(
+                    before = models[0] if ref_name == "the previous stage" else models[2]
+                    where = None
+                    if before is not None and models[1] is not None:
+                        self.progress(
+                            f"    stage {stage.index:02d} failed; looking for the first diverging tensor"
+                        )
+                        where = first_divergence(before, models[1], case.feeds, ref_tol)
+                    error = VerificationError(
                         f"stage {stage.index:02d} '{stage.name}' changed the outputs against {ref_name} "
                         f"at {case.title}: {cmp.worst().describe()}; tolerance {ref_tol}"
+                        + (f"; {where.describe()}" if where else "")
                     )
+                    error.stage, error.divergence, error.pair = stage, where, (before, models[1])
+                    raise error
         compared = [d for d in worst_src + worst_prev if np.prod(d.shape)]
         stage.verified = "yes" if compared else "not checked: every output was empty at the test shapes"
         stage.max_abs = max((d.max_abs for d in worst_src), default=None)
