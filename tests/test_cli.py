@@ -50,6 +50,7 @@ def test_convert_real_ppocr_writes_the_layout(ppocr_conversion):
     assert sorted(p.name for p in d.iterdir()) == [
         ".ocrgraft-manifest.json",
         "model.onnx",
+        "recipe.json",
         "report.json",
         "report.md",
         "stages",
