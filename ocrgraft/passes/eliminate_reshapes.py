@@ -1,5 +1,5 @@
 """eliminate-reshapes: reshape round trips removed, as onnxsim / onnxslim do, but exact, pattern-matched and
-verified like every other generic pass, and never fixing a dynamic dimension; as rewrite rules.
+verified like every other generic pass, and never fixing a dynamic dimension.
 
 Pattern:  y = Reshape(Reshape(x, s), t)      t has no 0 that would copy a dim of the inner Reshape's output
 Rewrite:  y = Reshape(x, t)                  (the inner Reshape goes once nothing else reads it)
@@ -7,21 +7,18 @@ Pattern:  y = Reshape(x, t)                  t is, element by element, x's own s
 Rewrite:  y = x
 Why:      exporters turn `x.view(n, c, -1) ... .view(x.shape)` into
           Reshape(Reshape(x, Concat(Shape(x)[0], c, -1)), Shape(x)): both go, with their shape chains, at any
-          batch and width. Holds for non-empty tensors. A first sweep needs no shapes (a target read with
-          Shape, or numbers); only the Reshapes left wait for shape inference and a second sweep.
+          batch and width. Holds for non-empty tensors.
 
-A rule returns new values, so `y = x` is written as an Identity marked for this pass; matches later in the
-sweep look through it, and the sweep ends by letting its readers read x (a graph output keeps its name), as
-a Reshape bypassed on the spot would have.
+A loop over the graph in order rather than rewrite rules: it runs on every model, exports of tens of
+thousands of nodes among them, and one in-order sweep that sees an inner Reshape already simplified is
+half the time of the rule matcher here (a rule version measured 0.89 s against 0.45 s at 48k nodes).
+With --explain it gives the same reasons in words.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.passes._edit import (
     Editor,
@@ -32,82 +29,13 @@ from ocrgraft.passes._edit import (
     same_dim,
     shape_elements,
 )
-from ocrgraft.passes.base import register
-from ocrgraft.passes.rules import Rule, RulePass
+from ocrgraft.passes.base import Pass, register
 
 _ONNX = ("", "ai.onnx")
-_BYPASS = "ocrgraft.eliminate-reshapes.bypass"  # on an Identity a rule wrote: the rewrites it stands for
-
-
-class _ReshapeRule(Rule):
-    """A rule rooted at a Reshape of the main graph (If / Loop bodies are left alone)."""
-
-    shapes: ClassVar[bool] = False  # the second sweep's rules also read value shapes, inferred afresh
-
-    def __init__(self, orphans: list[ir.Value] | None = None):
-        super().__init__(orphans)
-        self.name = type(self).__name__.removesuffix("WithShapes")
-
-    def pattern(self, op, data, target):
-        return op.Reshape(data, target, _allow_other_attributes=True)
-
-
-class ReshapeOfReshape(_ReshapeRule):
-    def check(self, context, data, target, **_) -> MatchResult:
-        result = MatchResult()
-        node = context.root
-        inner = _behind(data).producer()
-        if node.graph is not context.model.graph or not _is_reshape(inner):
-            return self.done(result)  # reads no Reshape: the form this rule leaves
-        source, target = _behind(inner.inputs[0]), _behind(target)
-        if not _never_copies(node):
-            return result.fail(
-                f"its target '{target.name}' may hold a 0 that copies a dim of the Reshape "
-                f"'{inner.name or '?'}' it reads, so it cannot read '{source.name}' instead"
-            )
-        own = _why_not_own_shape(node, source, target, self.shapes) is None  # then it goes as well
-        self._plan = (node, source, target, own)
-        self.replaced(data, target)
-        return result
-
-    def rewrite(self, op, **_):
-        node, source, target, own = self._plan
-        if own:
-            return _identity(op, source, rewrites=2)
-        out = op.Reshape(source, target, **node.attributes)
-        new = out.producer()  # the same node, reading x: it keeps its name
-        new.name, new.doc_string = node.name, node.doc_string
-        new.metadata_props.update(node.metadata_props)
-        return out
-
-
-class ReshapeToOwnShape(_ReshapeRule):
-    def check(self, context, data, target, **_) -> MatchResult:
-        result = MatchResult()
-        node, x = context.root, _behind(data)
-        if node.graph is not context.model.graph:
-            return self.done(result)
-        why = _why_not_own_shape(node, x, _behind(target), self.shapes)
-        if why is not None:
-            return result.fail(why) if why else self.done(result)
-        self._x = x
-        self.replaced(data, target)
-        return result
-
-    def rewrite(self, op, **_):
-        return _identity(op, self._x, rewrites=1)
-
-
-class ReshapeOfReshapeWithShapes(ReshapeOfReshape):
-    shapes = True
-
-
-class ReshapeToOwnShapeWithShapes(ReshapeToOwnShape):
-    shapes = True
 
 
 @register
-class EliminateReshapes(RulePass):
+class EliminateReshapes(Pass):
     """Remove reshape round trips: a Reshape of a Reshape reads the first input, a Reshape to its input's
     own shape goes.
 
@@ -118,68 +46,46 @@ class EliminateReshapes(RulePass):
     tensors."""
 
     name = "eliminate-reshapes"
-    rules = (ReshapeOfReshape, ReshapeToOwnShape)
-    rules_with_shapes: ClassVar[tuple[type[Rule], ...]] = (
-        ReshapeOfReshapeWithShapes,
-        ReshapeToOwnShapeWithShapes,
-    )
 
     def rewrite(self, model: ir.Model) -> int:
         # Two sweeps rather than `needs_shapes`: the usual round trips need no shapes, and inferring
         # them on a large export costs more than the sweep; only what is left waits for inference (and is
         # explained, if asked: the first sweep's refusals may still go in the second).
-        count = self._sweep(model, self.rules, explain=False)
+        count = self._sweep(model, shapes=False)
         if not any(_is_reshape(n) for n in model.graph):
             return count
         restore = ensure_shapes(model)
-        found = self._sweep(model, self.rules_with_shapes, explain=self.explain)
+        found = self._sweep(model, shapes=True)
         if not (count or found):
             restore()
         return count + found
 
-    def _sweep(self, model: ir.Model, rules: tuple[type[Rule], ...], explain: bool) -> int:
-        asked = self.explain
-        self.rules, self.explain = rules, explain
-        try:
-            count = super().rewrite(model)
-        finally:
-            del self.rules
-            self.explain = asked
-        return (count + _bypass(model)) if count else 0
-
-
-def _identity(op, x: ir.Value, rewrites: int) -> ir.Value:
-    """`y = x` as a rule can write it: an Identity, marked for the sweep to bypass."""
-    out = op.Identity(x)
-    out.producer().metadata_props[_BYPASS] = str(rewrites)
-    return out
-
-
-def _behind(value: ir.Value) -> ir.Value:
-    """The value, looking through the Identities this sweep wrote for `y = x` (not bypassed yet)."""
-    node = value.producer()
-    while node is not None and node.op_type == "Identity" and _BYPASS in node.metadata_props:
-        value = node.inputs[0]
-        node = value.producer()
-    return value
-
-
-def _bypass(model: ir.Model) -> int:
-    """Readers of each Identity the sweep wrote read its input, as Editor.replace does (a graph output that
-    a graph input, output or initializer would become keeps the Identity); returns the rewrites beyond one
-    that the Identities stood for."""
-    edit, extra, dead = Editor(model, EliminateReshapes.name), 0, []
-    for node in list(model.graph):
-        rewrites = node.metadata_props.pop(_BYPASS, None) if node.op_type == "Identity" else None
-        if rewrites is None:
-            continue
-        extra += int(rewrites) - 1
-        out, x = node.outputs[0], node.inputs[0]
-        if not (out.is_graph_output() and (x.is_graph_input() or x.is_graph_output() or x.is_initializer())):
-            edit.at(node).replace(out, x)
-            dead.append(node)
-    remove_unused(model.graph, dead)
-    return extra
+    def _sweep(self, model: ir.Model, shapes: bool) -> int:
+        edit, count, dead = Editor(model, self.name), 0, []
+        explain = self.explain and shapes
+        for node in list(model.graph):  # in order, so an inner Reshape is already simplified
+            if not _is_reshape(node):
+                continue
+            inner, missed, chained = node.inputs[0].producer(), None, False
+            if _is_reshape(inner):
+                if _never_copies(node):
+                    node.replace_input_with(0, inner.inputs[0])
+                    dead.append(inner)
+                    count, chained = count + 1, True
+                else:
+                    missed = (
+                        f"its target '{node.inputs[1].name}' may hold a 0 that copies a dim of the Reshape "
+                        f"'{inner.name or '?'}' it reads, so it cannot read '{inner.inputs[0].name}' instead"
+                    )
+            why = _why_not_own_shape(node, node.inputs[0], node.inputs[1], shapes)
+            if why is None:
+                edit.at(node).replace(node.outputs[0], node.inputs[0])
+                dead.append(node)
+                count += 1
+            elif explain and not chained:  # a node that was rewritten has nothing left to explain
+                self.misses += [f"Reshape at node '{node.name or '?'}': {m}" for m in (missed, why) if m]
+        remove_unused(model.graph, dead)
+        return count
 
 
 def _is_reshape(node: ir.Node | None) -> bool:
@@ -222,7 +128,7 @@ def _why_not_own_shape(reshape: ir.Node, x: ir.Value, target: ir.Value, shapes: 
         source is not None
         and source.op_type == "Shape"
         and source.domain in _ONNX
-        and _behind(source.inputs[0]) is x
+        and source.inputs[0] is x
         and source.attributes.get_int("start", 0) == 0
         and source.attributes.get_int("end") is None
     ):
@@ -235,8 +141,6 @@ def _why_not_own_shape(reshape: ir.Node, x: ir.Value, target: ir.Value, shapes: 
     copies = not reshape.attributes.get_int("allowzero", 0)
     unproven = 0
     for axis, e in enumerate(elements):
-        if isinstance(e, tuple):
-            e = (e[0], _behind(e[1]), e[2])
         if (
             (e == 0 and copies)
             or (isinstance(e, int) and e >= 0 and shape[axis] == e)
