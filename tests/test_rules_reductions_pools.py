@@ -149,3 +149,23 @@ def test_the_unsqueeze_squeeze_form_still_becomes_two_2d_pools():
     assert ops(model) == {"MaxPool": 3, "Transpose": 2}
     assert all(len(n.attributes.get_ints("kernel_shape")) == 2 for n in model.graph if n.op_type == "MaxPool")
     assert not model.graph.initializers  # the Unsqueeze and Squeeze axes went with them
+
+
+# -- split-pool ------------------------------------------------------------------------------------------
+
+
+def test_a_pool_past_the_limit_is_split_and_one_with_padding_is_explained():
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a"], name="wide", kernel_shape=[2, 160], strides=[2, 160]),
+        helper.make_node(
+            "MaxPool", ["x"], ["b"], name="padded", kernel_shape=[2, 160], strides=[2, 160], pads=[0, 1, 0, 1]
+        ),
+    ]
+    model = graph_model(nodes, [("x", [1, 3, 4, 320])], [("a", None), ("b", None)], opset=13)
+    stage, lines = _run(model, ["split-pool(max_kernel=255)"], "x:1x3x4x320")
+    assert stage.rewrites == 1 and stage.verified == "yes"
+    assert ops(model)["AveragePool"] == 2 and ops(model)["MaxPool"] == 1
+    assert lines == [
+        "MaxPool at node 'padded': its kernel [2, 160] exceeds 255 elements, but it pads its input "
+        "(pads [0, 1, 0, 1], ceil_mode 0), which a chain of pools changes (SplitMaxPool: condition failed)"
+    ]

@@ -1,22 +1,29 @@
-"""split-pool: pool kernels above a target's size limit (Ascend: 255) split into a chain of smaller pools."""
+"""split-pool: pool kernels above a target's size limit (Ascend: 255) split into a chain of smaller pools,
+as rewrite rules.
+
+Pattern:  y = AveragePool(x)  or  MaxPool(x)    kernel above the limit; no pads, dilation or ceil_mode
+Rewrite:  y = Pool_k2(Pool_k1(x))                each stage within the limit (split_plan)
+Why:      ATC falls back to slow layouts for AvgPool kernels above 255 elements.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import onnx_ir as ir
+from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.passes._edit import (
     POOLS,
-    Editor,
     ints,
     log,
     pool_indices_unused,
     pool_window,
-    remove_unused,
 )
-from ocrgraft.passes.base import Pass, register
+from ocrgraft.passes.base import register
+from ocrgraft.passes.rules import Rule, RulePass
 
 
 def split_plan(kernel: list[int], strides: list[int], limit: int) -> list[tuple[list[int], list[int]]] | None:
@@ -57,15 +64,62 @@ def _primes(n: int) -> list[int]:
     return out + ([n] if n > 1 else [])
 
 
+class _SplitPool(Rule):
+    """One pool op type under one size limit; SplitPool makes the rules for its `max_kernel`."""
+
+    op_type: ClassVar[str]
+    limit: ClassVar[int]
+
+    def pattern(self, op, x):
+        return getattr(op, self.op_type)(x, _allow_other_attributes=True, _outputs=["pooled"])
+
+    def check(self, context, x, pooled, **_) -> MatchResult:
+        result = MatchResult()
+        node = pooled.producer()
+        kernel = ints(node, "kernel_shape")
+        if kernel is None or math.prod(kernel) <= self.limit:
+            return self.done(result)  # within the limit: nothing to split
+        why = None
+        win = pool_window(node, len(kernel))
+        if not pool_indices_unused(node):
+            why = f"its Indices output '{node.outputs[1].name}' is read"
+        elif win is None:
+            why = f"it pads with auto_pad {node.attributes.get_string('auto_pad')}"
+        elif any(win[2]) or win[4]:
+            why = f"it pads its input (pads {win[2]}, ceil_mode {win[4]}), which a chain of pools changes"
+        elif any(d != 1 for d in win[3]):
+            why = f"it is dilated (dilations {win[3]})"
+        else:
+            self._plan = split_plan(kernel, win[1], self.limit)
+            if self._plan is None:
+                why = f"its window {kernel} (strides {win[1]}) has no factors that fit {self.limit} elements"
+        if why:  # a pool past the target's limit that stays is worth a warning without --explain too
+            log.warning(
+                "split-pool: %s %s with kernel %s is left as is: %s", node.op_type, node.name, kernel, why
+            )
+            return result.fail(f"its kernel {kernel} exceeds {self.limit} elements, but {why}")
+        return result
+
+    def rewrite(self, op, x, pooled, **_):
+        node, y = pooled.producer(), x
+        for k, s in self._plan:
+            attrs = {"kernel_shape": k, "strides": s}
+            if self.op_type == "AveragePool" and "count_include_pad" in node.attributes:
+                attrs["count_include_pad"] = node.attributes.get_int("count_include_pad")
+            y = getattr(op, self.op_type)(y, **attrs)
+        return y
+
+
 @register
-class SplitPool(Pass):
+class SplitPool(RulePass):
     """AveragePool/MaxPool kernels larger than a target's limit (Ascend: 255 elements) become a chain of
     smaller pools.
 
     ATC falls back to slow TransData/Transpose layouts for AvgPool kernels above 255 elements (Ascend
     auto-optimizer, KnowledgeAvgPoolSplit). Without padding, a window of f*g elements with stride s (f
     dividing s) is an f-pool of stride f followed by a g-pool of stride s/f, for averages and maxima alike.
-    Pools that cannot be split (padding, ceil_mode, dilation, a large prime window) are left and logged."""
+    Pools that cannot be split (padding, ceil_mode, dilation, a large prime window) are left, logged and
+    explained."""
 
     name = "split-pool"
 
@@ -74,39 +128,12 @@ class SplitPool(Pass):
         if not str(max_kernel).isdigit() or int(max_kernel) < 2:
             raise OcrgraftError(f"split-pool: max_kernel={max_kernel} is not an integer >= 2")
         self.max_kernel = int(max_kernel)
+        self.rules = tuple(
+            type(f"Split{op}", (_SplitPool,), {"op_type": op, "limit": self.max_kernel}) for op in POOLS
+        )
 
     def args(self) -> dict[str, str]:
         return {"max_kernel": str(self.max_kernel)}
 
-    def rewrite(self, model: ir.Model) -> int:
-        edit, count = Editor(model, self.name), 0
-        for node in list(model.graph):
-            if node.op_type not in POOLS or node.domain or not pool_indices_unused(node):
-                continue
-            kernel = ints(node, "kernel_shape")
-            if kernel is None or math.prod(kernel) <= self.max_kernel:
-                continue
-            win = pool_window(node, len(kernel))
-            plan = None
-            if win is not None and not any(win[2]) and all(d == 1 for d in win[3]) and not win[4]:
-                plan = split_plan(kernel, win[1], self.max_kernel)
-            if plan is None:
-                log.warning(
-                    "split-pool: cannot split %s %s with kernel %s (padding, ceil_mode, dilation or a "
-                    "prime window); left as is",
-                    node.op_type,
-                    node.name,
-                    kernel,
-                )
-                continue
-            edit.at(node)
-            y = node.inputs[0]
-            for k, s in plan:
-                attrs = {"kernel_shape": k, "strides": s}
-                if node.op_type == "AveragePool" and "count_include_pad" in node.attributes:
-                    attrs["count_include_pad"] = node.attributes.get_int("count_include_pad")
-                y = edit.op(node.op_type, [y], attrs)
-            edit.replace(node.outputs[0], y)
-            remove_unused(model.graph, [node])
-            count += 1
-        return count
+    def applies(self, model: ir.Model) -> bool:
+        return any(n.op_type in POOLS for n in model.graph)
