@@ -262,7 +262,7 @@ def test_open_dim_without_shapes_names_input_and_dim(tmp_path, dynamic_model_fil
     _assert_clean_failure(rc, o, e, "input 'x' [batch,3,8,width] leaves dim 0 ('batch') open", out)
 
 
-def test_pass_that_breaks_numerics_writes_nothing(tmp_path, dynamic_model_file, capsys):
+def test_pass_that_breaks_numerics_writes_only_its_failure_folder(tmp_path, dynamic_model_file, capsys):
     before = sha(dynamic_model_file)
     out = tmp_path / "out"
     rc, o, e = run_cli(
@@ -277,13 +277,16 @@ def test_pass_that_breaks_numerics_writes_nothing(tmp_path, dynamic_model_file, 
         "--passes",
         "eliminate-identity,test-perturb-weight",
     )
-    _assert_clean_failure(rc, o, e, "stage 02 'test-perturb-weight' changed the outputs", out)
+    _assert_clean_failure(rc, o, e, "stage 02 'test-perturb-weight' changed the outputs", out / "dyn-ort")
+    # nothing but the failure folder: the stages so far, the pair and what to try
+    assert sorted(p.name for p in out.iterdir()) == ["dyn-ort.failed"] and str(out / "dyn-ort.failed") in e
+    assert (out / "dyn-ort.failed" / "failure.md").is_file()
     dest = tmp_path / "applied.onnx"
     rc, o, e = run_cli(
         capsys, "apply", dynamic_model_file, dest, "-p", "test-perturb-weight", "--shapes", DYN_SHAPES
     )
     _assert_clean_failure(rc, o, e, "output 'y' worst element")
-    assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]
+    assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx", "out"]
     assert sha(dynamic_model_file) == before
 
 
@@ -307,7 +310,7 @@ def test_failed_conversion_keeps_the_previous_good_output(tmp_path, dynamic_mode
     )
     assert rc == 1
     assert (out / "dyn-ort" / "report.json").read_bytes() == report
-    assert sorted(p.name for p in out.iterdir()) == ["dyn-ort"]
+    assert sorted(p.name for p in out.iterdir()) == ["dyn-ort", "dyn-ort.failed"]
 
 
 def test_apply_refuses_to_overwrite_its_input(dynamic_model_file, capsys):
