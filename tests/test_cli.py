@@ -401,3 +401,21 @@ def test_view_serves_every_stage_of_a_conversion(tmp_path, dynamic_model_file, c
             netron.stop(address)
     rc, o, e = run_cli(capsys, "view", tmp_path / "nothing-here")
     _assert_clean_failure(rc, o, e, "no such file or folder")
+
+
+def test_version_quiet_json_and_name(tmp_path, dynamic_model_file, capsys):
+    from ocrgraft.core import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"ocrgraft {__version__}"
+    out = tmp_path / "out"
+    args = ["convert", "--onnx", dynamic_model_file, "--out", out, "--shapes", DYN_SHAPES]
+    rc, o, e = run_cli(capsys, "-q", *args, "--json", "--name", "first")
+    assert rc == 0 and e == ""  # quiet: no progress lines
+    summary = json.loads(o)
+    assert summary["out_dir"] == str(out / "first-ort") and summary["all_verified"] and summary["stages"] > 0
+    rc, o, e = run_cli(capsys, *args, "--name", "second")  # another name: another folder
+    assert rc == 0 and "[0/" in e and sorted(p.name for p in out.iterdir()) == ["first-ort", "second-ort"]
+    rc, o, e = run_cli(capsys, *args, "--name", "../escape")
+    _assert_clean_failure(rc, o, e, "--name '../escape': give a plain folder name")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
+import logging
 import os
 import signal
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from ocrgraft.core import __version__
 
 EPILOG = """shapes: NAME:MIN[,OPT,MAX] with dims joined by x, repeat per input, e.g.
   --shapes x:1x3x48x32,1x3x48x320,8x3x48x1280
@@ -18,7 +22,11 @@ passes: comma-separated names, arguments in parentheses, e.g.
 
 
 def _progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if not QUIET:
+        print(msg, file=sys.stderr, flush=True)
+
+
+QUIET = False  # -q: no progress lines (errors still print)
 
 
 def _tolerance(args):
@@ -75,14 +83,29 @@ def cmd_convert(args) -> int:
         dictionary=args.dict,
         dict_space=args.dict_space,
         noise_floor=args.atol is None and args.rtol is None,
+        name=args.name,
     )
     r = conv.report
+    seconds = time.perf_counter() - t
+    if args.json:
+        summary = {
+            "model": r["model"],
+            "target": r["target"],
+            "out_dir": str(conv.out_dir),
+            "all_verified": r["all_verified"],
+            "built": r["build"]["built"],
+            "build": r["build"]["summary"],
+            "artifacts": r["build"]["artifacts"],
+            "stages": len(r["stages"]) - 1,
+            "noise_floor": r["tolerance"]["noise_floor"],
+            "accuracy": r["accuracy"]["rows"] if r.get("accuracy") else None,
+            "seconds": round(seconds, 1),
+        }
+        print(json.dumps(summary, indent=1))
+        return 0
     verified = "every stage verified" if r["all_verified"] else "NOT every stage verified (see report.md)"
     print(f"{r['model']} -> {r['target']}: {verified}; {r['build']['summary']}")
-    print(
-        f"wrote {conv.out_dir}/ (model.onnx, stages/, report.json, report.md) "
-        f"in {time.perf_counter() - t:.1f}s"
-    )
+    print(f"wrote {conv.out_dir}/ (model.onnx, stages/, report.json, report.md) in {seconds:.1f}s")
     return 0
 
 
@@ -267,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--debug", action="store_true", help="show the full traceback on errors (anywhere on the line)"
     )
+    p.add_argument("--version", action="version", version=f"ocrgraft {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only results and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the passes' and targets' log lines")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def tolerance_flags(sp):
@@ -337,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
         ".pdmodel, with .pdiparams), e.g. an exported PaddleOCR model",
     )
     c.add_argument("--target", "-t", default="ort", help="ort (default), trt, ascend, sophon")
+    c.add_argument(
+        "--name", help="name of the result: OUT/<name>-<target>/ (default: the zoo name or the file's stem)"
+    )
+    c.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     c.add_argument("--out", "-o", default="out", help="output root; results go to OUT/<model>-<target>/")
     c.add_argument("--passes", "-p", help="comma-separated passes, replacing the recipe's")
     c.add_argument("--list", action="store_true", help="list the zoo models and exit")
@@ -497,7 +527,11 @@ def _terminate(signum, frame):
 def _run(argv: list[str], debug: bool) -> int:
     from ocrgraft.core.errors import OcrgraftError
 
+    global QUIET
     args = build_parser().parse_args(argv)
+    QUIET = args.quiet
+    if args.verbose:  # the passes' and targets' own log lines too
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         return args.func(args)
     except OcrgraftError as exc:

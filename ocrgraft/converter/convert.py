@@ -158,6 +158,7 @@ def convert(
     dictionary: str | Path | None = None,
     dict_space: bool | None = None,
     noise_floor: bool = True,
+    name: str | None = None,
 ) -> Conversion:
     if sum(x is not None for x in (model, onnx, paddle)) != 1:
         raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")
@@ -169,6 +170,10 @@ def convert(
         recipe = Recipe(name=Path(paddle).resolve().name, frontend="paddle", source=str(paddle))
     if recipe_file:
         recipe = recipe.merged(read_recipe_file(recipe_file))
+    if name is not None:
+        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+            raise OcrgraftError(f"--name '{name}': give a plain folder name (no '/', not starting with '.')")
+        recipe.name = name
     if dictionary or dict_space is not None:
         decoder = dict(recipe.options.get("decoder") or {"kind": "ctc"})
         decoder.update({"dict": str(dictionary)} if dictionary else {})
