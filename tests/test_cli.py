@@ -140,7 +140,7 @@ def test_passes_lists_docs_and_filters_by_target(capsys):
     assert rc == 0 and "fold-constants" in out and "keeping dynamic dims dynamic" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line[:1].strip()}
     assert "run by every target (generic)" in lines["merge-duplicates"]
-    assert "run by ascend]" in lines["split-pool"] and "run by opt-in" in lines["to-fp16"]
+    assert "run by ascend;" in lines["split-pool"] and "run by opt-in" in lines["to-fp16"]
     rc, out, _ = run_cli(capsys, "passes", "--target", "ort")
     assert rc == 0 and "eliminate-identity" in out and "split-pool" not in out
     rc, out, _ = run_cli(capsys, "passes", "--target", "ascend")  # what the target declares it runs
@@ -419,3 +419,24 @@ def test_version_quiet_json_and_name(tmp_path, dynamic_model_file, capsys):
     assert rc == 0 and "[0/" in e and sorted(p.name for p in out.iterdir()) == ["first-ort", "second-ort"]
     rc, o, e = run_cli(capsys, *args, "--name", "../escape")
     _assert_clean_failure(rc, o, e, "--name '../escape': give a plain folder name")
+
+
+def test_passes_list_their_arguments_and_a_bad_argument_names_the_valid_ones(
+    tmp_path, dynamic_model_file, capsys
+):
+    rc, o, e = run_cli(capsys, "passes")
+    assert rc == 0 and "split-pool" in o and "arguments: max_kernel=255" in o
+    assert "arguments: INPUT.AXIS=SIZE" in o  # fix-dims names its own keys
+    dest = tmp_path / "y.onnx"
+    rc, o, e = run_cli(
+        capsys, "apply", dynamic_model_file, dest, "-p", "split-pool(maxk=3)", "--shapes", DYN_SHAPES
+    )
+    _assert_clean_failure(rc, o, e, "pass 'split-pool' has no argument maxk; it takes max_kernel=255")
+    rc, o, e = run_cli(
+        capsys, "apply", dynamic_model_file, dest, "-p", "eliminate-identity(x=1)", "--shapes", DYN_SHAPES
+    )
+    _assert_clean_failure(rc, o, e, "it takes no arguments")
+    rc, o, e = run_cli(
+        capsys, "apply", dynamic_model_file, dest, "-p", "rename-dims(x.0=batch)", "--shapes", DYN_SHAPES
+    )
+    assert rc == 0 and dest.is_file()

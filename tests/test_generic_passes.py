@@ -134,7 +134,8 @@ def test_rename_and_fix_dims():
         ("fix-dims(x.9=1)", "no axis 9"),
         ("rename-dims(x.1=c)", "only dynamic dims can be named"),
         ("fix-dim(x.0=1)", "did you mean 'fix-dims'"),
-        ("eliminate-identity(k=1)", "cannot take arguments"),
+        ("eliminate-identity(k=1)", "has no argument k; it takes no arguments"),
+        ("split-pool(kernel=9)", "has no argument kernel; it takes max_kernel=255"),
     ],
 )
 def test_pass_argument_errors_are_clear(spec, message):

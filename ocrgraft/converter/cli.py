@@ -189,7 +189,9 @@ def cmd_passes(args) -> int:
             continue
         users = [name for name, t in TARGETS.items() if cls.name in t.passes]
         run = "every target (generic)" if cls.name in GENERIC_PASSES else ", ".join(users) or "opt-in"
-        print(f"{cls.name:26s} [{cls.semantics}; run by {run}]\n    {cls.doc()}")
+        params = cls.describe_parameters()
+        takes = f"; arguments: {params}" if params else ""
+        print(f"{cls.name:26s} [{cls.semantics}; run by {run}{takes}]\n    {cls.doc()}")
     return 0
 
 

@@ -46,6 +46,7 @@ class Pass(ir.passes.InPlacePass):
 
     name: ClassVar[str] = ""
     semantics: ClassVar[str] = EXACT
+    usage: ClassVar[str] = ""  # arguments in words, for passes whose keys are their own (rename-dims)
     tolerance: ClassVar[Tolerance | None] = None  # overrides the run's tolerance for this pass
     uses_samples: ClassVar[bool] = (
         False  # measures the model: the Pipeline sets `self.samples` to the stage's inputs
@@ -68,6 +69,27 @@ class Pass(ir.passes.InPlacePass):
 
     def args(self) -> dict[str, str]:
         return {}
+
+    @classmethod
+    def parameters(cls) -> dict[str, str | None]:
+        """The arguments `name(key=value)` takes and their defaults (None: required); keyword-only ones
+        are for Python callers (to-fp16's samples), not the pass list."""
+        if cls.__init__ is Pass.__init__ or cls.__init__ is object.__init__:
+            return {}
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return {
+            p.name: None if p.default is inspect.Parameter.empty else str(p.default)
+            for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY)
+        }
+
+    @classmethod
+    def describe_parameters(cls) -> str:
+        """For `ocrgraft passes` and errors: 'max_kernel=255', or the pass's own `usage`."""
+        text = ", ".join(
+            k if v is None else f"{k}={v!r}" if v == "" else f"{k}={v}" for k, v in cls.parameters().items()
+        )
+        return text or cls.usage
 
     def rewrite(self, model: ir.Model) -> int:
         raise NotImplementedError
@@ -149,6 +171,14 @@ def get_pass(spec: str | Pass | type[Pass]) -> Pass:
         near = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(_REGISTRY))})"
         raise OcrgraftError(f"unknown pass '{name}'{hint}")
+    known = cls.parameters()
+    unknown = [] if cls.usage else sorted(set(args) - set(known))  # rename-dims(x.0=...): its own keys
+    if unknown:
+        takes = cls.describe_parameters()
+        raise OcrgraftError(
+            f"pass '{name}' has no argument {', '.join(unknown)}; "
+            + (f"it takes {takes}" if known else "it takes no arguments")
+        )
     try:
         return cls(**args)
     except TypeError as exc:

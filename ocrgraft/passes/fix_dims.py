@@ -18,6 +18,7 @@ class FixDims(Pass):
     """Fix dynamic input dims to numbers (e.g. batch 1) for targets or tools that need static shapes."""
 
     name = "fix-dims"
+    usage = "INPUT.AXIS=SIZE, ... e.g. fix-dims(x.0=1)"
 
     def __init__(self, **dims: str):
         super().__init__()

@@ -18,6 +18,7 @@ class RenameDims(Pass):
     """Give dynamic input dims readable names (e.g. batch, width) that TensorRT profiles and reports use."""
 
     name = "rename-dims"
+    usage = "INPUT.AXIS=NAME, ... e.g. rename-dims(x.0=batch,x.3=width)"
 
     def __init__(self, **dims: str):
         super().__init__()
