@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from ocrgraft.core.graph import (
-    all_nodes,
-)
+from ocrgraft.core.graph import all_nodes
 from ocrgraft.passes.base import Pass, register
+from ocrgraft.passes.rules import wire_through
 
 
 @register
@@ -36,15 +35,5 @@ class EliminateIdentity(Pass):
                 or node.inputs[0] is None
             ):
                 continue
-            x, y, graph = node.inputs[0], node.outputs[0], node.graph
-            output = y.is_graph_output()
-            if output and (x.is_graph_output() or x.producer() is None or x.producer().graph is not graph):
-                continue  # x is an input, an initializer, an output or from an outer scope
-            y.replace_all_uses_with(x, replace_graph_outputs=True)
-            if output:  # the graph's interface keeps its name and declared type
-                x.name = y.name
-                x.type = x.type if x.type is not None else y.type
-                x.shape = x.shape if x.shape is not None else y.shape
-            graph.remove(node, safe=True)
-            count += 1
+            count += wire_through(node)
         return count

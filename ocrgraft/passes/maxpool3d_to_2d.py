@@ -18,7 +18,7 @@ from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.passes._edit import axes_of, ensure_shapes, ints, only_use, pool_indices_unused, pool_window
 from ocrgraft.passes.base import register
-from ocrgraft.passes.rules import Rule, WiresThrough, in_main_graph
+from ocrgraft.passes.rules import PoolRule, Rule, WiresThrough, in_main_graph
 
 
 def _unsqueezed_axis0(value: ir.Value) -> ir.Value | None:
@@ -68,12 +68,11 @@ def _two_pools(op, x: ir.Value, kernel, strides, pads, dilations, ceil_mode) -> 
     return op.Identity(x) if y is x else y  # x itself (WiresThrough)
 
 
-class MaxPool3dOn4d(Rule):
+class MaxPool3dOn4d(PoolRule):
     """The MaxPool with a 3-D kernel on a 4-D input. Where it is the pool of the Unsqueeze / Squeeze form,
     the rule at the Squeeze rewrites it (and this one stays silent)."""
 
-    def pattern(self, op, x):
-        return op.MaxPool(x, _allow_other_attributes=True, _outputs=["pooled"])
+    op_type = "MaxPool"
 
     def check(self, context, x, pooled, **_) -> MatchResult:
         result = MatchResult()
@@ -83,11 +82,9 @@ class MaxPool3dOn4d(Rule):
             return self.done(result)  # a 1-D or 2-D pool, the form this pass writes
         if not in_main_graph(context):
             return result.fail("it is in an If / Loop body, whose shapes this pass does not read")
-        if not pool_indices_unused(node):
-            return result.fail(f"its Indices output '{node.outputs[1].name}' is read")
-        self._window = pool_window(node, 3)
+        self._window, why = self.window(node, 3)
         if self._window is None:
-            return result.fail(f"it pads with auto_pad {node.attributes.get_string('auto_pad')}")
+            return result.fail(why)
         if x.shape is not None and len(x.shape) == 4:
             return result
         if _unsqueezed_form(node) is not None:

@@ -12,46 +12,34 @@ Why:      exporters bake adaptive pooling into a kernel as large as the feature 
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.core.graph import opset_of
-from ocrgraft.passes._edit import POOLS, dims, ints, pool_indices_unused, pool_window
+from ocrgraft.passes._edit import POOLS, dims
 from ocrgraft.passes.base import register
-from ocrgraft.passes.rules import Rule, WiresThrough, fresh_initializer, in_main_graph
+from ocrgraft.passes.rules import PoolRule, WiresThrough, fresh_initializer, in_main_graph
 
 _REDUCE = {"AveragePool": "ReduceMean", "MaxPool": "ReduceMax"}
 
 
-class _WholeAxisPool(Rule):
+class _WholeAxisPool(PoolRule):
     """One pool op type (`op_type`); the rules for AveragePool and MaxPool are made below."""
-
-    op_type: ClassVar[str]
-
-    def pattern(self, op, x):
-        return getattr(op, self.op_type)(x, _allow_other_attributes=True, _outputs=["pooled"])
 
     def check(self, context, x, pooled, **_) -> MatchResult:
         result = MatchResult()
         node = pooled.producer()
         if not in_main_graph(context):
             return result.fail("it is in an If / Loop body, whose shapes this pass does not read")
-        if not pool_indices_unused(node):
-            return result.fail(f"its Indices output '{node.outputs[1].name}' is read")
         shape = dims(x)
         if shape is None:
             return result.fail(f"the rank of its input '{x.name}' is unknown")
         if len(shape) <= 2:
             return result.fail(f"its input '{x.name}' has rank {len(shape)}: no spatial axes")
-        win = pool_window(node, len(shape) - 2)
+        win, why = self.window(node, len(shape) - 2)
         if win is None:
-            kernel = ints(node, "kernel_shape")
-            if kernel is None or len(kernel) != len(shape) - 2:
-                return result.fail(f"its kernel_shape {kernel} does not fit an input of rank {len(shape)}")
-            return result.fail(f"it pads with auto_pad {node.attributes.get_string('auto_pad')}")
+            return result.fail(why)
         kernel, strides, pads, dilations, _ = win
         if any(pads):
             return result.fail(f"it pads its input (pads {pads})")

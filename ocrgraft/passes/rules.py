@@ -18,7 +18,7 @@ from onnxscript.rewriter import _basics, pattern
 from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.core.graph import all_nodes
-from ocrgraft.passes._edit import remove_unused_values
+from ocrgraft.passes._edit import ints, pool_indices_unused, pool_window, remove_unused_values
 from ocrgraft.passes.base import Pass
 
 
@@ -148,21 +148,49 @@ class WiresThrough(RulePass):
             seen = set(map(id, before))
             for node in all_nodes(model):
                 if id(node) not in seen and node.op_type == "Identity" and not node.domain:
-                    _wire_through(node)
+                    wire_through(node)
         return count
 
 
-def _wire_through(node: ir.Node) -> None:
+def wire_through(node: ir.Node) -> bool:
+    """Replace a one-in one-out node's output by its input and remove it; False (and nothing done) where
+    its output is a graph output that its input cannot stand in for (an input, initializer, another
+    output or an outer-scope value)."""
     x, y, graph = node.inputs[0], node.outputs[0], node.graph
     output = y.is_graph_output()
     if output and (x.is_graph_output() or x.producer() is None or x.producer().graph is not graph):
-        return
+        return False
     y.replace_all_uses_with(x, replace_graph_outputs=True)
     if output:  # the graph's interface keeps its name and declared type
         x.name = y.name
         x.type = x.type if x.type is not None else y.type
         x.shape = x.shape if x.shape is not None else y.shape
     graph.remove(node, safe=True)
+    return True
+
+
+class PoolRule(Rule):
+    """A rule rooted at one pool op (`op_type`, AveragePool or MaxPool); `window` reads its window or says
+    why it cannot."""
+
+    op_type: ClassVar[str]
+
+    def pattern(self, op, x):
+        return getattr(op, self.op_type)(x, _allow_other_attributes=True, _outputs=["pooled"])
+
+    @staticmethod
+    def window(node: ir.Node, rank: int) -> tuple[tuple | None, str]:
+        """`pool_window(node, rank)` and "", or None and the reason: its Indices output is read, it pads
+        with auto_pad SAME_*, or its kernel has another rank."""
+        if not pool_indices_unused(node):
+            return None, f"its Indices output '{node.outputs[1].name}' is read"
+        win = pool_window(node, rank)
+        if win is not None:
+            return win, ""
+        kernel = ints(node, "kernel_shape")
+        if kernel is None or len(kernel) != rank:
+            return None, f"its kernel_shape {kernel} does not fit {rank} spatial axes"
+        return None, f"it pads with auto_pad {node.attributes.get_string('auto_pad')}"
 
 
 def fresh_initializer(op, graph: ir.Graph, hint: str, array: np.ndarray) -> ir.Value:

@@ -15,15 +15,9 @@ import onnx_ir as ir
 from onnxscript.rewriter._basics import MatchResult
 
 from ocrgraft.core.errors import OcrgraftError
-from ocrgraft.passes._edit import (
-    POOLS,
-    ints,
-    log,
-    pool_indices_unused,
-    pool_window,
-)
+from ocrgraft.passes._edit import POOLS, ints, log
 from ocrgraft.passes.base import register
-from ocrgraft.passes.rules import Rule, RulePass
+from ocrgraft.passes.rules import PoolRule, RulePass
 
 
 def split_plan(kernel: list[int], strides: list[int], limit: int) -> list[tuple[list[int], list[int]]] | None:
@@ -64,14 +58,10 @@ def _primes(n: int) -> list[int]:
     return out + ([n] if n > 1 else [])
 
 
-class _SplitPool(Rule):
+class _SplitPool(PoolRule):
     """One pool op type under one size limit; SplitPool makes the rules for its `max_kernel`."""
 
-    op_type: ClassVar[str]
     limit: ClassVar[int]
-
-    def pattern(self, op, x):
-        return getattr(op, self.op_type)(x, _allow_other_attributes=True, _outputs=["pooled"])
 
     def check(self, context, x, pooled, **_) -> MatchResult:
         result = MatchResult()
@@ -79,12 +69,9 @@ class _SplitPool(Rule):
         kernel = ints(node, "kernel_shape")
         if kernel is None or math.prod(kernel) <= self.limit:
             return self.done(result)  # within the limit: nothing to split
-        why = None
-        win = pool_window(node, len(kernel))
-        if not pool_indices_unused(node):
-            why = f"its Indices output '{node.outputs[1].name}' is read"
-        elif win is None:
-            why = f"it pads with auto_pad {node.attributes.get_string('auto_pad')}"
+        win, why = self.window(node, len(kernel))
+        if win is None:
+            pass
         elif any(win[2]) or win[4]:
             why = f"it pads its input (pads {win[2]}, ceil_mode {win[4]}), which a chain of pools changes"
         elif any(d != 1 for d in win[3]):
