@@ -433,6 +433,30 @@ def test_ppocrv4_rec_bmodel_reads_rendered_lines_like_onnx(tmp_path, toolchain):
     }
 
 
+def test_ppocrv4_det_bmodel_masks_on_rendered_pages(tmp_path, toolchain):
+    """The real PP-OCRv4 detector as an F32 BModel: its text masks on two rendered pages, against the
+    source ONNX on the same pages stretched to the BModel's one shape."""
+    from ocrgraft.core.samples import write_samples
+
+    pages = write_samples(tmp_path / "samples", count=1, pages=2, seed=4) / "pages"
+    conv = convert(
+        "ppocrv4-det",
+        target="sophon",
+        out=tmp_path / "out",
+        images=pages,
+        labels="none",
+        progress=lambda m: None,
+    )
+    table = conv.report["accuracy"]
+    assert table["kind"] == "detector" and not table["skipped"]
+    labels = [r["artifact"] for r in table["rows"]]
+    assert labels == ["source ONNX", "final ONNX", "BModel bm1684x F32 (simulator, 1x3x320x320)"]
+    bmodel = table["rows"][2]
+    assert bmodel["mean_iou"] >= 0.99 and bmodel["flipped"] < 0.001 * 320 * 320 * 2
+    md = (conv.out_dir / "report.md").read_text()
+    assert "| BModel bm1684x F32 (simulator, 1x3x320x320) | " in md and "on the same pages resized" in md
+
+
 def ctc_recipe(**sophon) -> Recipe:
     return Recipe(
         name="tinyctc",
@@ -525,6 +549,36 @@ def test_a_bad_calibration_is_caught_and_its_logs_kept(tmp_path, toolchain):
     ).exists()
     assert len(json.loads((failed / "comparison.json").read_text())) == 2
     assert f"--dataset {calib}" in (failed / "build_bmodel.sh").read_text()
+    # the BModel's program, layer by layer against ONNX Runtime on the worst input: the first layer (the
+    # Conv that TPU-MLIR fused with its Relu) already differs, and the calibration is named as the suspect
+    located = message[message.index("; BM1684X/tinyctc_int8_1b.bmodel: in its lowered MLIR on inputs/") :]
+    assert "first diverging tensor 'r' (cosine 0." in located
+    assert "after 0 shared tensors that agree" in located
+    assert "Conv 'unnamed, makes c', Relu 'unnamed, makes r'" in located and "calibration" in located
+    assert (failed / "divergence.md").read_text().strip() == located[2:].split(" (logs kept in")[0]
+    assert (failed / "logs" / "layers_tinyctc_1b_bm1684x_int8_sym_final.log").exists()
+
+
+def test_a_recipe_with_the_wrong_normalization_is_traced_to_the_first_layer(tmp_path, toolchain):
+    """--calib images with a recipe that forgot to divide pixels by 255: TPU-MLIR calibrates the input on
+    values up to 509 where the model sees +-1, the INT8 BModel reads nothing right, and the layer
+    comparison names the first Conv and the calibration's mean/scale."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (16, 32, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    recipe = ctc_recipe()
+    recipe.options["preprocess"]["scale"] = 1.0  # the bug: (x - 0.5) / 0.5 on 0..255 pixels
+    ctx = context(tmp_path / "out", ctc_model(), recipe, "x:1x3x16x32", quantize="INT8", calib=str(imgs))
+    with pytest.raises(VerificationError) as err:
+        get_target("sophon").build(ctx)
+    message = str(err.value)
+    assert "the simulated BModel differs from ONNX Runtime" in message
+    assert "first diverging tensor 'r'" in message and "Conv 'unnamed, makes c'" in message
+    assert "mean/scale that turned calibration images into inputs" in message
 
 
 def test_a_failing_tool_says_which_and_why(tmp_path, toolchain):

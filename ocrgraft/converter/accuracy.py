@@ -56,32 +56,42 @@ def accuracy_table(
     decoder = decoder_from(decoder_options)
     detector = isinstance(decoder, ProbMapDecoder)
     outputs: dict[str, list[np.ndarray]] = {}
+    pinned: dict[str, list[np.ndarray]] = {}  # detector: the reference again, at a fixed artifact's shape
     skipped: dict[str, str] = {}
+    artifacts = [
+        Artifact(a[0], lambda feeds, run=a[1]: [run(f) for f in feeds]) if isinstance(a, tuple) else a
+        for a in artifacts
+    ]
+
+    def run(artifact: Artifact, feeds: list[dict]) -> list[np.ndarray]:
+        return [
+            out[output] if output in out else next(iter(out.values())) for out in artifact.run_many(feeds)
+        ]
+
     for artifact in artifacts:
-        if isinstance(artifact, tuple):
-            label, run = artifact
-            artifact = Artifact(label, lambda feeds, run=run: [run(f) for f in feeds])
         label = artifact.label
         try:
             feeds = [item.feeds for item in items]
             if artifact.shapes:
-                if preprocess is None or detector:
+                if preprocess is None:
                     raise OcrgraftError(
                         f"it takes only {artifact.shapes}, and the images were not resized to it"
                     )
                 fixed = preprocess.pinned(artifact.shapes[preprocess.input])
                 feeds = [{preprocess.input: fixed(item.path)} for item in items]
+                if detector:  # masks compare only at one size: the reference at this artifact's
+                    progress(f"accuracy: {artifacts[0].label} at {label}'s shape: {len(items)} images")
+                    pinned[label] = run(artifacts[0], feeds)
             progress(f"accuracy: {label}: {len(items)} images")
-            got = [
-                out[output] if output in out else next(iter(out.values())) for out in artifact.run_many(feeds)
-            ]
+            outputs[label] = run(artifact, feeds)
         except OcrgraftError as exc:
             skipped[label] = str(exc)
-            continue
-        outputs[label] = got
     if not outputs:
         raise OcrgraftError(f"no artifact could run on the images: {'; '.join(skipped.values())}")
-    table = (_detector if detector else _recognizer)(items, outputs, decoder)
+    if detector:
+        table = _detector(items, outputs, decoder, pinned)
+    else:
+        table = _recognizer(items, outputs, decoder)
     reference = next(iter(outputs))
     table.update(
         images=images,
@@ -111,11 +121,16 @@ def _recognizer(items: list[Item], outputs: dict[str, list[np.ndarray]], decoder
     return {"kind": "recognizer", "labelled": labelled, "rows": rows, "per_image": per_image}
 
 
-def _detector(items: list[Item], outputs: dict[str, list[np.ndarray]], decoder: ProbMapDecoder) -> dict:
+def _detector(
+    items: list[Item], outputs: dict[str, list[np.ndarray]], decoder: ProbMapDecoder, pinned: dict
+) -> dict:
+    """Masks against the first artifact's; an artifact of one fixed shape against the first artifact
+    run on the same resized pages (`pinned`)."""
     reference = next(iter(outputs))
     rows, per_image = [], [{"image": item.name} for item in items]
     for label, outs in outputs.items():
-        scores = [mask_iou(o, r, decoder.threshold) for o, r in zip(outs, outputs[reference])]
+        refs = pinned.get(label, outputs[reference])
+        scores = [mask_iou(o, r, decoder.threshold) for o, r in zip(outs, refs)]
         for entry, (iou, flipped) in zip(per_image, scores):
             entry[label] = {"iou": iou, "flipped": flipped}
         rows.append(
@@ -190,7 +205,10 @@ def _how(table: dict) -> str:
             if table["labelled"]
             else "No labels: each artifact is compared with the first."
         )
-    return "Masks are the probability map above the threshold; IoU and flips are against the first artifact."
+    return (
+        "Masks are the probability map above the threshold; IoU and flips are against the first artifact "
+        "(for an artifact compiled at one shape, against the first artifact on the same pages resized to it)."
+    )
 
 
 def evaluate_folder(

@@ -4,12 +4,14 @@ failing input, and the tensors are compared in the second graph's topological or
 past the tolerance names the node to look at.
 
 A pass keeps the names of the values it does not rewrite, so the shared tensors are the ones before and
-after its rewrites; the first diverging one is where its change first shows.
+after its rewrites; the first diverging one is where its change first shows. `first_divergence_from`
+does the same against tensors another runtime dumped (a BModel's per-layer outputs), by ONNX name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -30,15 +32,23 @@ class Divergence:
     node: str
     op: str
     inputs: list[str]  # "name [shape]" of the node's inputs
-    max_abs: float
+    error: str  # how it differs, e.g. "max abs err 0.0123"
     compared: int  # shared tensors compared up to and including this one
+    span: list[str] = field(default_factory=list)  # "Op 'name'" of the nodes since the agreeing tensors
 
     def describe(self) -> str:
         inputs = ", ".join(self.inputs) or "none"
-        return (
-            f"first diverging tensor '{self.tensor}' (max abs err {self.max_abs:.3g}), made by node "
+        text = (
+            f"first diverging tensor '{self.tensor}' ({self.error}), made by node "
             f"'{self.node}' ({self.op}; inputs {inputs}), after {self.compared - 1} shared tensors that agree"
         )
+        if len(self.span) > 1:
+            text += f"; the nodes between the last agreeing tensors and it: {', '.join(self.span)}"
+        return text
+
+
+# judge(name, got, expected) -> "" when they agree, else how they differ
+Judge = Callable[[str, np.ndarray, np.ndarray], str]
 
 
 def first_divergence(
@@ -49,34 +59,89 @@ def first_divergence(
         a_bytes, b_bytes = _typed(before), _typed(after)
     except Exception:  # shape inference may fail on a broken graph: nothing to say, not a second error
         return None
-    a_model, b_model = _model(a_bytes), _model(b_bytes)
-    a_values = {v.name: v for n in a_model.graph for v in n.outputs if _exposable(v)}
-    order = [v for n in b_model.graph for v in n.outputs if _exposable(v) and v.name in a_values]
-    compared = 0
+    a_names = {v.name for n in _model(a_bytes).graph for v in n.outputs if _exposable(v)}
+
+    def judge(name: str, got: np.ndarray, expected: np.ndarray) -> str:
+        diff = diff_arrays(name, got, expected, tol)
+        return "" if diff.ok else f"max abs err {diff.max_abs:.3g}"
+
+    def reference(names: list[str]) -> dict[str, np.ndarray]:
+        return _run_with_outputs(a_bytes, names, feeds)
+
+    return _walk(b_bytes, feeds, a_names, reference, judge)
+
+
+def first_divergence_from(
+    model: ir.Model | bytes, feeds: dict[str, np.ndarray], tensors: dict[str, np.ndarray], judge: Judge
+) -> Divergence | None:
+    """The first of `model`'s tensors (in its order) that `tensors` (by ONNX value name, e.g. a BModel's
+    dumped layers) holds and `judge` finds different from ONNX Runtime's value."""
+    try:
+        data = _typed(model)
+    except Exception:
+        return None
+    return _walk(data, feeds, set(tensors), lambda names: {n: tensors[n] for n in names}, judge, flip=True)
+
+
+def _walk(
+    data: bytes,
+    feeds: dict[str, np.ndarray],
+    shared: set[str],
+    other: Callable[[list[str]], dict[str, np.ndarray]],
+    judge: Judge,
+    flip: bool = False,
+) -> Divergence | None:
+    """Compare `data`'s tensors named in `shared`, in its topological order and a chunk at a time, with
+    those `other` gives; `flip`: the other side is the one judged (ONNX Runtime's is the expected)."""
+    order = [v for n in _model(data).graph for v in n.outputs if _exposable(v) and v.name in shared]
+    compared, agreed = 0, set()
     for start in range(0, len(order), CHUNK):
         names = [v.name for v in order[start : start + CHUNK]]
         try:
-            got_a = _run_with_outputs(a_bytes, names, feeds)
-            got_b = _run_with_outputs(b_bytes, names, feeds)
+            mine, theirs = _run_with_outputs(data, names, feeds), other(names)
         except OcrgraftError:
             return None
         for value in order[start : start + CHUNK]:
             compared += 1
-            x, y = got_b.get(value.name), got_a.get(value.name)
-            if x is None or y is None or x.shape != y.shape:
+            x, y = mine.get(value.name), theirs.get(value.name)
+            if x is None or y is None or x.size != y.size:
                 continue
-            diff = diff_arrays(value.name, x, y, tol)
-            if not diff.ok:
+            x, y = (y.reshape(x.shape), x) if flip else (x, y.reshape(x.shape))
+            error = judge(value.name, x, y)
+            if error:
                 node = value.producer()
                 return Divergence(
                     value.name,
-                    node.name or "?",
+                    _label(node),
                     node.op_type,
-                    [f"{i.name} {_shape({**feeds, **got_b}, i)}" for i in node.inputs if i is not None],
-                    diff.max_abs,
+                    [f"{i.name} {_shape({**feeds, **mine}, i)}" for i in node.inputs if i is not None],
+                    error,
                     compared,
+                    _span(node, agreed),
                 )
+            agreed.add(value.name)
     return None
+
+
+def _span(node: ir.Node, agreed: set[str], limit: int = 12) -> list[str]:
+    """The node and those it reads from, back to tensors that agreed (or inputs and constants): where the
+    difference arose when the other side fused them into one layer. In graph order, at most `limit`."""
+    seen, todo = {id(node): node}, [node]
+    while todo and len(seen) < limit:
+        for value in todo.pop().inputs:
+            producer = value.producer() if value is not None else None
+            if producer is None or value.name in agreed or id(producer) in seen:
+                continue
+            if producer.op_type in ("Constant", "Shape"):
+                continue
+            seen[id(producer)] = producer
+            todo.append(producer)
+    order = {id(n): i for i, n in enumerate(node.graph)}
+    return [f"{n.op_type} '{_label(n)}'" for n in sorted(seen.values(), key=lambda n: order[id(n)])]
+
+
+def _label(node: ir.Node) -> str:
+    return node.name or f"unnamed, makes {node.outputs[0].name}"
 
 
 def _model(data: bytes) -> ir.Model:

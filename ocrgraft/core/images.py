@@ -164,9 +164,12 @@ class Preprocess:
         )
 
     def pinned(self, shape: tuple[int, ...]) -> Preprocess:
-        """The same preprocessing for an artifact compiled at one shape: that height and width, the
-        ratio kept and padded on the right (PaddleOCR's fixed-width inference does the same)."""
+        """The same preprocessing for an artifact compiled at one shape: for a recognizer that height and
+        width, the ratio kept and padded on the right (PaddleOCR's fixed-width inference does the same);
+        for a detector the page stretched to it (the reference then runs at that shape too)."""
         h, w = (shape[2], shape[3]) if self.layout == "NCHW" else (shape[1], shape[2])
+        if self.h_range[0] != self.h_range[1]:  # a detector: the page stretched to the compiled size
+            return dataclasses.replace(self, resize="stretch", h_range=(h, h), w_range=(w, w), opt_hw=(h, w))
         low = min(self.w_range[0], w)  # narrower lines keep their width and are padded, not stretched
         return dataclasses.replace(self, h_range=(h, h), w_range=(low, w), opt_hw=(h, w), pad_width=w)
 

@@ -54,6 +54,7 @@ from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims, random_inputs
 from ocrgraft.targets import tpu_mlir_env
 from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
+from ocrgraft.targets.sophon_layers import LAYERS, bisect_bmodel
 
 # The ONNX op types TPU-MLIR 1.30.2 converts: the keys of OnnxConverter.onnxop_factory in
 # tpu_mlir/python/transform/OnnxConverter.py of the `tpu-mlir==1.30.2` wheel (129 entries).
@@ -664,7 +665,32 @@ class SophonTarget(Target):
         if not rows:
             raise VerificationError("sophon: no BModel output was compared with ONNX Runtime")
         (work / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
-        return self._judge(plan, rows, timings) | {"onnx_outputs": onnx_outputs}
+        try:
+            return self._judge(plan, rows, timings) | {"onnx_outputs": onnx_outputs}
+        except VerificationError as exc:
+            raise VerificationError(f"{exc}; {self._locate(plan, rows, tc, work, ctx.model_path)}") from exc
+
+    @staticmethod
+    def _locate(plan: Plan, rows: list[dict], tc, work: Path, model_path: Path) -> str:
+        """Layer by layer on the worst input: where the BModel's program first parts from ONNX
+        (sophon/layers/divergence.md)."""
+        worst = min(rows, key=lambda r: r["cosine"])
+        b = next(b for b in plan.batches if plan.bmodel(b) == worst["bmodel"])
+        _progress(f"target sophon: comparing {plan.bmodel(b)}'s layers with ONNX Runtime")
+        try:
+            found = bisect_bmodel(
+                tc,
+                work,
+                f"{plan.name}_{b}b_{plan.chip}",
+                f"inputs/{plan.name}_{b}b_{worst['input']}.npz",
+                model_path,
+                plan.thresholds,
+            )
+        except OcrgraftError as exc:
+            return f"the layer-by-layer comparison could not run: {exc}"
+        text = f"{plan.bmodel(b)}: {found.describe(plan.quantize)}"
+        (work / LAYERS / "divergence.md").write_text(text + "\n")
+        return text
 
     @staticmethod
     def _judge(plan: Plan, rows: list[dict], timings: dict) -> dict:
@@ -863,7 +889,7 @@ def _keep_logs(work: Path, script: Path, dest: Path) -> None:
         if (work / "logs").is_dir():
             shutil.copytree(work / "logs", dest / "logs")
         dest.mkdir(parents=True, exist_ok=True)
-        for f in (script, work / "comparison.json"):
+        for f in (script, work / "comparison.json", work / LAYERS / "divergence.md"):
             if f.exists():
                 shutil.copy2(f, dest / f.name)
     except OSError:
