@@ -145,6 +145,10 @@ def test_preprocessing_sizes_follow_the_shape_range():
     )
     assert det.size_for(1000, 700) == (448, 640, 640)  # fits the largest shape, sides multiples of 32
     assert det.size_for(100, 20) == (32, 160, 160)  # at least the smallest
+    # an artifact compiled at one shape (a BModel): a line keeps its ratio and is padded; a page is stretched
+    assert rec.pinned((1, 3, 48, 320)).size_for(96, 24) == (48, 192, 320)
+    assert rec.pinned((1, 3, 48, 320)).size_for(5000, 48) == (48, 320, 320)
+    assert det.pinned((1, 3, 320, 320)).size_for(1000, 700) == (320, 320, 320)
     stretch = Preprocess.from_recipe({"resize": "stretch"}, REC_SHAPES)
     assert stretch.size_for(77, 33) == (48, 320, 320)
     with pytest.raises(OcrgraftError, match="color 'cmyk'"):

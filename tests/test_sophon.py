@@ -433,6 +433,20 @@ def test_ppocrv4_rec_bmodel_reads_rendered_lines_like_onnx(tmp_path, toolchain):
     }
 
 
+@pytest.mark.slow
+def test_ppocrv4_rec_bmodel_on_200_lines(tmp_path, toolchain):
+    """The same at 200 lines, the simulator runs spread over every core (make test-slow)."""
+    from ocrgraft.core.samples import write_samples
+
+    lines = write_samples(tmp_path / "lines", count=200, seed=11)
+    conv = convert(
+        "ppocrv4-rec", target="sophon", out=tmp_path / "out", images=lines, progress=lambda m: None
+    )
+    source, final, bmodel = conv.report["accuracy"]["rows"]
+    assert bmodel["items"] == 200 and final["differ"] == 0 and bmodel["differ"] <= 2
+    assert source["word_accuracy"] >= 0.8 and abs(bmodel["word_accuracy"] - source["word_accuracy"]) <= 0.01
+
+
 def test_ppocrv4_det_bmodel_masks_on_rendered_pages(tmp_path, toolchain):
     """The real PP-OCRv4 detector as an F32 BModel: its text masks on two rendered pages, against the
     source ONNX on the same pages stretched to the BModel's one shape."""
