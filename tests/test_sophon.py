@@ -531,7 +531,8 @@ def test_int8_calibration_from_images_uses_the_recipe_normalization(tmp_path, to
         tmp_path / "out", ctc_model(), ctc_recipe(), "x:1x3x16x32", quantize="INT8", calib=str(imgs)
     )
     build = get_target("sophon").build(ctx)
-    assert build.built and build.details["calibration"] == str(imgs.resolve())
+    assert build.built and build.details["calibration"] == f"4 inputs from {imgs.resolve()}"
+    assert build.precision["device"] == f"INT8, calibrated on 4 inputs from {imgs.resolve()}"
     table = (ctx.out_dir / "sophon" / "tinyctc_1b_cali_table").read_text()
     assert "# sample number: 4" in table
     x = next(ln.split() for ln in table.splitlines() if ln.startswith("x "))

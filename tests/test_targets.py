@@ -3,6 +3,7 @@ checked against the shapes, and plain words where the toolchain is absent."""
 
 import json
 
+import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
@@ -68,6 +69,63 @@ def test_trt_emits_build_script_and_trtexec_with_the_profile(tmp_path):
     assert report["support"]["ok"] and not report["build"]["built"]
     assert "no TensorRT engine built" in report["build"]["summary"]
     assert report["build"]["command"].startswith("trtexec --onnx=../model.onnx")
+
+
+def test_trt_int8_calibrates_on_images_and_trtexec_reads_the_cache(tmp_path, caplog):
+    """--quantize INT8 --calib DIR: the images through the recipe's [preprocess] at the profile's opt shape
+    become calib_inputs.npz for build_engine.py's calibrator; trtexec.sh reads the calibration.cache it
+    writes. Without --calib the noise test inputs calibrate, with a warning and a mark in the report."""
+    from PIL import Image
+
+    src = _save(tmp_path, make_dynamic_model(), "dyn")
+    recipe = tmp_path / "dyn.toml"
+    recipe.write_text('[preprocess]\ncolor = "rgb"\nmean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\n')
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i, width in enumerate((20, 40, 90)):
+        Image.fromarray(rng.integers(0, 256, (8, width, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    conv = convert(
+        onnx=src,
+        target="trt",
+        out=tmp_path / "out",
+        shapes=DYN_SHAPES,
+        progress=lambda m: None,
+        recipe_file=recipe,
+        target_options={"quantize": "int8", "calib": str(imgs)},
+    )
+    trt_dir = conv.out_dir / "trt"
+    with np.load(trt_dir / "calib_inputs.npz") as z:
+        assert sorted(z.files) == ["000/x", "001/x", "002/x"]
+        assert {z[k].shape for k in z.files} == {(1, 3, 8, 40)} and float(z["000/x"].min()) >= -1.0
+    script = (trt_dir / "trtexec.sh").read_text()
+    assert "--fp16 --int8 --calib=calibration.cache" in script and "[ -f calibration.cache ] ||" in script
+    assert "calib_inputs.npz" in (trt_dir / "build_engine.py").read_text()
+    precision = conv.report["build"]["precision"]
+    assert precision["device"].startswith("INT8 where TensorRT finds it faster")
+    assert f"calibrated on 3 inputs from {imgs}" in precision["device"]
+    assert "the engine was not built here" in precision["verified"]
+
+    with caplog.at_level("WARNING"):
+        noisy = convert(
+            onnx=src,
+            target="trt",
+            out=tmp_path / "out2",
+            shapes=DYN_SHAPES,
+            progress=lambda m: None,
+            target_options={"quantize": "int8"},
+        )
+    assert "calibrating on the 6 generated test inputs (noise)" in caplog.text
+    assert "noise, not real data" in noisy.report["build"]["precision"]["device"]
+    with pytest.raises(OcrgraftError, match="--calib applies to INT8 engines"):
+        convert(
+            onnx=src,
+            target="trt",
+            out=tmp_path / "out3",
+            shapes=DYN_SHAPES,
+            progress=lambda m: None,
+            target_options={"calib": str(imgs)},
+        )
 
 
 @pytest.mark.skipif(
@@ -173,8 +231,39 @@ def test_ascend_writes_atc_with_shape_ranges_and_soc(tmp_path):
     )
     script = (conv.out_dir / "ascend" / "atc.sh").read_text()
     assert "atc --framework=5 --model=../model.onnx --output=om/dyn --input_format=NCHW" in script
-    assert "'--input_shape=x:[1~3,3,8,16~64]'" in script and "--soc_version=Ascend910B" in script
+    assert "--input_shape=x:1~3,3,8,16~64" in script and "--soc_version=Ascend910B" in script
     assert not conv.report["build"]["built"] and "`atc`" in conv.report["build"]["summary"]
+    # no --quantize: ATC's own default precision, said plainly
+    assert "precision_mode" not in script
+    assert conv.report["build"]["precision"]["device"].startswith("F16 wherever an operator has a float16")
+    md = (conv.out_dir / "report.md").read_text()
+    assert "- device precision: **F16 wherever" in md and "--precision_mode_v2 defaults to fp16" in md
+
+
+@pytest.mark.parametrize(
+    "version, quantize, flag",
+    [
+        ("8.0", "F32", "--precision_mode_v2=origin"),
+        ("8.0", "F16", "--precision_mode_v2=fp16"),
+        ("5.0.4", "F32", "--precision_mode=force_fp32"),
+        ("5.0.4", "F16", "--precision_mode=force_fp16"),
+    ],
+)
+def test_ascend_precision_flag_per_cann_version(tmp_path, version, quantize, flag):
+    src = _save(tmp_path, make_dynamic_model(), "dyn")
+    conv = convert(
+        onnx=src,
+        target="ascend",
+        out=tmp_path / "out",
+        shapes=DYN_SHAPES,
+        progress=lambda m: None,
+        target_options={"quantize": quantize, "version": version},
+    )
+    script = (conv.out_dir / "ascend" / "atc.sh").read_text()
+    assert f" {flag} " in script and script.count("precision_mode") == 1
+    precision = conv.report["build"]["precision"]
+    assert precision["device"] == f"{quantize} ({flag})"
+    assert ("not simulated here" in precision["verified"]) == (quantize == "F16")
 
 
 @pytest.mark.parametrize(
@@ -195,10 +284,10 @@ def test_ascend_gears(shapes, expected):
     assert ascend.shape_flags(shapes, "gears") == expected
 
 
-def test_ascend_range_form_matches_the_crnn_seed():
-    assert ascend.shape_flags({"imgs": [(1, 1, 32, 32), (4, 1, 32, 100), (16, 1, 32, 6400)]}, "range") == [
-        "--input_shape=imgs:[1~16,1,32,32~6400]"
-    ]
+def test_ascend_range_form_per_cann_version_and_the_crnn_seed():
+    shapes = {"imgs": [(1, 1, 32, 32), (4, 1, 32, 100), (16, 1, 32, 6400)]}
+    assert ascend.shape_flags(shapes, "range", "5.0.4") == ["--input_shape_range=imgs:[1~16,1,32,32~6400]"]
+    assert ascend.shape_flags(shapes, "range", "8.0") == ["--input_shape=imgs:1~16,1,32,32~6400"]
 
 
 def test_ascend_avgpool_kernel_limit():
@@ -231,13 +320,21 @@ def test_every_target_pass_exists():
         (
             "trt",
             {"chip": "bm1684"},
-            "--chip does not apply to target trt (its options: --target-version, --quantize, --build)",
+            "--chip does not apply to target trt (its options: --target-version, --quantize, --calib, "
+            "--build)",
         ),
-        ("ort", {"quantize": "fp16"}, "--quantize does not apply to target ort (its options: none)"),
-        ("ascend", {"quantize": "int8"}, "--quantize does not apply to target ascend"),
+        (
+            "ort",
+            {"quantize": "int8"},
+            "--quantize does not apply to target ort: it is the float32 reference every other target is "
+            "judged by",
+        ),
+        ("ascend", {"quantize": "int8"}, "--quantize INT8: target ascend cannot: ATC's INT8 takes a model"),
+        ("ascend", {"calib": "imgs"}, "--calib does not apply to target ascend"),
         ("ascend", {"soc": "310P3"}, "--soc 310P3: not a valid value for target ascend"),
         ("sophon", {"chip": "bm1686"}, "--chip bm1686: target sophon takes bm1684x, bm1684"),
-        ("trt", {"quantize": "bf16"}, "--quantize bf16: target trt takes F32, F16, INT8"),
+        ("trt", {"quantize": "bf16"}, "--quantize BF16: target trt cannot: the scripts target TensorRT"),
+        ("trt", {"quantize": "int4"}, "--quantize int4: target trt takes F32, F16, INT8"),
         ("ort", {"version": "8.6"}, "--target-version does not apply to target ort"),
         ("trt", {"version": "9.0"}, "--target-version 9.0: target trt takes 10.1, 8.6"),
     ],

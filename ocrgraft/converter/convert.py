@@ -261,6 +261,8 @@ def convert(
             )
         )
         progress(f"target {tgt.name}: {build.summary}")
+        if build.precision:
+            progress(f"precision: the device computes in {build.precision['device']}")
         accuracy = None
         if items:
             artifacts = [

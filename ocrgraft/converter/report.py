@@ -121,6 +121,12 @@ def _floor_text(r: dict) -> str:
 
 def render_markdown(r: dict) -> str:
     lines = [f"# {r['model']} → {r['target']}", ""]
+    precision = r["build"].get("precision") or {}
+    if precision:
+        lines += [
+            f"- device precision: **{precision['device']}**",
+            f"- verified here: {precision['verified']}",
+        ]
     src = r["source"]
     lines += [f"- source: {src['framework']} `{src['location']}`"]
     lines += [f"- note: {n}" for n in src["notes"]]

@@ -236,3 +236,47 @@ def load_items(
         Item(path.relative_to(root).as_posix(), label, {preprocess.input: preprocess(path)}, path)
         for path, label in list_images(root, labels, limit)
     ]
+
+
+def calibration_inputs(
+    folder: str | Path, preprocess: Preprocess | None, inputs: list[str], limit: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """INT8 calibration batches from `--calib DIR`: images through the recipe's preprocessing (pinned to
+    one shape by the caller), or .npy (a one-input model) / .npz (arrays by input name) files, read
+    without pickles. One kind per folder."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise OcrgraftError(f"--calib {root}: not a folder (give a folder of images, .npy or .npz inputs)")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    arrays = [p for p in files if p.suffix.lower() in (".npy", ".npz")]
+    if images and arrays:
+        raise OcrgraftError(f"--calib {root}: mixes images and .npy/.npz files; give one kind")
+    if not images and not arrays:
+        raise OcrgraftError(f"--calib {root}: no images (.jpg/.png/.bmp), .npy or .npz files in it")
+    if images:
+        if preprocess is None:
+            raise OcrgraftError(
+                f"--calib {root} holds images, but the recipe gives no [preprocess] (mean/std, color) to "
+                "turn pixels into model inputs"
+            )
+        return [{preprocess.input: preprocess(p)} for p in images[:limit]]
+    out = []
+    for path in arrays[:limit]:
+        try:
+            if path.suffix.lower() == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    feeds = {k: data[k] for k in data.files}
+            elif len(inputs) == 1:
+                feeds = {inputs[0]: np.load(path, allow_pickle=False)}
+            else:
+                raise OcrgraftError(f"--calib {path}: a .npy holds one input; the model has {len(inputs)}")
+        except (ValueError, OSError, EOFError) as exc:
+            raise OcrgraftError(
+                f"--calib {path}: not a plain array file ({str(exc).splitlines()[0]})"
+            ) from None
+        missing = sorted(set(inputs) - set(feeds))
+        if missing:
+            raise OcrgraftError(f"--calib {path}: no array for input(s) {', '.join(missing)}")
+        out.append({k: feeds[k] for k in inputs})
+    return out

@@ -18,6 +18,19 @@ DEFAULT_VERSION = "8.0"
 DEFAULT_SOC = "Ascend310P3"
 MAX_POOL_KERNEL = 255  # auto-optimizer knowledge 13: the AvgPool kernel limit of the device
 
+# ATC's precision flag per CANN generation: --precision_mode_v2 from CANN 7.0 on (default fp16),
+# --precision_mode before it (default force_fp16). Either way a model built without the flag computes in
+# float16 on the device wherever an operator has a float16 kernel.
+PRECISION_FLAGS = {
+    "v2": {"F32": "--precision_mode_v2=origin", "F16": "--precision_mode_v2=fp16"},
+    "v1": {"F32": "--precision_mode=force_fp32", "F16": "--precision_mode=force_fp16"},
+}
+ATC_DEFAULT = {"v2": "--precision_mode_v2 defaults to fp16", "v1": "--precision_mode defaults to force_fp16"}
+
+
+def precision_generation(version: str) -> str:
+    return "v2" if int(version.split(".")[0]) >= 7 else "v1"
+
 
 def _avgpool_kernel(node) -> str | None:
     k = node.attributes.get("kernel_shape")
@@ -33,8 +46,13 @@ def _topk_k(node) -> str | None:
     return None
 
 
-def shape_flags(shapes: dict[str, list[tuple[int, ...]]], mode: str) -> list[str]:
-    """ATC's --input_shape plus, for gears, --dynamic_batch_size / --dynamic_image_size / --dynamic_dims."""
+def shape_flags(
+    shapes: dict[str, list[tuple[int, ...]]], mode: str, version: str = DEFAULT_VERSION
+) -> list[str]:
+    """ATC's input shapes: a range as CANN 7.0+ writes it (`--input_shape="x:1~16,1,32,32~6400"`) or as
+    CANN 5/6 did (`--input_shape_range="x:[1~16,1,32,32~6400]"`, deprecated later), or fixed gears
+    (--input_shape with -1 plus --dynamic_batch_size / --dynamic_image_size / --dynamic_dims)."""
+    brackets = mode == "range" and precision_generation(version) == "v1"
     ranges, dynamic = [], {}
     for name, options in shapes.items():
         lo, hi = options[0], options[-1]
@@ -45,8 +63,8 @@ def shape_flags(shapes: dict[str, list[tuple[int, ...]]], mode: str) -> list[str
             else:
                 dims.append(f"{a}~{b}" if mode == "range" else "-1")
                 dynamic.setdefault(name, []).append(i)
-        ranges.append(f"{name}:{','.join(dims)}" if mode != "range" else f"{name}:[{','.join(dims)}]")
-    flags = [f"--input_shape={';'.join(ranges)}"]
+        ranges.append(f"{name}:[{','.join(dims)}]" if brackets else f"{name}:{','.join(dims)}")
+    flags = [f"--input_shape{'_range' if brackets else ''}={';'.join(ranges)}"]
     if mode == "range" or not dynamic:
         return flags
     gears = [
@@ -96,6 +114,15 @@ class AscendTarget(Target):
             "atc --soc_version, e.g. Ascend310P3, Ascend310, Ascend910B1",
             pattern=r"Ascend\d{3}[A-Za-z0-9_]*",
         ),
+        TargetOption(
+            "quantize",
+            "precision ATC compiles for (default: ATC's own, float16)",
+            ("F32", "F16"),
+            refused=(
+                ("INT8", "ATC's INT8 takes a model quantized by Huawei's AMCT, which ocrgraft does not make"),
+                ("BF16", "ATC's bfloat16 is for training chips (Atlas A2); inference SoCs compute in fp16"),
+            ),
+        ),
     )
 
     def __init__(self, version: str | None = None):
@@ -120,14 +147,24 @@ class AscendTarget(Target):
         shapes = ctx.shapes.shapes
         input_format = "NCHW" if all(len(s[0]) == 4 for s in shapes.values()) else "ND"
         name = ctx.name
+        gen = precision_generation(self.version)
+        asked = ctx.options.get("quantize")
+        precision = [PRECISION_FLAGS[gen][asked]] if asked else []
+        device = (
+            f"{asked} ({precision[0]})"
+            if asked
+            else f"F16 wherever an operator has a float16 kernel: ATC's default ({ATC_DEFAULT[gen]}; "
+            "--quantize F32 keeps float32)"
+        )
         parts = [
             "atc",
             "--framework=5",
             "--model=../model.onnx",
             f"--output=om/{name}",
             f"--input_format={input_format}",
-            *shape_flags(shapes, mode),
+            *shape_flags(shapes, mode, self.version),
             f"--soc_version={soc}",
+            *precision,
             "--log=error",
         ]
         command = " ".join(shlex.quote(p) for p in parts)
@@ -144,6 +181,13 @@ class AscendTarget(Target):
             "cann_op_table": self.version,
             "dynamic": mode,
             "shapes": {k: [fmt_dims(s) for s in v] for k, v in shapes.items()},
+            "precision_flag": precision[0] if precision else f"none: {ATC_DEFAULT[gen]}",
+        }
+        verified = "F32: every stage in ONNX Runtime"
+        report = {
+            "device": device,
+            "verified": verified
+            + ("" if asked == "F32" else "; the device's float16 is not simulated here (no Ascend device)"),
         }
         if shutil.which("atc") is None:
             return BuildResult(
@@ -153,6 +197,7 @@ class AscendTarget(Target):
                 command,
                 ["ascend/atc.sh"],
                 details,
+                report,
             )
         proc = subprocess.run(["bash", str(script)], capture_output=True, text=True)
         (ascend_dir / "atc.log").write_text(proc.stdout + proc.stderr)
@@ -166,4 +211,5 @@ class AscendTarget(Target):
             command,
             ["ascend/atc.sh", f"ascend/om/{name}.om", "ascend/atc.log"],
             details,
+            report,
         )

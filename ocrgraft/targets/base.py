@@ -40,6 +40,8 @@ class BuildResult:
     command: str | None = None  # the exact build command (also when not run)
     artifacts: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+    # what the device will compute in, and what was verified here at which precision (report's head)
+    precision: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class TargetOption:
     choices: tuple[str, ...] = ()  # allowed values; () takes any that `pattern` (if set) matches
     pattern: str = ""  # a regular expression the value must match
     flag: str = ""  # the flag when it is not --<name> (e.g. --target-version)
+    refused: tuple[tuple[str, str], ...] = ()  # (value, why the target cannot honour it)
 
     @property
     def cli(self) -> str:
@@ -91,6 +94,8 @@ class Target:
     description: ClassVar[str] = ""
     passes: ClassVar[tuple[str, ...]] = ()  # run after the generic passes, before the recipe's extras
     options: ClassVar[tuple[TargetOption, ...]] = ()
+    # options a target does not take, with the reason (--quantize on the float reference)
+    not_taken: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def check_options(cls, given: dict[str, object]) -> dict[str, str]:
@@ -105,10 +110,14 @@ class Target:
             if option is None:
                 flag = next((o.cli for t in _all_options() for o in t if o.name == key), f"--{key}")
                 takes = ", ".join(o.cli for o in cls.options) or "none"
-                raise OcrgraftError(f"{flag} does not apply to target {cls.name} (its options: {takes})")
+                why = f": {cls.not_taken[key]}" if key in cls.not_taken else ""
+                raise OcrgraftError(f"{flag} does not apply to target {cls.name}{why} (its options: {takes})")
             text = str(value)
             if key == "quantize":
                 text = PRECISIONS.get(text.lower(), text)
+            refused = dict(option.refused)
+            if text in refused:
+                raise OcrgraftError(f"{option.cli} {text}: target {cls.name} cannot: {refused[text]}")
             if option.choices and text not in option.choices:
                 raise OcrgraftError(
                     f"{option.cli} {value}: target {cls.name} takes {', '.join(option.choices)}"

@@ -14,6 +14,10 @@ from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Targe
 class OrtTarget(Target):
     name = "ort"
     description = f"ONNX Runtime {ort.__version__} on the CPU: the reference every other target is judged by"
+    not_taken = {
+        "quantize": "it is the float32 reference every other target is judged by (quantize for a device: "
+        "sophon or trt INT8, trt/ascend F16)"
+    }
 
     def check_support(self, model) -> SupportCheck:
         check = SupportCheck(table=f"ONNX Runtime {ort.__version__} CPUExecutionProvider")
@@ -50,5 +54,13 @@ class OrtTarget(Target):
                 f"(max abs err {worst:.2g}); median latency {details['latency_ms']:.2f} ms at {opt.title}"
             )
         return BuildResult(
-            built=True, summary=summary, command=None, artifacts=["model.onnx"], details=details
+            built=True,
+            summary=summary,
+            command=None,
+            artifacts=["model.onnx"],
+            details=details,
+            precision={
+                "device": "F32 (ONNX Runtime's CPU provider)",
+                "verified": "F32: every stage and the final model against the source in ONNX Runtime",
+            },
         )

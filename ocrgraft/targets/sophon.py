@@ -327,6 +327,8 @@ def make_plan(ctx: BuildContext) -> Plan:
     calibration = table.get("calibration", 8)
     if not isinstance(calibration, int) or calibration < 1:
         raise OcrgraftError(f"[sophon] calibration must be a positive integer, got {calibration!r}")
+    if calib_dir is not None:  # every input the user gave (run_calibration would pick `calibration` of them)
+        calibration = _calib_count(calib_dir)
     thresholds = dict(THRESHOLDS[quantize])
     for k in thresholds:
         key = f"{quantize.lower()}_{k}"
@@ -376,6 +378,12 @@ def _normalization(
     if len(mean) not in (1, n) or len(scale) not in (1, n):
         raise OcrgraftError(f"sophon: mean ({len(mean)} values) and scale ({len(scale)} values) disagree")
     return mean * (n // len(mean)), scale * (n // len(scale)), fmt
+
+
+def _calib_count(path: Path) -> int:
+    return sum(
+        1 for p in path.rglob("*") if p.is_file() and p.suffix.lower() in CALIB_IMAGE_EXT + (".npy", ".npz")
+    )
 
 
 def _check_calib_dir(path: Path, has_norm: bool) -> Path:
@@ -552,8 +560,20 @@ class SophonTarget(Target):
         command = (
             "# in sophon/, with TPU-MLIR's tools on PATH (build_bmodel.sh does both)\n" + plan.commands()
         )
+        verified = (
+            f"F32: every stage in ONNX Runtime; the {plan.quantize} BModels on TPU-MLIR's {plan.chip} "
+            f"simulator against ONNX Runtime (cosine >= {details['min_cosine']:.6f})"
+        )
+        device = plan.quantize + (
+            f", calibrated on {details['calibration']}" if details["calibration"] else ""
+        )
         return BuildResult(
-            built=True, summary=details.pop("summary"), command=command, artifacts=artifacts, details=details
+            built=True,
+            summary=details.pop("summary"),
+            command=command,
+            artifacts=artifacts,
+            details=details,
+            precision={"device": device, "verified": verified},
         )
 
     def artifacts(self, out_dir: Path) -> list[Artifact]:
@@ -595,6 +615,10 @@ class SophonTarget(Target):
             )
             if plan.quantize == "INT8":
                 if not plan.calib_dir:
+                    _progress(
+                        f"warning: sophon INT8: calibrating on {plan.calibration} generated inputs (noise); "
+                        "give real images with --calib DIR"
+                    )
                     self._calibration_inputs(ctx, plan, b, work)
                 tc.run(
                     plan.calibrate(b),
@@ -741,11 +765,11 @@ class SophonTarget(Target):
         calibration = None
         if plan.quantize == "INT8":
             calibration = (
-                str(plan.calib_dir)
+                f"{plan.calibration} inputs from {plan.calib_dir}"
                 if plan.calib_dir
                 else (
-                    f"{plan.calibration} random inputs per batch size, drawn like the test inputs "
-                    "(other seeds than the compared ones)"
+                    f"{plan.calibration} generated inputs per batch size (noise, not real data), drawn like "
+                    "the test inputs (other seeds than the compared ones)"
                 )
             )
         return {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shlex
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from importlib import resources
 import numpy as np
 
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.images import Preprocess, calibration_inputs
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
@@ -22,6 +24,15 @@ from ocrgraft.targets.tables import check_against_table, is_constant, load_table
 
 DEFAULT_VERSION = "10.1"
 WORKSPACE_MIB = 4096
+log = logging.getLogger("ocrgraft")
+# What the engine computes in. The scripts use TensorRT 8.6 / 10.x's builder flags and its implicit INT8
+# calibrator (deprecated from 10.1 in favour of explicit Q/DQ, removed with the flags in TensorRT 11).
+DEVICE_PRECISION = {
+    "fp32": "F32 (TensorRT builds in float32 unless a lower precision is allowed)",
+    "fp16": "F16 where TensorRT finds it faster (BuilderFlag.FP16 / trtexec --fp16), F32 elsewhere",
+    "int8": "INT8 where TensorRT finds it faster, F16/F32 elsewhere (BuilderFlag.INT8 + FP16 / trtexec "
+    "--int8 --fp16 --calib), TensorRT's entropy calibrator",
+}
 
 
 def _kernel_rank(node) -> str | None:
@@ -97,7 +108,13 @@ class TensorRTTarget(Target):
             table_versions("tensorrt"),
             flag="--target-version",
         ),
-        TargetOption("quantize", "precision of the engine", ("F32", "F16", "INT8")),
+        TargetOption(
+            "quantize",
+            "precision of the engine (F32 unless asked)",
+            ("F32", "F16", "INT8"),
+            refused=(("BF16", "the scripts target TensorRT 8.6 / 10.x's FP16 and INT8 builder flags"),),
+        ),
+        TargetOption("calib", "INT8: a folder of calibration images (through [preprocess]), .npy or .npz"),
         TargetOption("build", "build the engine where TensorRT and a GPU exist"),
     )
 
@@ -115,7 +132,10 @@ class TensorRTTarget(Target):
     def build(self, ctx: BuildContext) -> BuildResult:
         opts = ctx.options
         precision = {"F32": "fp32", "F16": "fp16", "INT8": "int8"}[opts.get("quantize", "F32")]
+        if opts.get("calib") and precision != "int8":
+            raise OcrgraftError("--calib applies to INT8 engines; add --quantize INT8")
         profiles = self.profiles(ctx)
+        calibration = self._calibration(ctx, profiles) if precision == "int8" else None
         trt_dir = ctx.out_dir / "trt"
         trt_dir.mkdir()
         config = {
@@ -132,9 +152,17 @@ class TensorRTTarget(Target):
         (trt_dir / "build_engine.py").write_text(script.read_text())
         self._save_check_data(ctx, trt_dir)
         command = self.trtexec_command(profiles, precision)
+        needs_cache = ""
+        if calibration is not None:
+            batches, where = calibration
+            np.savez(trt_dir / "calib_inputs.npz", **_grouped(batches))
+            needs_cache = (
+                '[ -f calibration.cache ] || { echo "calibration.cache is missing: run python3 '
+                'build_engine.py first (it calibrates on calib_inputs.npz and writes it)" >&2; exit 1; }\n'
+            )
         (trt_dir / "trtexec.sh").write_text(
-            "#!/usr/bin/env bash\n# The same build with NVIDIA's trtexec.\n"
-            'set -euo pipefail\ncd "$(dirname "$0")"\n' + command + "\n"
+            "#!/usr/bin/env bash\n# The same build with NVIDIA's trtexec (TensorRT 8.6 / 10.x).\n"
+            'set -euo pipefail\ncd "$(dirname "$0")"\n' + needs_cache + command + "\n"
         )
         (trt_dir / "trtexec.sh").chmod(0o755)
         artifacts = [
@@ -149,6 +177,11 @@ class TensorRTTarget(Target):
             "precision": precision,
             "profiles": {k: [fmt_dims(s) for s in v] for k, v in profiles.items()},
         }
+        report = {"device": DEVICE_PRECISION[precision], "verified": "F32: every stage in ONNX Runtime"}
+        if calibration is not None:
+            artifacts.append("trt/calib_inputs.npz")
+            details["calibration"] = calibration[1]
+            report["device"] += f"; calibrated on {calibration[1]}"
         if not opts.get("build"):
             return BuildResult(
                 False,
@@ -157,6 +190,7 @@ class TensorRTTarget(Target):
                 command,
                 artifacts,
                 details,
+                report | {"verified": report["verified"] + "; the engine was not built here"},
             )
         why = tensorrt_available()
         if why:
@@ -167,6 +201,7 @@ class TensorRTTarget(Target):
                 command,
                 artifacts,
                 details,
+                report | {"verified": report["verified"] + "; the engine was not built here"},
             )
         proc = subprocess.run(
             [sys.executable, str(trt_dir / "build_engine.py"), "--check"], capture_output=True, text=True
@@ -177,12 +212,17 @@ class TensorRTTarget(Target):
             )
         errors = json.loads(proc.stdout.strip().splitlines()[-1])["max_abs_by_output"]
         details["max_abs_vs_onnxruntime"] = errors
+        worst = max(errors.values())
+        report["verified"] += (
+            f"; the {precision.upper()} engine against ONNX Runtime: max abs err {worst:.3g}"
+        )
         return BuildResult(
             True,
-            f"built trt/model.engine; max abs error vs ONNX Runtime {max(errors.values()):.3g}",
+            f"built trt/model.engine; max abs error vs ONNX Runtime {worst:.3g}",
             command,
             artifacts + ["trt/model.engine"],
             details,
+            report,
         )
 
     @staticmethod
@@ -207,8 +247,28 @@ class TensorRTTarget(Target):
         if precision in ("fp16", "int8"):
             parts.append("--fp16")
         if precision == "int8":
-            parts.append("--int8")
+            parts += ["--int8", "--calib=calibration.cache"]
         return " ".join(shlex.quote(p) for p in parts)
+
+    @staticmethod
+    def _calibration(ctx: BuildContext, profiles: dict) -> tuple[list[dict], str]:
+        """INT8 calibration batches and where they came from: `--calib DIR` (images preprocessed at the
+        profile's opt shape), else the test inputs, which are noise: a warning, and the report says so."""
+        names = list(profiles)
+        if ctx.options.get("calib"):
+            opt = {k: tuple(v[1]) for k, v in profiles.items()}
+            pre = None
+            if ctx.settings.get("preprocess") is not None:
+                ranges = {k: [tuple(s) for s in v] for k, v in profiles.items()}
+                pre = Preprocess.from_recipe(ctx.settings["preprocess"], ranges)
+                pre = pre.pinned(opt[pre.input])
+            batches = calibration_inputs(ctx.options["calib"], pre, names)
+            return batches, f"{len(batches)} inputs from {ctx.options['calib']}"
+        log.warning(
+            "trt INT8: calibrating on the %d generated test inputs (noise); give images with --calib DIR",
+            len(ctx.cases),
+        )
+        return [c.feeds for c in ctx.cases], f"{len(ctx.cases)} generated test inputs (noise, not real data)"
 
     @staticmethod
     def _save_check_data(ctx: BuildContext, trt_dir) -> None:
@@ -220,3 +280,8 @@ class TensorRTTarget(Target):
             expected.update({f"{i:02d}/{k}": v for k, v in runner.run(case.feeds).items()})
         np.savez(trt_dir / "check_inputs.npz", **inputs)
         np.savez(trt_dir / "check_expected.npz", **expected)
+
+
+def _grouped(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Feeds as one .npz: '<batch index>/<input name>' keys, the form build_engine.py reads."""
+    return {f"{i:03d}/{k}": v for i, feeds in enumerate(batches) for k, v in feeds.items()}

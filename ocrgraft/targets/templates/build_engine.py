@@ -2,6 +2,9 @@
 """Build a TensorRT engine from the final ONNX with one optimization profile per input, using the
 TensorRT Python API; then (optional, --check) run it on the saved test inputs and compare with the
 ONNX Runtime outputs saved next to this script. Settings come from engine_config.json beside it.
+For INT8 it calibrates on calib_inputs.npz with TensorRT's entropy calibrator and writes
+calibration.cache, which trtexec.sh reads (--calib). Written for TensorRT 8.6 / 10.x: TensorRT 11
+removed the precision builder flags and implicit calibrators.
 
     python build_engine.py            # build model.engine
     python build_engine.py --check    # build, run, compare; prints one JSON line with the errors
@@ -19,6 +22,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def build(cfg: dict) -> bytes:
+    if int(trt.__version__.split(".")[0]) >= 11 and (cfg["fp16"] or cfg["int8"]):
+        sys.exit(
+            f"TensorRT {trt.__version__} has no FP16/INT8 builder flags (removed in 11); these scripts "
+            "target TensorRT 8.6 / 10.x"
+        )
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -50,10 +58,11 @@ def build(cfg: dict) -> bytes:
 
 
 def calibrator(cfg: dict):
-    """INT8 calibration on the saved test inputs (polygraphy manages the device buffers)."""
+    """INT8 calibration on calib_inputs.npz (polygraphy manages the device buffers); an existing
+    calibration.cache is read instead of calibrating again."""
     from polygraphy.backend.trt import Calibrator
 
-    data = np.load(HERE / "check_inputs.npz")
+    data = np.load(HERE / "calib_inputs.npz")
     groups = sorted({k.split("/")[0] for k in data.files})
     batches = [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(g + "/")} for g in groups]
     return Calibrator(batches, cache=str(HERE / "calibration.cache"))
