@@ -210,3 +210,33 @@ def test_text_and_mask_metrics():
     b = np.array([[0.9, 0.9], [0.1, 0.2]])
     assert mask_iou(a, b, 0.5) == (pytest.approx(1 / 3), 2)
     assert mask_iou(np.zeros(3), np.zeros(3), 0.5) == (1.0, 0)
+
+
+def test_a_tensorrt_engine_that_cannot_run_here_is_listed_with_the_reason(samples, tmp_path, capsys):
+    """A trt folder where the user built trt/model.engine on a GPU machine: `ocrgraft eval` here lists the
+    engine as not run (no TensorRT) beside the ONNX rows, instead of leaving it out silently."""
+    import onnx
+    from test_sophon import ctc_model
+
+    onnx.save(ctc_model(), tmp_path / "tiny.onnx")
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        '[preprocess]\ncolor = "rgb"\nmean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\n\n'
+        '[decoder]\nkind = "ctc"\ncharset = "0123456789"\nlayout = "NTC"\nscores = "logits"\n'
+    )
+    conv = convert(
+        onnx=tmp_path / "tiny.onnx",
+        recipe_file=recipe,
+        target="trt",
+        out=tmp_path / "out",
+        shapes="x:1x3x16x32,1x3x16x64,2x3x16x128",
+        progress=quiet,
+    )
+    (conv.out_dir / "trt" / "model.engine").write_bytes(b"built elsewhere")
+    assert (
+        main(["eval", str(conv.out_dir), "--images", str(samples), "--labels", "none", "--limit", "3"]) == 0
+    )
+    table = json.loads((conv.out_dir / "report.json").read_text())["accuracy"]
+    assert [r["artifact"] for r in table["rows"]] == ["source ONNX", "final ONNX"]
+    assert "`tensorrt` Python package is not installed" in table["skipped"]["TensorRT engine"]
+    assert "TensorRT engine: not run here (the `tensorrt`" in (conv.out_dir / "report.md").read_text()

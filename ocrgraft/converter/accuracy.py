@@ -172,8 +172,10 @@ def accuracy_markdown(table: dict) -> list[str]:
         head = "| artifact | word accuracy | CER | " if table["labelled"] else "| artifact | "
         lines += [head + f"read differently from {ref} |", "|---" * (head.count("|")) + "|"]
         for r in table["rows"]:
-            cells = f"{r['word_accuracy']:.2%} ({r['correct']}/{r['items']}) | {r['cer']:.4f} | "
-            lines.append(f"| {r['artifact']} | " + (cells if table["labelled"] else "") + f"{r['differ']} |")
+            cells = ""
+            if table["labelled"]:
+                cells = f"{r['word_accuracy']:.2%} ({r['correct']}/{r['items']}) | {r['cer']:.4f} | "
+            lines.append(f"| {r['artifact']} | {cells}{r['differ']} |")
     else:
         lines += [
             f"| artifact | mean mask IoU vs {ref} | min IoU | pixels flipped (threshold "

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.images import Preprocess, calibration_inputs
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims
-from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
+from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
 from ocrgraft.targets.tables import check_against_table, is_constant, load_table, table_versions
 
 DEFAULT_VERSION = "10.1"
@@ -224,6 +225,24 @@ class TensorRTTarget(Target):
             details,
             report,
         )
+
+    def artifacts(self, out_dir: Path) -> list[Artifact]:
+        """A built engine (trt/model.engine), run with polygraphy where TensorRT and a GPU exist; elsewhere
+        the accuracy table lists it as not run, with the reason."""
+        engine = out_dir / "trt" / "model.engine"
+        if not engine.is_file():
+            return []
+
+        def run_many(feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+            why = tensorrt_available()
+            if why:
+                raise OcrgraftError(why)
+            from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+            with TrtRunner(EngineFromBytes(engine.read_bytes())) as runner:
+                return [{k: np.asarray(v) for k, v in runner.infer(f).items()} for f in feeds]
+
+        return [Artifact("TensorRT engine", run_many)]
 
     @staticmethod
     def profiles(ctx: BuildContext) -> dict[str, list[list[int]]]:
