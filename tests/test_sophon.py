@@ -177,6 +177,12 @@ def test_normalization_from_preprocess_and_shapes_from_opt(tmp_path):
     assert plan.pixel_format == "gray"
     assert plan.mean == pytest.approx([149.94]) and plan.scale == pytest.approx([1 / (0.193 * 255)])
     assert "--mean 149.94 --scale 0.020319008 --pixel_format gray" in " ".join(plan.transform(1))
+    # PP-OCR's recipes give no scale: x/255 is the default for TPU-MLIR's pixels as for ocrgraft's own
+    ppocr = Recipe(
+        name="ppocr", options={"preprocess": {"color": "bgr", "mean": [0.5] * 3, "std": [0.5] * 3}}
+    )
+    plan = make_plan(context(tmp_path / "pp", model, ppocr, "x:1x3x16x32,2x3x16x100,4x3x16x320"))
+    assert plan.mean == pytest.approx([127.5] * 3) and plan.scale == pytest.approx([1 / 127.5] * 3)
 
 
 @pytest.mark.parametrize(
@@ -471,6 +477,65 @@ def test_ppocrv4_det_bmodel_masks_on_rendered_pages(tmp_path, toolchain):
     assert "| BModel bm1684x F32 (simulator, 1x3x320x320) | " in md and "on the same pages resized" in md
 
 
+def outlier_ctc_model() -> onnx.ModelProto:
+    """ctc_model with one channel scaled by 1000 after the Relu and scaled back by the next 1x1 Conv: the
+    same function in float, but per-tensor INT8 on that tensor leaves the other channels a step or two
+    of resolution, so the text it reads changes."""
+    rng = np.random.default_rng(5)
+    scale = np.ones((1, 8, 1, 1), np.float32)
+    scale[0, 0] = 1000.0
+    mix = rng.normal(0, 0.5, (8, 8, 1, 1)).astype(np.float32)
+    mix[:, 0] /= 1000.0
+    model = ctc_model()
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(scale, "big"), numpy_helper.from_array(mix, "mix")])
+    relu = next(i for i, n in enumerate(graph.node) if n.op_type == "Relu")
+    graph.node[relu + 1].input[0] = "mixed"
+    for k, node in enumerate(
+        [
+            helper.make_node("Mul", ["r", "big"], ["outlier"], name="outlier"),
+            helper.make_node("Conv", ["outlier", "mix"], ["mixed"], name="mix"),
+        ]
+    ):
+        graph.node.insert(relu + 1 + k, node)
+    return model
+
+
+def test_int8_precision_search_keeps_the_layers_that_break_it(tmp_path, toolchain):
+    """Real images, a goal of 100%: plain INT8 reads the lines differently from the float model; the
+    search keeps the outlier layers in F32 until every line reads the same, writes the keep-list in ONNX
+    names, and --keep applies it to a new build without searching."""
+    from ocrgraft.core.samples import write_samples
+
+    lines = write_samples(tmp_path / "lines", count=6, seed=8)
+    recipe = ctc_recipe()
+    ctx = context(
+        tmp_path / "out", outlier_ctc_model(), recipe, "x:1x3x16x64", quantize="INT8", calib=str(lines)
+    )
+    ctx.images, ctx.options["min_agreement"] = sorted(lines.glob("*.png")), "1.0"
+    build = get_target("sophon").build(ctx)
+    found = json.loads((ctx.out_dir / "precision.json").read_text())
+    assert found["agreement_before"] < 1.0 and found["agreement_after"] == 1.0 and found["items"] == 6
+    kept = [k["node"] for k in found["keep"]]
+    assert "outlier" in kept or "mix" in kept  # the layers the outlier goes through
+    table = (ctx.out_dir / "sophon" / "tinyctc_qtable").read_text().split()
+    assert (
+        "F32" in table and "--quantize_table tinyctc_qtable" in (ctx.out_dir / "build_bmodel.sh").read_text()
+    )
+    assert (
+        "with every layer INT8" in build.details["precision_search"]
+        and "kept in F32" in build.precision["device"]
+    )
+
+    again = context(
+        tmp_path / "again", outlier_ctc_model(), recipe, "x:1x3x16x64", quantize="INT8", calib=str(lines)
+    )
+    again.options["keep"] = str(ctx.out_dir / "precision.json")
+    build = get_target("sophon").build(again)
+    assert build.details["precision_search"].startswith(f"{len(kept)} node(s) kept in F32 from")
+    assert (again.out_dir / "sophon" / "tinyctc_qtable").read_text().split() == table
+
+
 def ctc_recipe(**sophon) -> Recipe:
     return Recipe(
         name="tinyctc",
@@ -516,8 +581,8 @@ def test_real_int8_build_with_batches_calibration_and_text(tmp_path, toolchain):
 
 
 def test_int8_calibration_from_images_uses_the_recipe_normalization(tmp_path, toolchain):
-    """--calib with PNG images: TPU-MLIR turns pixels into inputs with the mean/scale ocrgraft derived from
-    [preprocess] ((x/255 - 0.5) / 0.5), so the calibrated input range is exactly [-1, 1]."""
+    """--calib with PNG images: ocrgraft turns the pixels into inputs with the recipe's [preprocess]
+    ((x/255 - 0.5) / 0.5), as every other check does, so the calibrated input range is exactly [-1, 1]."""
     from PIL import Image
 
     rng = np.random.default_rng(1)
@@ -531,8 +596,8 @@ def test_int8_calibration_from_images_uses_the_recipe_normalization(tmp_path, to
         tmp_path / "out", ctc_model(), ctc_recipe(), "x:1x3x16x32", quantize="INT8", calib=str(imgs)
     )
     build = get_target("sophon").build(ctx)
-    assert build.built and build.details["calibration"] == f"4 inputs from {imgs.resolve()}"
-    assert build.precision["device"] == f"INT8, calibrated on 4 inputs from {imgs.resolve()}"
+    assert build.built and build.details["calibration"] == f"4 images from {imgs.resolve()}"
+    assert build.precision["device"] == f"INT8, calibrated on 4 images from {imgs.resolve()}"
     table = (ctx.out_dir / "sophon" / "tinyctc_1b_cali_table").read_text()
     assert "# sample number: 4" in table
     x = next(ln.split() for ln in table.splitlines() if ln.startswith("x "))

@@ -56,8 +56,10 @@ def cmd_convert(args) -> int:
             ("chip", args.chip),
             ("quantize", args.quantize),
             ("calib", args.calib),
+            ("min_agreement", args.min_agreement),
+            ("keep", args.keep),
         )
-        if v
+        if v is not None and v is not False
     }
     conv = convert(
         args.model,
@@ -402,7 +404,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="device precision: F32 (default), F16, BF16, INT8 (fp32/fp16/... too); "
         "trt takes F32, F16, INT8; sophon all four; a target that cannot honour it refuses it",
     )
-    c.add_argument("--calib", metavar="DIR", help="sophon INT8: folder of calibration images or .npy inputs")
+    c.add_argument(
+        "--calib",
+        metavar="DIR",
+        help="INT8 (sophon, trt): folder of calibration images (through the recipe's [preprocess]) or "
+        ".npy/.npz inputs; every one is used",
+    )
+    c.add_argument(
+        "--min-agreement",
+        metavar="SHARE",
+        help="sophon INT8 with real images (--images, or images in --calib): keep the layers whose INT8 "
+        "error changes what the model reads in F32 until this share of images reads the same as the "
+        "float model (default 0.99; 0 turns the search off); the keep-list goes to precision.json",
+    )
+    c.add_argument(
+        "--keep",
+        metavar="precision.json",
+        help="sophon INT8: keep the ONNX nodes a previous search listed in F32 (no search)",
+    )
     c.add_argument(
         "--force",
         action="store_true",

@@ -258,6 +258,7 @@ def convert(
                 result.tolerance,
                 recipe.options,
                 target_options,
+                [item.path for item in items if item.path is not None],
             )
         )
         progress(f"target {tgt.name}: {build.summary}")

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ocrgraft.core.compare import Tolerance, diff_arrays
+from ocrgraft.core.compare import Tolerance, diff_arrays, similarity
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.graph import infer_shapes_fresh
 from ocrgraft.core.modelio import to_bytes, to_ir
@@ -121,6 +121,24 @@ def _walk(
                 )
             agreed.add(value.name)
     return None
+
+
+def layer_similarities(
+    model: ir.Model | bytes, feeds: dict[str, np.ndarray], tensors: dict[str, np.ndarray]
+) -> list[tuple[ir.Value, dict]]:
+    """Every tensor of `model` that `tensors` holds (by ONNX value name), in the model's order, with its
+    similarity (core.compare.similarity) to ONNX Runtime's value on `feeds`, a chunk at a time."""
+    data = _typed(model)
+    order = [v for n in _model(data).graph for v in n.outputs if _exposable(v) and v.name in tensors]
+    out = []
+    for start in range(0, len(order), CHUNK):
+        chunk = order[start : start + CHUNK]
+        mine = _run_with_outputs(data, [v.name for v in chunk], feeds)
+        for value in chunk:
+            ref, got = mine.get(value.name), tensors[value.name]
+            if ref is not None and ref.size == got.size:
+                out.append((value, similarity(got.reshape(ref.shape), ref)))
+    return out
 
 
 def _span(node: ir.Node, agreed: set[str], limit: int = 12) -> list[str]:

@@ -33,6 +33,7 @@ import numpy as np
 from ocrgraft.core.errors import OcrgraftError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+PIXEL_SCALE = 255.0  # [preprocess] scale when the recipe gives none: x / 255
 LABEL_FILES = ("labels.txt", "label.txt", "rec_gt.txt", "gt.txt")
 
 
@@ -116,7 +117,7 @@ class Preprocess:
     opt_hw: tuple[int, int]
     channels: int = 3
     color: str = "rgb"
-    scale: float = 255.0
+    scale: float = PIXEL_SCALE
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     layout: str = "NCHW"
@@ -154,7 +155,7 @@ class Preprocess:
             opt_hw=(opt[h_axis], opt[w_axis]),
             channels=dims[0][c_axis],
             color=color,
-            scale=float(table.get("scale", 255.0)),
+            scale=float(table.get("scale", PIXEL_SCALE)),
             mean=tuple(float(m) for m in _list(table.get("mean", [0.0]))),
             std=tuple(float(s) for s in _list(table.get("std", [1.0]))),
             layout=layout,

@@ -67,6 +67,7 @@ class BuildContext:
     tolerance: Tolerance  # the one the stages were verified at
     settings: dict = field(default_factory=dict)  # the recipe's tables: [ascend], [sophon], [decoder], ...
     options: dict[str, str] = field(default_factory=dict)  # from the CLI, checked by Target.check_options
+    images: list[Path] = field(default_factory=list)  # real images given with --images (paths)
 
 
 # One spelling of a precision for every target (--quantize fp16 and F16 mean the same).

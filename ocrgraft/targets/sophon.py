@@ -49,12 +49,20 @@ import onnx_ir as ir
 
 from ocrgraft.core.compare import similarity, text_agreement
 from ocrgraft.core.errors import OcrgraftError, VerificationError
+from ocrgraft.core.images import PIXEL_SCALE, Preprocess, calibration_inputs
 from ocrgraft.core.modelio import load
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims, random_inputs
 from ocrgraft.targets import tpu_mlir_env
 from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
 from ocrgraft.targets.sophon_layers import LAYERS, bisect_bmodel
+from ocrgraft.targets.sophon_search import (
+    PRECISION_FILE,
+    nodes_with_layers,
+    quantize_table,
+    read_keep_list,
+    search,
+)
 
 # The ONNX op types TPU-MLIR 1.30.2 converts: the keys of OnnxConverter.onnxop_factory in
 # tpu_mlir/python/transform/OnnxConverter.py of the `tpu-mlir==1.30.2` wheel (129 entries).
@@ -95,6 +103,8 @@ THRESHOLDS = {
     "INT8": {"min_cosine": 0.95, "min_euclid": 0.7, "max_error": None, "min_text": None},
 }
 SAMPLES_PER_BATCH = 2
+DEFAULT_MIN_AGREEMENT = 0.99  # INT8 precision search: share of images reading like the float model
+SEARCH_IMAGES = 50  # at most, from a --calib folder (--images gives its own, --limit trims them)
 BMODELS = "bmodels.json"  # in sophon/: what was built, at which shapes, for accuracy runs
 CALIB_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".jfif")
 
@@ -118,6 +128,8 @@ class Plan:
     calibration: int = 8
     calib_dir: Path | None = None
     thresholds: dict = field(default_factory=dict)
+    quantize_table: str | None = None  # INT8: layers kept in F32 (file in the work folder)
+    calib_images: bool = False  # --calib holds images, preprocessed by ocrgraft as the recipe says
 
     def mlir(self, b: int) -> str:
         return f"{self.name}_{b}b.mlir"
@@ -126,7 +138,8 @@ class Plan:
         return f"{self.name}_{b}b_cali_table"
 
     def calib_dataset(self, b: int) -> str:
-        return str(self.calib_dir) if self.calib_dir else f"calib_{b}b"
+        """Calibration inputs: the user's arrays as given; images ocrgraft preprocessed (calib_<b>b/)."""
+        return str(self.calib_dir) if self.calib_dir and not self.calib_images else f"calib_{b}b"
 
     def bmodel(self, b: int) -> str:
         return f"{self.chip.upper()}/{self.name}_{FILE_TAG[self.quantize]}_{b}b.bmodel"
@@ -169,6 +182,8 @@ class Plan:
         args = ["model_deploy", "--mlir", self.mlir(b), "--quantize", self.quantize, "--chip", self.chip]
         if self.quantize == "INT8":
             args += ["--calibration_table", self.cali_table(b)]
+            if self.quantize_table:
+                args += ["--quantize_table", self.quantize_table]
         return args + ["--model", self.bmodel(b)]
 
     def info(self, b: int) -> list[str]:
@@ -324,11 +339,17 @@ def make_plan(ctx: BuildContext) -> Plan:
                 f"--calib applies to INT8 builds; this build is {quantize} (add --quantize INT8)"
             )
         calib_dir = _check_calib_dir(Path(ctx.options["calib"]), mean is not None)
+    if quantize != "INT8" and (ctx.options.get("min_agreement") or ctx.options.get("keep")):
+        raise OcrgraftError(f"--min-agreement and --keep apply to INT8 builds; this build is {quantize}")
     calibration = table.get("calibration", 8)
     if not isinstance(calibration, int) or calibration < 1:
         raise OcrgraftError(f"[sophon] calibration must be a positive integer, got {calibration!r}")
+    calib_images = False
     if calib_dir is not None:  # every input the user gave (run_calibration would pick `calibration` of them)
         calibration = _calib_count(calib_dir)
+        calib_images = ctx.settings.get("preprocess") is not None and any(
+            p.suffix.lower() in CALIB_IMAGE_EXT for p in calib_dir.rglob("*")
+        )
     thresholds = dict(THRESHOLDS[quantize])
     for k in thresholds:
         key = f"{quantize.lower()}_{k}"
@@ -347,6 +368,7 @@ def make_plan(ctx: BuildContext) -> Plan:
         calibration=calibration,
         calib_dir=calib_dir,
         thresholds=thresholds,
+        calib_images=calib_images,
     )
 
 
@@ -366,7 +388,7 @@ def _normalization(
             )
         mean, scale = _floats(table["mean"], "mean"), _floats(table["scale"], "scale")
     elif pre and "mean" in pre and "std" in pre:
-        s = float(pre.get("scale", 1.0))
+        s = float(pre.get("scale", PIXEL_SCALE))  # the same default as the images' own preprocessing
         mean = [m * s for m in _floats(pre["mean"], "preprocess mean")]
         std = _floats(pre["std"], "preprocess std")
         if any(v == 0 for v in std):
@@ -514,6 +536,13 @@ class SophonTarget(Target):
         TargetOption("chip", "the Sophon chip", tuple(CHIPS)),
         TargetOption("quantize", "precision of the BModel", tuple(THRESHOLDS)),
         TargetOption("calib", "INT8: a folder of calibration images, .npy or .npz inputs"),
+        TargetOption(
+            "min_agreement",
+            "INT8 with images: the share reading like the float model that the precision search keeps",
+            pattern=r"0|1|0?\.\d+|1\.0*",
+            flag="--min-agreement",
+        ),
+        TargetOption("keep", "INT8: a precision.json whose ONNX nodes stay F32", flag="--keep"),
     )
 
     def max_opset(self) -> int | None:
@@ -528,6 +557,7 @@ class SophonTarget(Target):
         limits = chip_limits(ctx.model_path, plan)
         if limits:
             raise OcrgraftError(f"target sophon ({plan.chip} {plan.quantize}): " + "; ".join(limits))
+        self.precision_note: str | None = None
         work = ctx.out_dir / "sophon"
         (work / "logs").mkdir(parents=True, exist_ok=True)
         for sub in ("inputs", "outputs", plan.chip.upper()):
@@ -556,6 +586,10 @@ class SophonTarget(Target):
         (work / BMODELS).write_text(json.dumps(built, indent=1) + "\n")  # for accuracy runs, later too
         details["seconds"] = round(time.perf_counter() - t0, 1)
         details["script"] = "build_bmodel.sh"
+        if plan.quantize_table:  # found during the run: the script deploys with it too
+            script.write_text(plan.script(home / "venv"))
+        if self.precision_note:
+            details["precision_search"] = self.precision_note
         artifacts = [f"sophon/{plan.bmodel(b)}" for b in plan.batches] + ["build_bmodel.sh"]
         command = (
             "# in sophon/, with TPU-MLIR's tools on PATH (build_bmodel.sh does both)\n" + plan.commands()
@@ -567,6 +601,10 @@ class SophonTarget(Target):
         device = plan.quantize + (
             f", calibrated on {details['calibration']}" if details["calibration"] else ""
         )
+        if self.precision_note:
+            device += f"; {self.precision_note}"
+            if (ctx.out_dir / PRECISION_FILE).exists():
+                artifacts.append(PRECISION_FILE)
         return BuildResult(
             built=True,
             summary=details.pop("summary"),
@@ -614,7 +652,9 @@ class SophonTarget(Target):
                 what=f"model_transform (batch {b})",
             )
             if plan.quantize == "INT8":
-                if not plan.calib_dir:
+                if plan.calib_images:
+                    self._calibration_from_images(ctx, plan, b, work)
+                elif not plan.calib_dir:
                     _progress(
                         f"warning: sophon INT8: calibrating on {plan.calibration} generated inputs (noise); "
                         "give real images with --calib DIR"
@@ -626,6 +666,8 @@ class SophonTarget(Target):
                     log=work / "logs" / f"calibrate_{b}b.log",
                     what=f"run_calibration (batch {b})",
                 )
+                if b == plan.batches[0]:
+                    self._keep_in_float(ctx, plan, tc, work, b, onnx_outputs)
             tc.run(
                 plan.deploy(b),
                 cwd=work,
@@ -693,6 +735,81 @@ class SophonTarget(Target):
             return self._judge(plan, rows, timings) | {"onnx_outputs": onnx_outputs}
         except VerificationError as exc:
             raise VerificationError(f"{exc}; {self._locate(plan, rows, tc, work, ctx.model_path)}") from exc
+
+    def _keep_in_float(
+        self, ctx: BuildContext, plan: Plan, tc, work: Path, b: int, outputs: list[str]
+    ) -> None:
+        """INT8: the layers to keep in F32, from --keep or, with real images and a decoder, from the
+        precision search (sophon_search); written as the quantize table every batch's deploy reads."""
+        table = work / f"{plan.name}_qtable"
+
+        def write_table(nodes: list[str]) -> list[str]:
+            """The quantize table for these ONNX nodes; returns the nodes TPU-MLIR fused away."""
+            layers, fused = quantize_table(nodes, work / plan.mlir(b), ctx.model_path)
+            table.write_text("".join(f"{layer} F32\n" for layer in layers))
+            plan.quantize_table = table.name if layers else None
+            return fused
+
+        if ctx.options.get("keep"):
+            nodes = read_keep_list(Path(ctx.options["keep"]))
+            fused = write_table(nodes)
+            self.precision_note = f"{len(nodes) - len(fused)} node(s) kept in F32 from {ctx.options['keep']}"
+            if fused:
+                self.precision_note += f" ({len(fused)} fused into the next layer: {', '.join(fused)})"
+            return
+        goal = float(ctx.options.get("min_agreement") or DEFAULT_MIN_AGREEMENT)
+        images = self._search_images(ctx, plan)
+        decoder = ctx.settings.get("decoder")
+        if goal <= 0 or not images or not decoder:
+            if goal > 0 and not images:
+                self.precision_note = "no precision search: no real images (--images, or images in --calib)"
+            return
+        shape = plan.shapes[b]
+        ranges = {k: [tuple(v) for v in vs] for k, vs in ctx.shapes.shapes.items()}
+        pre = Preprocess.from_recipe(ctx.settings.get("preprocess"), ranges)
+        pinned = pre.pinned(shape[pre.input])
+        feeds = [{pre.input: np.repeat(pinned(path), b, axis=0)} for path in images]
+        entry = {"batch": b, "chip": plan.chip, "outputs": outputs}
+
+        def deploy(nodes: list[str]) -> Path:
+            write_table(nodes)
+            log = work / "logs" / "search_deploy.log"
+            tc.run(plan.deploy(b), cwd=work, log=log, what="model_deploy (precision search)")
+            return next(work.glob(f"{plan.name}_{b}b_{plan.chip}_*_final.mlir"))
+
+        def run_program(program: Path, batch: list[dict]) -> list[dict]:
+            return _simulate_many(tc, work, entry | {"file": program.name}, batch)
+
+        def dump_layers(program: Path, batch: list[dict]) -> list[dict]:
+            return [_dump(tc, work, program, f, i) for i, f in enumerate(batch)]
+
+        found = search(
+            feeds=feeds,
+            model_path=ctx.model_path,
+            decoder_options=decoder,
+            output=decoder.get("output"),
+            goal=goal,
+            layers=nodes_with_layers(work / plan.mlir(b), ctx.model_path),
+            deploy=deploy,
+            run_program=run_program,
+            dump_layers=dump_layers,
+            progress=_progress,
+        )
+        write_table([k.node for k in found.keep])
+        (ctx.out_dir / PRECISION_FILE).write_text(json.dumps(found.to_json(plan.chip), indent=1) + "\n")
+        self.precision_note = found.describe()
+        if not found.reached:
+            _progress(f"warning: sophon INT8: {found.describe()}")
+
+    @staticmethod
+    def _search_images(ctx: BuildContext, plan: Plan) -> list[Path]:
+        """The real images the search measures on: --images, else the images of --calib."""
+        if ctx.images:
+            return list(ctx.images)
+        if plan.calib_dir:
+            found = sorted(p for p in plan.calib_dir.rglob("*") if p.suffix.lower() in CALIB_IMAGE_EXT)
+            return found[:SEARCH_IMAGES]
+        return []
 
     @staticmethod
     def _locate(plan: Plan, rows: list[dict], tc, work: Path, model_path: Path) -> str:
@@ -765,7 +882,8 @@ class SophonTarget(Target):
         calibration = None
         if plan.quantize == "INT8":
             calibration = (
-                f"{plan.calibration} inputs from {plan.calib_dir}"
+                f"{_calib_count(plan.calib_dir)} {'images' if plan.calib_images else 'inputs'} from "
+                f"{plan.calib_dir}"
                 if plan.calib_dir
                 else (
                     f"{plan.calibration} generated inputs per batch size (noise, not real data), drawn like "
@@ -817,6 +935,22 @@ class SophonTarget(Target):
         return found[:SAMPLES_PER_BATCH]
 
     @staticmethod
+    def _calibration_from_images(ctx: BuildContext, plan: Plan, b: int, work: Path) -> None:
+        """--calib images through the recipe's [preprocess] at this BModel's shape, b to an input: the
+        same reading of pixels as every check and the accuracy table (TPU-MLIR's own image loader would
+        stretch them instead)."""
+        ranges = {k: [tuple(v) for v in vs] for k, vs in ctx.shapes.shapes.items()}
+        pre = Preprocess.from_recipe(ctx.settings.get("preprocess"), ranges)
+        pinned = pre.pinned(plan.shapes[b][pre.input])
+        batches = calibration_inputs(plan.calib_dir, pinned, [pre.input])
+        folder = work / plan.calib_dataset(b)
+        folder.mkdir(exist_ok=True)
+        for i in range(0, len(batches), b):
+            group = [f[pre.input] for f in (batches[i : i + b] * b)[:b]]  # the last one filled up
+            np.savez(folder / f"{i // b:04d}.npz", **{pre.input: np.concatenate(group, axis=0)})
+        plan.calibration = -(-len(batches) // b)
+
+    @staticmethod
     def _calibration_inputs(ctx: BuildContext, plan: Plan, b: int, work: Path) -> None:
         folder = work / plan.calib_dataset(b)
         folder.mkdir(exist_ok=True)
@@ -826,6 +960,22 @@ class SophonTarget(Target):
                 folder / f"{i:03d}.npz",
                 **random_inputs(model_inputs, plan.shapes[b], seed=9000 + 100 * b + i),
             )
+
+
+def _dump(tc, work: Path, program: Path, feeds: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """Every layer of a final.mlir on one input, by TPU-MLIR's layer names."""
+    (work / LAYERS).mkdir(exist_ok=True)
+    np.savez(work / LAYERS / f"search_in_{i}.npz", **feeds)
+    out = f"{LAYERS}/search_out_{i}.npz"
+    argv = ["model_runner", "--input", f"{LAYERS}/search_in_{i}.npz", "--model", program.name]
+    tc.run(
+        [*argv, "--dump_all_tensors", "--output", out],
+        cwd=work,
+        log=work / "logs" / f"search_layers_{i}.log",
+        what=f"model_runner --dump_all_tensors on {program.name}",
+    )
+    with np.load(work / out) as z:
+        return {k: z[k] for k in z.files}
 
 
 def _simulate_many(tc, work: Path, entry: dict, feeds: list[dict[str, np.ndarray]]) -> list[dict]:
