@@ -168,6 +168,19 @@ def test_fp16_keep_list_and_overflowing_constants_stay_float32():
     )
 
 
+def test_fp16_reads_a_precision_json_keep_list(tmp_path):
+    """The keep-list format every target reads: the named nodes (by name, or by first output when
+    unnamed) stay float32, the others go float16."""
+    import json
+
+    model = _large_activation_model()
+    keep = tmp_path / "precision.json"
+    keep.write_text(json.dumps({"keep": [{"node": "big", "precision": "F32"}]}))  # the unnamed MatMul
+    apply(f"to-fp16(keep={keep})", model)
+    assert _node(model, "MatMul").inputs[0].dtype == ir.DataType.FLOAT
+    assert _node(model, "Relu").inputs[0].dtype == ir.DataType.FLOAT16
+
+
 def _large_activation_model():
     """x * 3000 -> MatMul with weights ~±100 (activations reach ~1e6) -> / 2e4 -> + bias -> Relu."""
     nodes = [

@@ -128,6 +128,44 @@ def test_trt_int8_calibrates_on_images_and_trtexec_reads_the_cache(tmp_path, cap
         )
 
 
+def test_a_keep_list_reaches_trt_and_ascend(tmp_path):
+    """precision.json (the Sophon search's format) on the other targets: per-layer FP32 for TensorRT
+    (build_engine.py's config and trtexec's --layerPrecisions), ATC's --keep_dtype file for Ascend; a node
+    the model lacks is refused by name."""
+    import onnx
+
+    from ocrgraft.core.precision import node_key
+
+    src = _save(tmp_path, make_dynamic_model(), "dyn")
+    first = convert(onnx=src, target="ort", out=tmp_path / "o", shapes=DYN_SHAPES, progress=lambda m: None)
+    conv_node = next(
+        n for n in onnx.load(str(first.out_dir / "model.onnx")).graph.node if n.op_type == "Conv"
+    )
+    keep = tmp_path / "precision.json"
+    keep.write_text(json.dumps({"keep": [{"node": node_key(conv_node), "precision": "F32"}]}))
+    common = dict(onnx=src, shapes=DYN_SHAPES, progress=lambda m: None)
+    trt = convert(
+        target="trt", out=tmp_path / "t", target_options={"quantize": "F16", "keep": str(keep)}, **common
+    )
+    cfg = json.loads((trt.out_dir / "trt" / "engine_config.json").read_text())
+    assert cfg["keep_fp32"] == [node_key(conv_node)]
+    script = (trt.out_dir / "trt" / "trtexec.sh").read_text()
+    assert (
+        f"--layerPrecisions={node_key(conv_node)}:fp32" in script and "--precisionConstraints=obey" in script
+    )
+    assert "1 layer(s) kept in F32" in trt.report["build"]["precision"]["device"]
+    asc = convert(target="ascend", out=tmp_path / "a", target_options={"keep": str(keep)}, **common)
+    assert (asc.out_dir / "ascend" / "keep_dtype.cfg").read_text() == f"{node_key(conv_node)}\n"
+    assert "--keep_dtype=keep_dtype.cfg" in (asc.out_dir / "ascend" / "atc.sh").read_text()
+    keep.write_text(json.dumps({"keep": [{"node": "no_such_node"}]}))
+    with pytest.raises(OcrgraftError, match="has no node.s. no_such_node"):
+        convert(
+            target="trt", out=tmp_path / "t2", target_options={"quantize": "F16", "keep": str(keep)}, **common
+        )
+    with pytest.raises(OcrgraftError, match="--keep applies to F16 and INT8 engines"):
+        convert(target="trt", out=tmp_path / "t3", target_options={"keep": str(keep)}, **common)
+
+
 @pytest.mark.skipif(
     tensorrt_available() is None, reason="runs only where TensorRT cannot build (here: always)"
 )
@@ -321,7 +359,7 @@ def test_every_target_pass_exists():
             "trt",
             {"chip": "bm1684"},
             "--chip does not apply to target trt (its options: --target-version, --quantize, --calib, "
-            "--build)",
+            "--keep, --build)",
         ),
         (
             "ort",

@@ -20,6 +20,7 @@ from ocrgraft.core.graph import (
     schema_type_str,
 )
 from ocrgraft.core.modelio import to_proto
+from ocrgraft.core.precision import node_key, read_keep_list
 from ocrgraft.core.runner import Runner
 from ocrgraft.passes._edit import (
     Editor,
@@ -55,7 +56,8 @@ class ToFp16(Pass):
     activations overflow float16 stay float32.
 
     Inputs and outputs stay float32 (Casts at the borders). `keep` lists op types to leave in float32,
-    joined by '+', e.g. to-fp16(keep=Softmax+ReduceMean); GridSample and Range are kept by default since
+    joined by '+', e.g. to-fp16(keep=Softmax+ReduceMean), or a precision.json keep-list of node names
+    (to-fp16(keep=precision.json)); GridSample and Range are kept by default since
     they carry coordinates. A node reading a constant beyond float16's range (|x| > 65504, or non-zero
     below 2^-24) stays float32. Checked against the float32 model within a 1e-2 tolerance.
 
@@ -77,6 +79,8 @@ class ToFp16(Pass):
     def __init__(self, keep: str = "", *, samples: list[dict[str, np.ndarray]] | None = None):
         super().__init__()
         self.keep = tuple(k.strip() for k in keep.replace(",", "+").split("+") if k.strip())
+        # a precision.json among them: its nodes (by name) stay float32, the format every target reads
+        self.keep_nodes = {n for k in self.keep if k.endswith(".json") for n in read_keep_list(k)}
         if samples is not None and not isinstance(samples, (list, tuple)):
             raise TypeError("samples must be a list of {input name: array} dicts")
         self.samples = samples
@@ -182,6 +186,8 @@ class ToFp16(Pass):
             a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
         )
         if node.domain or node.op_type in keep or node.op_type == "Constant" or subgraphs:
+            return set(), set()
+        if self.keep_nodes and node_key(node) in self.keep_nodes:
             return set(), set()
         if node.op_type == "Cast":  # only int -> float casts move; float -> int keeps its precision
             floating = node.inputs[0].dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)

@@ -7,9 +7,11 @@ import shlex
 import shutil
 import subprocess
 
+import onnx
 import onnx_ir as ir
 
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.precision import check_keep_list, node_key
 from ocrgraft.core.shapes import fmt_dims
 from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Target, TargetOption
 from ocrgraft.targets.tables import check_against_table, load_table, table_versions
@@ -114,6 +116,7 @@ class AscendTarget(Target):
             "atc --soc_version, e.g. Ascend310P3, Ascend310, Ascend910B1",
             pattern=r"Ascend\d{3}[A-Za-z0-9_]*",
         ),
+        TargetOption("keep", "F16: a precision.json whose ONNX nodes ATC keeps in float32", flag="--keep"),
         TargetOption(
             "quantize",
             "precision ATC compiles for (default: ATC's own, float16)",
@@ -128,6 +131,19 @@ class AscendTarget(Target):
     def __init__(self, version: str | None = None):
         self.version = version or DEFAULT_VERSION
         load_table("ascend", self.version)
+
+    @staticmethod
+    def keep_dtype(ctx: BuildContext, asked: str | None, gen: str) -> list[str]:
+        """--keep precision.json as ATC's --keep_dtype file (one operator name per line, kept in its
+        original precision, float32); not with F32, which keeps every operator already."""
+        if not ctx.options.get("keep"):
+            return []
+        if asked == "F32":
+            raise OcrgraftError("--keep applies to F16 builds (ATC's default); --quantize F32 keeps every op")
+        model = onnx.load(str(ctx.model_path), load_external_data=False)
+        nodes = check_keep_list(ctx.options["keep"], {node_key(n) for n in model.graph.node})
+        (ctx.out_dir / "ascend" / "keep_dtype.cfg").write_text("".join(f"{n}\n" for n in nodes))
+        return nodes
 
     def max_opset(self) -> int | None:
         opsets = load_table("ascend", self.version).opsets
@@ -167,9 +183,13 @@ class AscendTarget(Target):
             *precision,
             "--log=error",
         ]
-        command = " ".join(shlex.quote(p) for p in parts)
         ascend_dir = ctx.out_dir / "ascend"
         ascend_dir.mkdir()
+        keep = self.keep_dtype(ctx, asked, gen)
+        if keep:
+            parts.insert(-1, "--keep_dtype=keep_dtype.cfg")
+            device += f"; {len(keep)} operator(s) kept in float32 (--keep_dtype, from {ctx.options['keep']})"
+        command = " ".join(shlex.quote(p) for p in parts)
         script = ascend_dir / "atc.sh"
         script.write_text(
             "#!/usr/bin/env bash\n# Build the Ascend offline model (.om) with ATC from the CANN toolkit.\n"
@@ -195,7 +215,7 @@ class AscendTarget(Target):
                 "no .om built: `atc` (Huawei CANN toolkit) is not on PATH here; run ascend/atc.sh "
                 "where CANN is installed",
                 command,
-                ["ascend/atc.sh"],
+                ["ascend/atc.sh"] + (["ascend/keep_dtype.cfg"] if keep else []),
                 details,
                 report,
             )

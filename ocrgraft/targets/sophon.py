@@ -51,18 +51,13 @@ from ocrgraft.core.compare import similarity, text_agreement
 from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.images import PIXEL_SCALE, Preprocess, calibration_inputs
 from ocrgraft.core.modelio import load
+from ocrgraft.core.precision import PRECISION_FILE, read_keep_list
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims, random_inputs
 from ocrgraft.targets import tpu_mlir_env
 from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
 from ocrgraft.targets.sophon_layers import LAYERS, bisect_bmodel
-from ocrgraft.targets.sophon_search import (
-    PRECISION_FILE,
-    nodes_with_layers,
-    quantize_table,
-    read_keep_list,
-    search,
-)
+from ocrgraft.targets.sophon_search import nodes_with_layers, quantize_table, search
 
 # The ONNX op types TPU-MLIR 1.30.2 converts: the keys of OnnxConverter.onnxop_factory in
 # tpu_mlir/python/transform/OnnxConverter.py of the `tpu-mlir==1.30.2` wheel (129 entries).

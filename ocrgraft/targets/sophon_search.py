@@ -17,7 +17,6 @@ table model_deploy reads (`--quantize_table`, one `<layer> F32` per line).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,11 +28,10 @@ import onnx
 from ocrgraft.core.bisect import layer_similarities
 from ocrgraft.core.compare import mask_iou
 from ocrgraft.core.decode import ProbMapDecoder, decoder_from
-from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.precision import node_key
 from ocrgraft.core.runner import Runner
 from ocrgraft.targets.sophon_layers import onnx_names
 
-PRECISION_FILE = "precision.json"  # in the output folder: the keep-list in ONNX node names
 RANK_SAMPLES = 2  # images dumped layer by layer for the ranking
 GREEDY_STEPS = (1, 2, 4, 8)  # the worst-ranked layers tried in F32 before bisecting the network
 
@@ -87,15 +85,6 @@ class SearchResult:
         }
 
 
-def read_keep_list(path: Path) -> list[str]:
-    """The ONNX node names a precision.json keeps in float."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return [str(k["node"]) for k in data["keep"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OcrgraftError(f"--keep {path}: not a precision.json keep-list ({exc})") from None
-
-
 def mlir_layers(mlir: Path) -> list[str]:
     """The layer (op location) names of a TPU-MLIR file, in order."""
     return list(dict.fromkeys(re.findall(r'loc\("([^"]+)"\)', mlir.read_text(errors="replace"))))
@@ -105,7 +94,7 @@ def quantize_table(nodes: list[str], mlir: Path, model_path: Path) -> tuple[list
     """TPU-MLIR layer names (in the Top MLIR `mlir`) for ONNX nodes (named, or by their first output when
     unnamed, as the search writes them), and the nodes with no layer of their own (fused away)."""
     model = onnx.load(str(model_path), load_external_data=False)
-    output_of = {(n.name or n.output[0]): n.output[0] for n in model.graph.node if n.output}
+    output_of = {node_key(n): n.output[0] for n in model.graph.node if n.output}
     to_onnx = onnx_names(mlir_layers(mlir), model_path)
     layer_of = {v: k for k, v in to_onnx.items()}
     layers, missing = [], []
@@ -118,7 +107,7 @@ def quantize_table(nodes: list[str], mlir: Path, model_path: Path) -> tuple[list
 def rank_layers(dumps: list[dict[str, np.ndarray]], feeds: list[dict], model_path: Path) -> list[Kept]:
     """Layers by the cosine similarity they lose themselves in INT8, worst first (see the module doc)."""
     model = onnx.load(str(model_path), load_external_data=False)
-    op_of = {o: (n.name or o, n.op_type) for n in model.graph.node for o in n.output}
+    op_of = {o: (node_key(n), n.op_type) for n in model.graph.node for o in n.output}
     loss: dict[str, float] = {}
     for dump, feed in zip(dumps, feeds):
         pairs = onnx_names(list(dump), model_path)
@@ -180,10 +169,7 @@ def search(
     reference = Runner(model_path.read_bytes(), what="the float model")
     pick = (lambda outs: outs[output]) if output else (lambda outs: next(iter(outs.values())))
     ref = [pick(reference.run(f)) for f in feeds]
-    op_of = {
-        (n.name or n.output[0]): n.op_type
-        for n in onnx.load(str(model_path), load_external_data=False).graph.node
-    }
+    op_of = {node_key(n): n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node}
     result = SearchResult(goal, "", len(feeds))
     last: list[Path] = []
 
@@ -228,7 +214,7 @@ def nodes_with_layers(mlir: Path, model_path: Path) -> list[str]:
     """The ONNX nodes (names as the keep-list writes them) that have a layer of their own in a Top MLIR,
     in the ONNX graph's order."""
     model = onnx.load(str(model_path), load_external_data=False)
-    nodes = [n.name or n.output[0] for n in model.graph.node if n.output]
+    nodes = [node_key(n) for n in model.graph.node if n.output]
     _, fused = quantize_table(nodes, mlir, model_path)
     fused = set(fused)
     return [n for n in nodes if n not in fused]

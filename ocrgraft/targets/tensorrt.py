@@ -15,9 +15,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.images import Preprocess, calibration_inputs
+from ocrgraft.core.precision import check_keep_list, node_key
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims
 from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
@@ -116,6 +118,7 @@ class TensorRTTarget(Target):
             refused=(("BF16", "the scripts target TensorRT 8.6 / 10.x's FP16 and INT8 builder flags"),),
         ),
         TargetOption("calib", "INT8: a folder of calibration images (through [preprocess]), .npy or .npz"),
+        TargetOption("keep", "F16/INT8: a precision.json whose ONNX nodes stay F32", flag="--keep"),
         TargetOption("build", "build the engine where TensorRT and a GPU exist"),
     )
 
@@ -137,6 +140,12 @@ class TensorRTTarget(Target):
             raise OcrgraftError("--calib applies to INT8 engines; add --quantize INT8")
         profiles = self.profiles(ctx)
         calibration = self._calibration(ctx, profiles) if precision == "int8" else None
+        keep = []
+        if opts.get("keep"):
+            if precision == "fp32":
+                raise OcrgraftError("--keep applies to F16 and INT8 engines; this one is F32")
+            model = onnx.load(str(ctx.model_path), load_external_data=False)
+            keep = check_keep_list(opts["keep"], {node_key(n) for n in model.graph.node})
         trt_dir = ctx.out_dir / "trt"
         trt_dir.mkdir()
         config = {
@@ -147,12 +156,13 @@ class TensorRTTarget(Target):
             "int8": precision == "int8",
             "workspace_mib": WORKSPACE_MIB,
             "tensorrt_version": self.version,
+            "keep_fp32": keep,  # ONNX node names = TensorRT layer names from its ONNX parser
         }
         (trt_dir / "engine_config.json").write_text(json.dumps(config, indent=2) + "\n")
         script = resources.files("ocrgraft.targets") / "templates" / "build_engine.py"
         (trt_dir / "build_engine.py").write_text(script.read_text())
         self._save_check_data(ctx, trt_dir)
-        command = self.trtexec_command(profiles, precision)
+        command = self.trtexec_command(profiles, precision, keep)
         needs_cache = ""
         if calibration is not None:
             batches, where = calibration
@@ -179,6 +189,9 @@ class TensorRTTarget(Target):
             "profiles": {k: [fmt_dims(s) for s in v] for k, v in profiles.items()},
         }
         report = {"device": DEVICE_PRECISION[precision], "verified": "F32: every stage in ONNX Runtime"}
+        if keep:
+            details["keep_fp32"] = f"{len(keep)} layer(s) from {opts['keep']}"
+            report["device"] += f"; {len(keep)} layer(s) kept in F32 ({opts['keep']})"
         if calibration is not None:
             artifacts.append("trt/calib_inputs.npz")
             details["calibration"] = calibration[1]
@@ -254,7 +267,7 @@ class TensorRTTarget(Target):
         return out
 
     @staticmethod
-    def trtexec_command(profiles: dict, precision: str) -> str:
+    def trtexec_command(profiles: dict, precision: str, keep: list[str] = ()) -> str:
         parts = [
             "trtexec",
             "--onnx=../model.onnx",
@@ -267,6 +280,12 @@ class TensorRTTarget(Target):
             parts.append("--fp16")
         if precision == "int8":
             parts += ["--int8", "--calib=calibration.cache"]
+        if keep:
+            parts += [
+                "--precisionConstraints=obey",
+                "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in keep),
+                "--layerOutputTypes=" + ",".join(f"{n}:fp32" for n in keep),
+            ]
         return " ".join(shlex.quote(p) for p in parts)
 
     @staticmethod

@@ -45,6 +45,15 @@ def build(cfg: dict) -> bytes:
     if cfg["int8"]:
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator(cfg)
+    keep = set(cfg.get("keep_fp32", []))
+    if keep:  # the keep-list (precision.json): these layers compute and write float32
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.name in keep:
+                layer.precision = trt.float32
+                for k in range(layer.num_outputs):
+                    layer.set_output_type(k, trt.float32)
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in cfg["profiles"].items():
         profile.set_shape(name, lo, opt, hi)
