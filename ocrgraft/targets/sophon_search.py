@@ -28,7 +28,7 @@ import onnx
 from ocrgraft.core.bisect import layer_similarities
 from ocrgraft.core.compare import mask_iou
 from ocrgraft.core.decode import ProbMapDecoder, decoder_from
-from ocrgraft.core.precision import node_key
+from ocrgraft.core.precision import PRECISION_FILE, node_key
 from ocrgraft.core.runner import Runner
 from ocrgraft.targets.sophon_layers import onnx_names
 
@@ -52,6 +52,7 @@ class SearchResult:
     steps: list[dict] = field(default_factory=list)  # {"kept": k, "how": ..., "agreement": a}
     keep: list[Kept] = field(default_factory=list)
     after: float = 0.0  # the agreement with `keep` in F32
+    layers: int = 0  # ONNX nodes with a TPU-MLIR layer of their own
 
     @property
     def before(self) -> float:
@@ -62,13 +63,22 @@ class SearchResult:
         return self.after >= self.goal
 
     def describe(self) -> str:
-        kept = ", ".join(f"{k.op} '{k.node}'" for k in self.keep) or "none"
         verdict = "reached" if self.reached else "NOT reached"
-        return (
+        kept = f"{len(self.keep)} kept in F32"
+        if self.keep and len(self.keep) == self.layers:
+            kept = (
+                f"all {self.layers} layers kept in F32 (INT8 in name only: no part of it reads right in INT8)"
+            )
+        text = (
             f"INT8 agreement with the float model on {self.items} images ({self.measure}): "
-            f"{self.before:.1%} with every layer INT8, {self.after:.1%} with {len(self.keep)} kept in F32 "
-            f"(goal {self.goal:.0%} {verdict}); kept: {kept}"
+            f"{self.before:.1%} with every layer INT8, {self.after:.1%} with {kept} (goal {self.goal:.0%} "
+            f"{verdict})"
         )
+        if 0 < len(self.keep) <= 8:
+            text += "; kept: " + ", ".join(f"{k.op} '{k.node}'" for k in self.keep)
+        elif self.keep:
+            text += f"; the list is in {PRECISION_FILE}"
+        return text
 
     def to_json(self, chip: str) -> dict:
         return {
@@ -170,7 +180,7 @@ def search(
     pick = (lambda outs: outs[output]) if output else (lambda outs: next(iter(outs.values())))
     ref = [pick(reference.run(f)) for f in feeds]
     op_of = {node_key(n): n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node}
-    result = SearchResult(goal, "", len(feeds))
+    result = SearchResult(goal, "", len(feeds), layers=len(layers))
     last: list[Path] = []
 
     def attempt(keep: list[Kept], how_found: str) -> bool:
