@@ -241,11 +241,12 @@ def test_calibration_folder_kinds(tmp_path):
             tmp_path / "c", ctc_model(), norm, "x:1x3x16x32", quantize="INT8", calib=str(tmp_path / "imgs")
         )
     )
-    assert plan.calibrate(1)[:4] == [
+    # images are preprocessed by ocrgraft into calib_1b/ (as the recipe reads pixels); arrays go as given
+    assert plan.calib_images and plan.calibrate(1)[:4] == [
         "run_calibration",
         "n_1b.mlir",
         "--dataset",
-        str((tmp_path / "imgs").resolve()),
+        "calib_1b",
     ]
 
 
@@ -530,9 +531,11 @@ def test_int8_precision_search_keeps_the_layers_that_break_it(tmp_path, toolchai
     again = context(
         tmp_path / "again", outlier_ctc_model(), recipe, "x:1x3x16x64", quantize="INT8", calib=str(lines)
     )
-    again.options["keep"] = str(ctx.out_dir / "precision.json")
+    again.images, again.options["keep"] = ctx.images, str(ctx.out_dir / "precision.json")
     build = get_target("sophon").build(again)
-    assert build.details["precision_search"].startswith(f"{len(kept)} node(s) kept in F32 from")
+    note = build.details["precision_search"]
+    assert note.startswith(f"{len(kept)} node(s) kept in F32 from") and "100.0% with" in note
+    assert not (again.out_dir / "precision.json").exists()  # measured, not searched again
     assert (again.out_dir / "sophon" / "tinyctc_qtable").read_text().split() == table
 
 

@@ -260,8 +260,8 @@ class Pipeline:
                 time.perf_counter() - t,
             )
             data = None
-            if self.stages_dir:  # one serialization for the file and the check
-                t = time.perf_counter()
+            if self.stages_dir and result.modified:  # one serialization for the file and the check;
+                t = time.perf_counter()  # a pass that changed nothing leaves no copy of the same graph
                 data = to_bytes(model)
                 stage.file = self._save(data, i, p.name)
                 stage.save_seconds = time.perf_counter() - t

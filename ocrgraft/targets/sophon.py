@@ -125,6 +125,7 @@ class Plan:
     thresholds: dict = field(default_factory=dict)
     quantize_table: str | None = None  # INT8: layers kept in F32 (file in the work folder)
     calib_images: bool = False  # --calib holds images, preprocessed by ocrgraft as the recipe says
+    judged_on_images: bool = False  # INT8: the precision search reached its goal on real images
 
     def mlir(self, b: int) -> str:
         return f"{self.name}_{b}b.mlir"
@@ -745,17 +746,19 @@ class SophonTarget(Target):
             plan.quantize_table = table.name if layers else None
             return fused
 
-        if ctx.options.get("keep"):
-            nodes = read_keep_list(Path(ctx.options["keep"]))
-            fused = write_table(nodes)
-            self.precision_note = f"{len(nodes) - len(fused)} node(s) kept in F32 from {ctx.options['keep']}"
-            if fused:
-                self.precision_note += f" ({len(fused)} fused into the next layer: {', '.join(fused)})"
-            return
+        given = None
         goal = float(ctx.options.get("min_agreement") or DEFAULT_MIN_AGREEMENT)
         images = self._search_images(ctx, plan)
         decoder = ctx.settings.get("decoder")
-        if goal <= 0 or not images or not decoder:
+        if ctx.options.get("keep"):
+            given = read_keep_list(Path(ctx.options["keep"]))
+            fused = write_table(given)
+            self.precision_note = f"{len(given) - len(fused)} node(s) kept in F32 from {ctx.options['keep']}"
+            if fused:
+                self.precision_note += f" ({len(fused)} fused into the next layer: {', '.join(fused)})"
+            if not images or not decoder:
+                return  # judged on the random test inputs by the precision's thresholds
+        elif goal <= 0 or not images or not decoder:
             if goal > 0 and not images:
                 self.precision_note = "no precision search: no real images (--images, or images in --calib)"
             return
@@ -789,8 +792,13 @@ class SophonTarget(Target):
             run_program=run_program,
             dump_layers=dump_layers,
             progress=_progress,
+            given=given,
         )
         write_table([k.node for k in found.keep])
+        plan.judged_on_images = found.reached
+        if given is not None:
+            self.precision_note += f"; {found.describe()}"
+            return
         (ctx.out_dir / PRECISION_FILE).write_text(json.dumps(found.to_json(plan.chip), indent=1) + "\n")
         self.precision_note = found.describe()
         if not found.reached:
@@ -851,7 +859,13 @@ class SophonTarget(Target):
             f"[{','.join(map(str, worst['worst_index']))}] = {worst['got']:.6g} "
             f"(ONNX Runtime {worst['expected']:.6g})"
         )
-        if problems:
+        unjudged = None
+        if problems and plan.judged_on_images:  # INT8 thresholds are about real images, not noise
+            unjudged = (
+                f"on the random test inputs {'; '.join(problems)} (not judged: this INT8 build was judged "
+                "on real images by the precision search)"
+            )
+        elif problems:
             raise VerificationError(
                 f"sophon {plan.chip} {plan.quantize}: the simulated BModel differs from ONNX "
                 f"Runtime: {'; '.join(problems)}; worst at {where}"
@@ -863,6 +877,7 @@ class SophonTarget(Target):
             f"simulator and compared with ONNX Runtime on {n_inputs} inputs ({len(rows)} output tensors): "
             f"cosine >= {low_cos:.6f}, euclidean >= {low_euc:.6f}, max abs err {high_abs:.3g}"
             + (f"; decoded text {same}/{total} same" if total else "")
+            + (f"; {unjudged}" if unjudged else "")
         )
         shapes = "; ".join(
             f"batch {b}: " + ", ".join(f"{k}={fmt_dims(v)}" for k, v in plan.shapes[b].items())

@@ -55,8 +55,10 @@ class SearchResult:
     layers: int = 0  # ONNX nodes with a TPU-MLIR layer of their own
 
     @property
-    def before(self) -> float:
-        return self.steps[0]["agreement"]
+    def before(self) -> float | None:
+        """Every layer INT8 (None when a given keep-list was only measured)."""
+        first = self.steps[0]
+        return first["agreement"] if first["how"] == "every layer INT8" else None
 
     @property
     def reached(self) -> bool:
@@ -69,10 +71,10 @@ class SearchResult:
             kept = (
                 f"all {self.layers} layers kept in F32 (INT8 in name only: no part of it reads right in INT8)"
             )
+        before = f"{self.before:.1%} with every layer INT8, " if self.before is not None else ""
         text = (
             f"INT8 agreement with the float model on {self.items} images ({self.measure}): "
-            f"{self.before:.1%} with every layer INT8, {self.after:.1%} with {kept} (goal {self.goal:.0%} "
-            f"{verdict})"
+            f"{before}{self.after:.1%} with {kept} (goal {self.goal:.0%} {verdict})"
         )
         if 0 < len(self.keep) <= 8:
             text += "; kept: " + ", ".join(f"{k.op} '{k.node}'" for k in self.keep)
@@ -172,10 +174,12 @@ def search(
     run_program: Callable[[Path, list[dict]], list[dict]],
     dump_layers: Callable[[Path, list[dict]], list[dict[str, np.ndarray]]],
     progress: Callable[[str], None],
+    given: list[str] | None = None,
 ) -> SearchResult:
-    """The search of the module doc. `layers`: the ONNX nodes that have a TPU-MLIR layer, in order;
-    `deploy(nodes)` builds INT8 keeping those in F32 and returns its final.mlir; `run_program` runs one
-    on feeds (outputs by ONNX name); `dump_layers` dumps every layer of one on feeds."""
+    """The search of the module doc; with `given`, no search: that keep-list is only measured.
+    `layers`: the ONNX nodes that have a TPU-MLIR layer, in order; `deploy(nodes)` builds INT8 keeping
+    those in F32 and returns its final.mlir; `run_program` runs one on feeds (outputs by ONNX name);
+    `dump_layers` dumps every layer of one on feeds."""
     reference = Runner(model_path.read_bytes(), what="the float model")
     pick = (lambda outs: outs[output]) if output else (lambda outs: next(iter(outs.values())))
     ref = [pick(reference.run(f)) for f in feeds]
@@ -196,6 +200,11 @@ def search(
             result.keep, result.after = keep, value
         return value >= goal
 
+    if given is not None:
+        keep = [Kept(node, op_of.get(node, "?"), None) for node in given]
+        attempt(keep, "the given keep-list")
+        result.keep, result.after = keep, result.steps[-1]["agreement"]
+        return result
     if attempt([], "every layer INT8"):
         return result
     # the all-INT8 program just measured, layer by layer

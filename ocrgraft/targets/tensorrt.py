@@ -166,7 +166,7 @@ class TensorRTTarget(Target):
         needs_cache = ""
         if calibration is not None:
             batches, where = calibration
-            np.savez(trt_dir / "calib_inputs.npz", **_grouped(batches))
+            np.savez_compressed(trt_dir / "calib_inputs.npz", **_grouped(batches))
             needs_cache = (
                 '[ -f calibration.cache ] || { echo "calibration.cache is missing: run python3 '
                 'build_engine.py first (it calibrates on calib_inputs.npz and writes it)" >&2; exit 1; }\n'
@@ -316,8 +316,8 @@ class TensorRTTarget(Target):
         for i, case in enumerate(ctx.cases):
             inputs.update({f"{i:02d}/{k}": v for k, v in case.feeds.items()})
             expected.update({f"{i:02d}/{k}": v for k, v in runner.run(case.feeds).items()})
-        np.savez(trt_dir / "check_inputs.npz", **inputs)
-        np.savez(trt_dir / "check_expected.npz", **expected)
+        np.savez_compressed(trt_dir / "check_inputs.npz", **inputs)
+        np.savez_compressed(trt_dir / "check_expected.npz", **expected)
 
 
 def _grouped(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
