@@ -26,6 +26,7 @@ help:
 	@echo "make lint                    ruff check + ruff format --check"
 	@echo "make test-slow               the full zoo matrix: every model x exporter x weights form (~10 min)"
 	@echo "make sophon-toolchain        set up TPU-MLIR for TARGET=sophon (once; cached in ~/.cache/ocrgraft)"
+	@echo "make trained-lprnet          train LPRNet on rendered plates (~6 min, once; ~/.cache/ocrgraft/trained)"
 	@echo "make bench [BENCH=full]      benchmark: scale vs onnxsim/onnxslim/graphsurgeon, zoo latency, conversion cost"
 	@echo "make view MODEL=<name> TARGET=<t>   serve a conversion's stages in Netron"
 	@echo "make clean                   remove out/ and build leftovers (keeps .venv)"
@@ -84,6 +85,13 @@ $(BENCH_STAMP): $(STAMP)
 .PHONY: bench
 bench: $(BENCH_STAMP) $(PADDLE_STAMP)
 	BENCH=$(BENCH) $(BIN)/python bench/run.py $(ARGS)
+
+# LPRNet trained here on rendered plates (a few minutes), with held-out plates and calibration plates:
+# the precision questions asked of a model that reads something. Written once into TRAINED.
+TRAINED ?= $(HOME)/.cache/ocrgraft/trained/lprnet
+.PHONY: trained-lprnet
+trained-lprnet: $(STAMP)
+	@test -f $(TRAINED)/lprnet_plates.pth || $(BIN)/python -m ocrgraft.models.train_lprnet $(TRAINED)
 
 view: $(STAMP)
 	@test -n "$(MODEL)" || { echo "make view: set MODEL=<name> TARGET=<target>" >&2; exit 2; }

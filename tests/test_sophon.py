@@ -563,6 +563,32 @@ def test_ppocrv4_rec_int8_with_the_search_reads_like_float(tmp_path, toolchain):
     assert "kept in F32" in conv.report["build"]["precision"]["device"]
 
 
+@pytest.mark.slow
+def test_lprnet_trained_here_reads_plates_in_int8_like_float(tmp_path, toolchain):
+    """LPRNet trained for a few minutes on rendered plates (ocrgraft.models.train_lprnet) reads held-out
+    plates; its INT8 BModel, calibrated on other plates, reads at least 99% of them like the float model
+    (with the precision search's help where plain INT8 falls short)."""
+    from ocrgraft.models.train_lprnet import train
+
+    trained = tmp_path / "trained"
+    assert train(trained, minutes=4, seed=0) >= 0.9
+    conv = convert(
+        "lprnet",
+        weights=trained / "lprnet_plates.pth",
+        target="sophon",
+        out=tmp_path / "out",
+        images=trained / "plates",
+        limit=50,
+        target_options={"quantize": "INT8", "calib": str(trained / "calib")},
+        progress=lambda m: None,
+    )
+    found = json.loads((conv.out_dir / "precision.json").read_text())
+    assert found["agreement_after"] >= 0.99
+    rows = {r["artifact"]: r for r in conv.report["accuracy"]["rows"]}
+    assert rows["torch"]["word_accuracy"] >= 0.9
+    assert rows["BModel bm1684x INT8 (simulator, 1x3x24x94)"]["differ"] <= 1
+
+
 def ctc_recipe(**sophon) -> Recipe:
     return Recipe(
         name="tinyctc",
