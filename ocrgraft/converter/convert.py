@@ -27,7 +27,7 @@ from ocrgraft.core.modelio import (
 )
 from ocrgraft.core.recipe import Recipe, read_recipe_file
 from ocrgraft.core.shapes import ShapeSet
-from ocrgraft.frontends import Source
+from ocrgraft.frontends import NEEDS, Source, require
 from ocrgraft.passes import CLEANUP_PASSES
 from ocrgraft.passes.convert_opset import missing_ops
 from ocrgraft.targets import BuildContext, Target, get_target, target_class
@@ -57,6 +57,8 @@ def load_source(
         from ocrgraft.frontends.onnx import load_source as load_onnx
 
         return load_onnx(recipe.source_path(), name=recipe.name)
+    if recipe.frontend in NEEDS:
+        require(recipe.frontend, f"model '{recipe.name}' ({recipe.frontend})")
     if recipe.frontend == "torch":
         from ocrgraft.frontends.torch import load_source as load_torch
 
