@@ -444,3 +444,13 @@ def test_passes_list_their_arguments_and_a_bad_argument_names_the_valid_ones(
         capsys, "apply", dynamic_model_file, dest, "-p", "rename-dims(x.0=batch)", "--shapes", DYN_SHAPES
     )
     assert rc == 0 and dest.is_file()
+
+
+def test_apply_without_verification_needs_no_shapes_and_says_so(tmp_path, dynamic_model_file, capsys):
+    out = tmp_path / "out.onnx"
+    assert main(["apply", str(dynamic_model_file), str(out), "-p", "eliminate-identity"]) == 1
+    assert "(or --no-verify to rewrite without checking)" in capsys.readouterr().err
+    rc = main(["apply", str(dynamic_model_file), str(out), "-p", "eliminate-identity", "--no-verify"])
+    printed = capsys.readouterr()
+    assert rc == 0 and "NOT verified (--no-verify)" in printed.out and "verification off" in printed.err
+    assert "Identity" not in {n.op_type for n in onnx.load(out).graph.node}

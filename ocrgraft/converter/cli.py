@@ -130,6 +130,7 @@ def cmd_samples(args) -> int:
 
 def cmd_apply(args) -> int:
     from ocrgraft.converter.pipeline import FLOOR_MULTIPLE, Pipeline
+    from ocrgraft.core.errors import OcrgraftError
     from ocrgraft.core.modelio import external_data_files, load, refuse_overwrite, save
 
     src, dst = Path(args.input), Path(args.output)
@@ -138,7 +139,7 @@ def cmd_apply(args) -> int:
     inputs = [src, *external_data_files(src), args.inputs]
     refuse_overwrite(inputs, outputs=[dst], folders=[args.stages] if args.stages else [])
     model = load(src)
-    result = Pipeline(
+    pipeline = Pipeline(
         args.passes,
         tolerance=_tolerance(args),
         stages_dir=args.stages,
@@ -146,13 +147,22 @@ def cmd_apply(args) -> int:
         inputs=_user_inputs(args.inputs),
         explain=args.explain,
         floor_multiple=FLOOR_MULTIPLE if args.atol is None and args.rtol is None else None,
-    ).run(model, args.shapes)
+        verify=not args.no_verify,
+    )
+    try:
+        result = pipeline.run(model, args.shapes)
+    except OcrgraftError as exc:
+        if "open: give its range with --shapes" in str(exc):
+            raise _err(f"{exc} (or --no-verify to rewrite without checking)") from None
+        raise
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
+    what = f"{len(checked)} stage(s) verified on {len(result.cases)} inputs"
+    if args.no_verify:
+        what = "NOT verified (--no-verify): no stage was run or compared with the input model"
     print(
         f"wrote {dst}: {result.rewrites} rewrites, "
-        f"{result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, "
-        f"{len(checked)} stage(s) verified on {len(result.cases)} inputs"
+        f"{result.stages[0].nodes} -> {result.stages[-1].nodes} nodes, {what}"
     )
     return 0
 
@@ -485,7 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("input", metavar="IN")
     a.add_argument("output", metavar="OUT")
     a.add_argument("--passes", "-p", required=True, help="comma-separated pass names")
-    a.add_argument("--stages", metavar="DIR", help="also save every stage into DIR")
+    a.add_argument("--stages", metavar="DIR", help="also save every stage that changed the graph into DIR")
+    a.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="rewrite without running or comparing anything (no --shapes needed); the output is unchecked",
+    )
     inputs_flag(a)
     explain_flag(a)
     shape_flag(a)
