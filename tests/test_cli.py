@@ -193,15 +193,9 @@ def test_compare_reports_per_output_errors(tmp_path, dynamic_model_file, capsys)
 
 
 def test_view_serves_a_model_in_netron(dynamic_model_file, capsys):
-    import netron
-
     rc, out, _ = run_cli(capsys, "view", dynamic_model_file, "--port", "18731", "--no-wait")
-    try:
-        assert rc == 0 and "http://127.0.0.1:18731" in out
-        with urllib.request.urlopen("http://127.0.0.1:18731/", timeout=10) as page:
-            assert page.status == 200
-    finally:
-        netron.stop(("127.0.0.1", 18731))
+    assert rc == 0 and "1 file(s) in Netron: http://127.0.0.1:18731/" in out
+    assert "dyn.onnx" in out and "http://127.0.0.1:18731/m/dyn.onnx/" in out
 
 
 # ---- bad input: one line on stderr, exit 1, nothing written, input untouched ----------------------
@@ -372,37 +366,42 @@ def test_source_with_external_data(tmp_path, capsys):
     _assert_clean_failure(rc, o, e, "external data", tmp_path / "out2")
 
 
-def test_view_serves_every_stage_of_a_conversion(tmp_path, dynamic_model_file, capsys):
-    import netron
+def test_view_serves_every_stage_of_a_conversion_from_one_port(tmp_path, dynamic_model_file, capsys):
+    """One port: an index of the stages, Netron's app per stage reading that file; a taken port moves on
+    to the next free one."""
+    import socket
+
+    from ocrgraft.converter.view import serve
 
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "convert",
-                "--onnx",
-                str(dynamic_model_file),
-                "--out",
-                str(out),
-                "--shapes",
-                DYN_SHAPES,
-                "--passes",
-                "eliminate-identity",
-            ]
-        )
-        == 0
-    )
+    argv = ["convert", "--onnx", str(dynamic_model_file), "--out", str(out), "--shapes", DYN_SHAPES]
+    assert main([*argv, "--passes", "eliminate-identity"]) == 0
     capsys.readouterr()
-    rc, o, _ = run_cli(capsys, "view", out / "dyn-ort", "--port", "18741", "--no-wait")
-    addresses = [("127.0.0.1", 18741 + i) for i in range(3)]
+    files = sorted((out / "dyn-ort" / "stages").glob("*.onnx")) + [out / "dyn-ort" / "model.onnx"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 18741))
+        server, address = serve(files, "dyn-ort", "127.0.0.1", 18741)
     try:
-        assert rc == 0
-        assert "00_source.onnx" in o and "01_eliminate-identity.onnx" in o and "model.onnx" in o
-        with urllib.request.urlopen("http://127.0.0.1:18743/", timeout=10) as page:
-            assert page.status == 200
+        assert address == "http://127.0.0.1:18742/"
+        with urllib.request.urlopen(address, timeout=10) as page:
+            index = page.read().decode()
+        assert all(f'href="/m/{f.name}/"' in index for f in files) and "consent" in index
+        stage = f"{address}m/01_eliminate-identity.onnx/"
+        with urllib.request.urlopen(stage, timeout=10) as page:
+            app = page.read().decode()
+        assert (
+            '<meta name="file" content="/m/01_eliminate-identity.onnx/data/01_eliminate-identity.onnx">'
+            in app
+        )
+        with urllib.request.urlopen(stage + "data/01_eliminate-identity.onnx", timeout=10) as data:
+            assert data.read() == files[1].read_bytes()
+        with urllib.request.urlopen(stage + "index.js", timeout=10) as script:  # Netron's own files
+            assert script.status == 200
+        for bad in ("m/nope.onnx/", "m/model.onnx/data/../report.json"):
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(address + bad, timeout=10)
     finally:
-        for address in addresses:
-            netron.stop(address)
+        server.shutdown()
     rc, o, e = run_cli(capsys, "view", tmp_path / "nothing-here")
     _assert_clean_failure(rc, o, e, "no such file or folder")
 

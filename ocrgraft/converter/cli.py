@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -259,10 +261,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_view(args) -> int:
-    try:
-        import netron
-    except ImportError:
-        raise _err("netron is not installed: pip install 'ocrgraft[view]' (make view installs it)") from None
+    from ocrgraft.converter.view import serve
+
     path = Path(args.path)
     if path.is_dir():
         files = sorted((path / "stages").glob("*.onnx")) + (
@@ -274,16 +274,24 @@ def cmd_view(args) -> int:
         files = [path]
     else:
         raise _err(f"no such file or folder: {path}")
-    for i, f in enumerate(files):
-        address = netron.start(str(f), address=(args.host, args.port + i), browse=args.browse)
-        print(f"{f.name:36s} http://{address[0]}:{address[1]}", flush=True)
+    server, address = serve(files, f"ocrgraft: {path.resolve().name}", args.host, args.port)
+    print(f"{len(files)} file(s) in Netron: {address}", flush=True)
+    for f in files:
+        print(f"  {f.name:36s} {address}m/{urllib.parse.quote(f.name)}/", flush=True)
+    if args.browse:
+        import webbrowser
+
+        webbrowser.open(address)
     if args.no_wait:
+        server.shutdown()
         return 0
     print("serving; press Ctrl-C to stop", flush=True)
     try:
-        netron.wait()
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
+    finally:
+        server.shutdown()
     return 0
 
 
@@ -524,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("view", help="serve a model, or a conversion's stages, in Netron on localhost")
     v.add_argument("path", help="an .onnx file or an output folder out/<model>-<target>")
-    v.add_argument("--port", type=int, default=8080, help="first port (stages take consecutive ports)")
+    v.add_argument("--port", type=int, default=8080, help="port (the next free one if it is taken)")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--browse", action="store_true", help="also open a browser")
     v.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
