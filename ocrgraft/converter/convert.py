@@ -57,8 +57,6 @@ def load_source(
         from ocrgraft.frontends.onnx import load_source as load_onnx
 
         return load_onnx(recipe.source_path(), name=recipe.name)
-    if recipe.frontend in NEEDS:
-        require(recipe.frontend, f"model '{recipe.name}' ({recipe.frontend})")
     if recipe.frontend == "torch":
         from ocrgraft.frontends.torch import load_source as load_torch
 
@@ -197,6 +195,12 @@ def convert(
         force,
         [onnx, *external_data_files(onnx), paddle, weights, target_options.get("calib"), images, recipe_file],
     )
+    if recipe.frontend in NEEDS:  # the framework a model needs, before anything else is said
+        require(recipe.frontend, f"model '{recipe.name}' ({recipe.frontend})")
+    if recipe.frontend != "onnx":  # an export takes seconds to minutes: say so before it starts
+        progress(
+            f"exporting {recipe.name} from {recipe.frontend} to ONNX (and running it there as the reference)"
+        )
     source = load_source(
         recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override, trust_code=trust_code
     )

@@ -27,6 +27,7 @@ from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
 
 Outputs = dict[str, np.ndarray]
 EXPLAIN_LINES = 10  # 'not rewritten' lines per stage on the console (the report has all)
+SLOW_CHECK_S = 2.0  # a stage's check running longer than this prints each case it comes to
 SourceFn = Callable[[dict[str, np.ndarray]], Outputs]
 
 
@@ -391,7 +392,10 @@ class Pipeline:
         outputs: dict[str, Outputs] = {}
         worst_src: list[OutputDiff] = []
         worst_prev: list[OutputDiff] = []
-        for case in cases:
+        start = time.perf_counter()
+        for k, case in enumerate(cases, 1):
+            if time.perf_counter() - start > SLOW_CHECK_S:  # a long check says where it is
+                self.progress(f"    checking {stage.name}: case {k}/{len(cases)}, {case.title}")
             got = runner.run(case.feeds)
             outputs[case.title] = got
             prev = previous.get(case.title)
@@ -450,7 +454,8 @@ def _progress_line(stage: Stage, total: int) -> str:
     err = (
         f", max abs err {stage.max_abs:.2g}" if stage.max_abs is not None and stage.verified == "yes" else ""
     )
+    check = f", checked in {stage.verify_seconds:.2f}s" if stage.verify_seconds >= 0.01 else ""
     return (
         f"[{stage.index}/{total}] {stage.name}: {stage.rewrites} rewrites, {stage.nodes} nodes, "
-        f"{stage.seconds:.2f}s, verified: {stage.verified}{err}"
+        f"{stage.seconds:.2f}s{check}, verified: {stage.verified}{err}"
     )
