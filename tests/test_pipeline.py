@@ -1,13 +1,17 @@
 """The pipeline's contract: one graph through passes, stages saved, every exact stage verified."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import ocrgraft
 from ocrgraft import OcrgraftError, Pipeline, VerificationError
 from ocrgraft.core.compare import Tolerance
+from ocrgraft.core.modelio import load
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import ShapeSet, random_inputs
 from ocrgraft.passes import GENERIC_PASSES
@@ -39,9 +43,10 @@ def test_stages_are_saved_in_order_and_loadable(tmp_path):
     result = Pipeline(["eliminate-identity", "lift-constants"], stages_dir=tmp_path).run(
         make_dynamic_model(), DYN_SHAPES
     )
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.glob("*.onnx"))
     assert names == ["00_source.onnx", "01_eliminate-identity.onnx", "02_lift-constants.onnx"]
     assert [s.file for s in result.stages] == [str(tmp_path / n) for n in names]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*names, "weights.bin"]  # weights kept once
     staged = onnx.load(tmp_path / "01_eliminate-identity.onnx")
     assert "Identity" not in {n.op_type for n in staged.graph.node}
     assert result.stages[1].rewrites == 1 and result.stages[1].op_delta == {"Identity": -1}
@@ -176,3 +181,34 @@ def test_minus_one_dims_count_as_open():
     with pytest.raises(OcrgraftError, match=r"leaves dim 0 \('-1'\) open"):
         Pipeline(["lift-constants"]).run(proto)
     assert Pipeline(["lift-constants"]).run(proto, DYN_SHAPES).stages[1].verified == "yes"
+
+
+def test_stages_keep_each_weight_once(tmp_path):
+    """A 147 KB Conv weight that no pass changes is stored once for all stages (stages/weights.bin, ONNX
+    external data); every stage file still loads and runs on its own path."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(64, 64, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["i"]),
+            helper.make_node("Conv", ["i", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64, 8, 8])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    result = Pipeline(["eliminate-identity", "infer-shapes"], stages_dir=tmp_path).run(
+        model, "x:1x64x8x8,2x64x8x8"
+    )
+    files = [Path(s.file) for s in result.stages if s.file]
+    assert len(files) >= 2 and (tmp_path / "weights.bin").stat().st_size == weight.nbytes
+    assert all(f.stat().st_size < 4096 for f in files)
+    feeds = {"x": rng.normal(size=(1, 64, 8, 8)).astype(np.float32)}
+    for f in files:
+        staged = onnx.load(f)  # external data read from beside the file
+        assert np.array_equal(numpy_helper.to_array(staged.graph.initializer[0]), weight)
+        out = Runner(load(f)).run(feeds)["y"]
+        assert out.shape == (1, 64, 8, 8)

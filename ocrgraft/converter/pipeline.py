@@ -20,7 +20,7 @@ from ocrgraft.core.bisect import first_divergence
 from ocrgraft.core.compare import FP32, CaseComparison, OutputDiff, Tolerance, compare_outputs
 from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import all_nodes
-from ocrgraft.core.modelio import atomic_file, cycle_collector_paused, to_bytes, to_ir
+from ocrgraft.core.modelio import SharedWeights, atomic_file, cycle_collector_paused, to_bytes, to_ir
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import Case, ShapeSet, is_static, random_inputs, require_tensor
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
@@ -118,6 +118,7 @@ class Pipeline:
         self.tolerance = tolerance
         self.tolerances = tolerances or {}
         self.stages_dir = Path(stages_dir) if stages_dir else None
+        self._weights: SharedWeights | None = None  # the stages' one weights file, made at the first save
         self.verify = verify
         self.samples = samples
         self.seed = seed
@@ -169,6 +170,7 @@ class Pipeline:
             return self._run(model, shapes, source, source_name)
 
     def _run(self, model, shapes, source: SourceFn | None, source_name: str) -> PipelineResult:
+        self._weights = None  # each run writes its own stages/weights.bin
         model = to_ir(model)
         shapes = ShapeSet.parse(shapes)
         if self.verify:
@@ -434,9 +436,12 @@ class Pipeline:
         return outputs
 
     def _save(self, data: bytes, index: int, name: str) -> str:
+        """A stage file whose weights live once in stages/weights.bin (shared by every stage)."""
+        if self._weights is None:
+            self._weights = SharedWeights(self.stages_dir)
         path = self.stages_dir / f"{index:02d}_{name}.onnx"
         with atomic_file(path) as tmp:
-            tmp.write_bytes(data)
+            tmp.write_bytes(self._weights.externalize(data))
         return str(path)
 
 

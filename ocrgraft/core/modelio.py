@@ -191,6 +191,46 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike) -> Path:
     return path
 
 
+class SharedWeights:
+    """Stage files that keep each distinct weight once: tensors of at least MIN_BYTES go to one data file
+    beside them (ONNX external data, which ONNX Runtime, onnx.load and Netron read), found again by
+    content, so a pass that leaves a weight alone costs its stage no copy of it."""
+
+    MIN_BYTES = 1024
+    ALIGN = 64
+
+    def __init__(self, folder: Path, name: str = "weights.bin"):
+        self.path = Path(folder) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(b"")  # this run's file (a stages folder is written anew)
+        self.index: dict[tuple[bytes, int], int] = {}
+        self.size = 0
+
+    def externalize(self, data: bytes) -> bytes:
+        """The serialized model `data` with its large tensors in the shared file."""
+        import hashlib
+
+        proto = onnx.load_from_string(data)
+        with open(self.path, "ab") as fh:
+            for t in _tensors(proto):
+                raw = t.raw_data
+                if t.data_location == onnx.TensorProto.EXTERNAL or len(raw) < self.MIN_BYTES:
+                    continue
+                key = (hashlib.blake2b(raw, digest_size=16).digest(), len(raw))
+                if key not in self.index:
+                    pad = -self.size % self.ALIGN
+                    fh.write(b"\0" * pad + raw)
+                    self.index[key] = self.size + pad
+                    self.size += pad + len(raw)
+                t.ClearField("raw_data")
+                t.data_location = onnx.TensorProto.EXTERNAL
+                del t.external_data[:]
+                for k, v in (("location", self.path.name), ("offset", self.index[key]), ("length", len(raw))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = k, str(v)
+        return proto.SerializeToString()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
