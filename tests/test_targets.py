@@ -2,6 +2,7 @@
 checked against the shapes, and plain words where the toolchain is absent."""
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -320,6 +321,54 @@ def test_ascend_precision_flag_per_cann_version(tmp_path, version, quantize, fla
 )
 def test_ascend_gears(shapes, expected):
     assert ascend.shape_flags(shapes, "gears") == expected
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({}, ["--input_shape=x:1~3,3,8,16~64", "--soc_version=Ascend310P3"]),
+        (
+            {"version": "5.0.4", "soc": "Ascend710"},
+            ["--input_shape_range=x:[1~3,3,8,16~64]", "--soc_version=Ascend710"],
+        ),
+        (  # Ascend310 takes no range: gears, one per test shape, with the reason in the report
+            {"soc": "Ascend310"},
+            ["--input_shape=x:-1,3,8,-1", "--dynamic_dims=1,16;2,40;3,64", "--soc_version=Ascend310"],
+        ),
+        ({"gears": "1"}, ["--input_shape=x:-1,3,8,-1", "--dynamic_dims=1,16;2,40;3,64"]),
+    ],
+)
+def test_atc_command_per_cann_version_and_soc(tmp_path, options, expected):
+    src = _save(tmp_path, make_dynamic_model(), "dyn")
+    conv = convert(
+        onnx=src,
+        target="ascend",
+        out=tmp_path / "o",
+        shapes=DYN_SHAPES,
+        progress=lambda m: None,
+        target_options=options,
+    )
+    flags = shlex.split(conv.report["build"]["command"])  # as the shell will pass them to atc
+    assert all(flag in flags for flag in expected), flags
+    if options.get("soc") == "Ascend310":
+        assert "Ascend310 takes no shape range" in conv.report["build"]["details"]["dynamic"]
+
+
+def test_soc_is_checked_against_the_cann_version(tmp_path):
+    src = _save(tmp_path, make_dynamic_model(), "dyn")
+    for options, message in (
+        ({"version": "5.0.4", "soc": "Ascend310P3"}, "CANN 5 calls the 310P Ascend710"),
+        ({"soc": "Ascend710"}, "--soc Ascend710: not a SoC of CANN 8.0's ATC"),
+    ):
+        with pytest.raises(OcrgraftError, match=message):
+            convert(
+                onnx=src,
+                target="ascend",
+                out=tmp_path / "o",
+                shapes=DYN_SHAPES,
+                progress=lambda m: None,
+                target_options=options,
+            )
 
 
 def test_ascend_range_form_per_cann_version_and_the_crnn_seed():

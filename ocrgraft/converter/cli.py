@@ -55,6 +55,7 @@ def cmd_convert(args) -> int:
             ("build", args.build),
             ("version", args.target_version),
             ("soc", args.soc),
+            ("gears", args.gears),
             ("chip", args.chip),
             ("quantize", args.quantize),
             ("calib", args.calib),
@@ -415,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--soc", help="ascend: atc --soc_version, e.g. Ascend310P3 (default), Ascend310, Ascend910B1"
+    )
+    c.add_argument(
+        "--gears",
+        action="store_const",
+        const="1",
+        help="ascend: dynamic dims as ATC gears, one per test shape (Ascend310 takes no range and gets them)",
     )
     c.add_argument("--chip", help="sophon: bm1684x (default) or bm1684")
     c.add_argument(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -17,7 +19,8 @@ from ocrgraft.targets.base import BuildContext, BuildResult, SupportCheck, Targe
 from ocrgraft.targets.tables import check_against_table, load_table, table_versions
 
 DEFAULT_VERSION = "8.0"
-DEFAULT_SOC = "Ascend310P3"
+log = logging.getLogger("ocrgraft")
+DEFAULT_SOC = {"5.0.4": "Ascend710", "8.0": "Ascend310P3"}  # the same chip (Atlas 300I Pro) by each name
 MAX_POOL_KERNEL = 255  # auto-optimizer knowledge 13: the AvgPool kernel limit of the device
 
 # ATC's precision flag per CANN generation: --precision_mode_v2 from CANN 7.0 on (default fp16),
@@ -28,6 +31,25 @@ PRECISION_FLAGS = {
     "v1": {"F32": "--precision_mode=force_fp32", "F16": "--precision_mode=force_fp16"},
 }
 ATC_DEFAULT = {"v2": "--precision_mode_v2 defaults to fp16", "v1": "--precision_mode defaults to force_fp16"}
+
+
+# The SoC families each CANN version's ATC names (--soc_version); the 310P was called Ascend710 in CANN 5.
+_910 = ("Ascend910", "Ascend910A", "Ascend910B", "Ascend910ProA", "Ascend910ProB", "Ascend910PremiumA")
+SOC_FAMILIES = {
+    "5.0.4": ("Ascend310", "Ascend710", *_910),
+    "8.0": ("Ascend310", "Ascend310P", "Ascend310B", *_910, "Ascend910_93"),
+}
+# SoCs whose ATC takes no shape range: dynamic dims only as gears.
+GEARS_ONLY = ("Ascend310",)
+
+
+def check_soc(soc: str, version: str) -> None:
+    families = SOC_FAMILIES.get(version, ())
+    if families and not any(re.fullmatch(rf"{re.escape(f)}\d*", soc) for f in families):
+        renamed = " (CANN 5 calls the 310P Ascend710)" if version.startswith("5") and "310P" in soc else ""
+        raise OcrgraftError(
+            f"--soc {soc}: not a SoC of CANN {version}'s ATC (families: {', '.join(families)}){renamed}"
+        )
 
 
 def precision_generation(version: str) -> str:
@@ -117,6 +139,7 @@ class AscendTarget(Target):
             pattern=r"Ascend\d{3}[A-Za-z0-9_]*",
         ),
         TargetOption("keep", "F16: a precision.json whose ONNX nodes ATC keeps in float32", flag="--keep"),
+        TargetOption("gears", "dynamic dims as ATC gears (one per test shape) instead of a shape range"),
         TargetOption(
             "quantize",
             "precision ATC compiles for (default: ATC's own, float16)",
@@ -156,11 +179,19 @@ class AscendTarget(Target):
 
     def build(self, ctx: BuildContext) -> BuildResult:
         settings = dict(ctx.settings.get("ascend", {}))
-        soc = ctx.options.get("soc") or settings.get("soc", DEFAULT_SOC)
-        mode = settings.get("dynamic", "range")
+        soc = ctx.options.get("soc") or settings.get("soc", DEFAULT_SOC.get(self.version, "Ascend310P3"))
+        check_soc(soc, self.version)
+        mode = "gears" if ctx.options.get("gears") else settings.get("dynamic", "range")
         if mode not in ("range", "gears"):
             raise OcrgraftError(f"recipe [ascend] dynamic = '{mode}': expected 'range' or 'gears'")
         shapes = ctx.shapes.shapes
+        switched = None
+        if mode == "range" and soc in GEARS_ONLY and any(len(set(v)) > 1 for v in shapes.values()):
+            mode, switched = (
+                "gears",
+                f"{soc} takes no shape range: the dynamic dims are gears (one per shape)",
+            )
+            log.warning("ascend: %s", switched)
         input_format = "NCHW" if all(len(s[0]) == 4 for s in shapes.values()) else "ND"
         name = ctx.name
         gen = precision_generation(self.version)
@@ -199,7 +230,7 @@ class AscendTarget(Target):
         details = {
             "soc_version": soc,
             "cann_op_table": self.version,
-            "dynamic": mode,
+            "dynamic": mode + (f" ({switched})" if switched else ""),
             "shapes": {k: [fmt_dims(s) for s in v] for k, v in shapes.items()},
             "precision_flag": precision[0] if precision else f"none: {ATC_DEFAULT[gen]}",
         }
