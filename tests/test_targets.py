@@ -354,6 +354,23 @@ def test_atc_command_per_cann_version_and_soc(tmp_path, options, expected):
         assert "Ascend310 takes no shape range" in conv.report["build"]["details"]["dynamic"]
 
 
+def test_reports_say_what_to_run_on_the_device(tmp_path):
+    src = _save(tmp_path, make_dynamic_model(), "dyn")
+    common = dict(onnx=src, shapes=DYN_SHAPES, progress=lambda m: None)
+    trt = convert(target="trt", out=tmp_path / "t", target_options={"quantize": "INT8"}, **common)
+    md = (trt.out_dir / "report.md").read_text()
+    assert "## What to run on the device" in md and "`python3 trt/build_engine.py --check`" in md
+    assert "trt/calibration.cache" in md and "polygraphy" in md
+    asc = convert(target="ascend", out=tmp_path / "a", **common)
+    steps = asc.report["build"]["next_steps"]
+    assert steps[0].startswith("With the CANN 8.0 toolkit") and "`bash ascend/atc.sh`" in steps[0]
+    assert "nothing here ran it" in steps[1]
+    assert (
+        "## What to run on the device"
+        not in (convert(target="ort", out=tmp_path / "o", **common).out_dir / "report.md").read_text()
+    )
+
+
 def test_soc_is_checked_against_the_cann_version(tmp_path):
     src = _save(tmp_path, make_dynamic_model(), "dyn")
     for options, message in (

@@ -254,19 +254,19 @@ def convert(
                 f"target {tgt.name} ({support.table}) does not support: {'; '.join(support.unsupported)}"
             )
         progress(f"target {tgt.name}: support check passed ({support.table}); building")
-        build = tgt.build(
-            BuildContext(
-                final,
-                tmp,
-                recipe.name,
-                result.shapes,
-                result.cases,
-                result.tolerance,
-                recipe.options,
-                target_options,
-                [item.path for item in items if item.path is not None],
-            )
+        ctx = BuildContext(
+            final,
+            tmp,
+            recipe.name,
+            result.shapes,
+            result.cases,
+            result.tolerance,
+            recipe.options,
+            target_options,
+            [item.path for item in items if item.path is not None],
         )
+        build = tgt.build(ctx)
+        build.next_steps = tgt.next_steps(ctx, build)
         progress(f"target {tgt.name}: {build.summary}")
         if build.precision:
             progress(f"precision: the device computes in {build.precision['device']}")

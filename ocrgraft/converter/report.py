@@ -170,6 +170,8 @@ def render_markdown(r: dict) -> str:
         lines += ["", "```sh", b["command"], "```"]
     for k, v in b["details"].items():
         lines.append(f"- {k}: {v}")
+    if b.get("next_steps"):
+        lines += ["", "## What to run on the device", ""] + [f"- {step}" for step in b["next_steps"]]
     if r.get("parity"):
         from ocrgraft.converter.parity import parity_markdown
 

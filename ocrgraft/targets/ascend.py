@@ -155,6 +155,21 @@ class AscendTarget(Target):
         self.version = version or DEFAULT_VERSION
         load_table("ascend", self.version)
 
+    def next_steps(self, ctx: BuildContext, build: BuildResult) -> list[str]:
+        steps = (
+            []
+            if build.built
+            else [
+                f"With the CANN {self.version} toolkit (`atc` on PATH, its set_env.sh sourced): "
+                f"`bash ascend/atc.sh` writes `ascend/om/{ctx.name}.om` for {build.details['soc_version']}"
+            ]
+        )
+        return steps + [
+            "On the Ascend device: run the .om on the verified test inputs, e.g. with Huawei's ais_bench "
+            f"(`python3 -m ais_bench --model ascend/om/{ctx.name}.om`), and compare with `model.onnx` in "
+            "ONNX Runtime: nothing here ran it"
+        ]
+
     @staticmethod
     def keep_dtype(ctx: BuildContext, asked: str | None, gen: str) -> list[str]:
         """--keep precision.json as ATC's --keep_dtype file (one operator name per line, kept in its

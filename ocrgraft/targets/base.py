@@ -42,6 +42,7 @@ class BuildResult:
     details: dict = field(default_factory=dict)
     # what the device will compute in, and what was verified here at which precision (report's head)
     precision: dict[str, str] = field(default_factory=dict)
+    next_steps: list[str] = field(default_factory=list)  # what to run where the device is, exactly
 
 
 @dataclass
@@ -142,6 +143,10 @@ class Target:
 
     def build(self, ctx: BuildContext) -> BuildResult:
         raise NotImplementedError
+
+    def next_steps(self, ctx: BuildContext, build: BuildResult) -> list[str]:
+        """The commands to run on the device (or its toolchain's machine), with what they need; markdown."""
+        return []
 
     def artifacts(self, out_dir: Path) -> list[Artifact]:
         """The artifacts a finished build in `out_dir` left that run on this machine (a BModel on the

@@ -610,6 +610,16 @@ class SophonTarget(Target):
             precision={"device": device, "verified": verified},
         )
 
+    def next_steps(self, ctx: BuildContext, build: BuildResult) -> list[str]:
+        bmodels = [a for a in build.artifacts if a.endswith(".bmodel")]
+        return [
+            "The BModels were built and run on TPU-MLIR's chip simulator here. On a Sophon device or PCIe "
+            "card with libsophon: `bmrt_test --bmodel "
+            + (bmodels[0] if bmodels else "<file>.bmodel")
+            + "` loads and times it on the chip; `bash build_bmodel.sh` rebuilds every BModel with "
+            "TPU-MLIR on PATH"
+        ]
+
     def artifacts(self, out_dir: Path) -> list[Artifact]:
         """The smallest-batch BModel of a finished build, run on TPU-MLIR's chip simulator (one
         model_runner per input, as many at once as there are cores)."""

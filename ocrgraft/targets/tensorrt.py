@@ -239,6 +239,20 @@ class TensorRTTarget(Target):
             report,
         )
 
+    def next_steps(self, ctx: BuildContext, build: BuildResult) -> list[str]:
+        int8 = build.details.get("precision") == "int8"
+        steps = [
+            f"On a machine with a CUDA GPU and TensorRT {self.version.split('.')[0]}.x (`pip install "
+            "'tensorrt<11' polygraphy`): `python3 trt/build_engine.py --check` builds `trt/model.engine` "
+            "and compares it with ONNX Runtime's outputs saved in `trt/check_expected.npz` (one JSON line "
+            "of max abs errors)"
+            + (", calibrating INT8 on `trt/calib_inputs.npz` into `trt/calibration.cache`" if int8 else ""),
+            "or `bash trt/trtexec.sh` (NVIDIA's trtexec on PATH"
+            + ("; after build_engine.py has written calibration.cache)" if int8 else ")"),
+            "then `ocrgraft eval <this folder> --images DIR` there adds the engine to the accuracy table",
+        ]
+        return [] if build.built else steps
+
     def artifacts(self, out_dir: Path) -> list[Artifact]:
         """A built engine (trt/model.engine), run with polygraphy where TensorRT and a GPU exist; elsewhere
         the accuracy table lists it as not run, with the reason."""
