@@ -53,6 +53,9 @@ def test_ppocrv4_rec_reads_rendered_lines_the_same_after_conversion(samples, tmp
     assert conv.report["all_verified"]
     md = (conv.out_dir / "report.md").read_text()
     assert "## Accuracy on real images" in md and "| final ONNX | " in md
+    for picture in ("stage_errors.png", "stage_nodes.png", "readings.png"):  # linked, and real PNGs
+        assert f"![{picture}]({picture})" in md
+        assert (conv.out_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (conv.out_dir / "recipe.json").is_file()
     # later, on other images: ocrgraft eval reads them with the recipe the conversion saved
     more = write_samples(tmp_path / "more", count=6, seed=7)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ocrgraft.converter.accuracy import accuracy_summary, accuracy_table, onnx_runner
 from ocrgraft.converter.parity import parity_table
+from ocrgraft.converter.pictures import draw as draw_pictures
 from ocrgraft.converter.pipeline import FLOOR_MULTIPLE, Pipeline, PipelineResult
 from ocrgraft.converter.recipes import get_recipe
 from ocrgraft.converter.report import build_report, write_recipe, write_report
@@ -303,6 +304,7 @@ def convert(
             parity=parity,
             accuracy=accuracy,
         )
+        report["pictures"] = draw_pictures(report, tmp, {item.name: item.path for item in items})
         write_report(report, tmp)
         write_recipe(recipe, result.shapes, tmp)
     return Conversion(dest, report, result)

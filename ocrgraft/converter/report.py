@@ -170,6 +170,10 @@ def render_markdown(r: dict) -> str:
         lines += ["", "```sh", b["command"], "```"]
     for k, v in b["details"].items():
         lines.append(f"- {k}: {v}")
+    if r.get("pictures"):
+        lines += ["", "## Pictures", ""] + [f"![{name}]({name})" for name in r["pictures"]]
+    elif "pictures" in r:
+        lines += ["", "(pictures of the stages: pip install 'ocrgraft[report]', which brings matplotlib)"]
     if b.get("next_steps"):
         lines += ["", "## What to run on the device", ""] + [f"- {step}" for step in b["next_steps"]]
     if r.get("parity"):

@@ -1,0 +1,78 @@
+"""Pictures beside report.md (matplotlib, `ocrgraft[report]`): how far each stage moved the outputs
+against the tolerance, how the graph shrank stage by stage, and, with real images, the text lines each
+artifact read. Without matplotlib the report says how to get them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ERRORS = "stage_errors.png"
+NODES = "stage_nodes.png"
+READINGS = "readings.png"
+
+
+def draw(report: dict, out_dir: Path, images: dict[str, Path] | None = None) -> list[str]:
+    """Write the pictures the report has data for; their file names (none without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    stages = report["stages"]
+    names = [f"{s['index']:02d} {s['name']}" for s in stages]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for key, label in (("max_abs", "vs the source"), ("max_abs_prev", "vs the previous stage")):
+        points = [(i, s.get(key)) for i, s in enumerate(stages) if s.get(key) is not None]
+        if points:
+            ax.plot(*zip(*[(i, max(v, 1e-12)) for i, v in points]), "o-", label=label)
+    ax.axhline(
+        report["tolerance"]["atol"], color="red", linestyle="--", label="atol the stages were checked at"
+    )
+    ax.set_yscale("log")
+    ax.set_ylabel("max abs error (0 drawn at 1e-12)")
+    ax.set_xticks(range(len(stages)), names, rotation=40, ha="right", fontsize=7)
+    ax.set_title(f"{report['model']} -> {report['target']}: how far each stage moved the outputs")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / ERRORS, dpi=110)
+    plt.close(fig)
+    made.append(ERRORS)
+
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.bar(range(len(stages)), [s["nodes"] for s in stages], color="#4a7ab8")
+    for i, s in enumerate(stages):
+        if s["op_delta"]:
+            top = sorted(s["op_delta"].items(), key=lambda kv: kv[1])[:2]
+            ax.annotate(", ".join(f"{op} {n:+d}" for op, n in top), (i, s["nodes"]), fontsize=6, ha="center")
+    ax.set_xticks(range(len(stages)), names, rotation=40, ha="right", fontsize=7)
+    ax.set_ylabel("nodes")
+    ax.set_title("nodes after each stage (largest op-type changes noted)")
+    fig.tight_layout()
+    fig.savefig(out_dir / NODES, dpi=110)
+    plt.close(fig)
+    made.append(NODES)
+
+    table = report.get("accuracy")
+    if table and table.get("kind") == "recognizer" and images:
+        rows = [r for r in table["per_image"] if r["image"] in images][:8]
+        artifacts = [r["artifact"] for r in table["rows"]]
+        if rows:
+            from PIL import Image
+
+            fig, axes = plt.subplots(len(rows), 1, figsize=(7, 1.25 * len(rows)), squeeze=False)
+            for ax, row in zip(axes[:, 0], rows):
+                ax.imshow(Image.open(images[row["image"]]).convert("RGB"))
+                ax.set_xticks([]), ax.set_yticks([])
+                texts = [f"{a}: {row[a]}" for a in artifacts]
+                if row.get("label") is not None:
+                    texts.insert(0, f"label: {row['label']}")
+                ax.set_title("   |   ".join(texts), fontsize=6, loc="left")
+            fig.tight_layout()
+            fig.savefig(out_dir / READINGS, dpi=110)
+            plt.close(fig)
+            made.append(READINGS)
+    return made
