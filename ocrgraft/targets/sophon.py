@@ -99,6 +99,7 @@ THRESHOLDS = {
 }
 SAMPLES_PER_BATCH = 2
 DEFAULT_MIN_AGREEMENT = 0.99  # INT8 precision search: share of images reading like the float model
+PROGRESS_EVERY_S = 10  # simulator progress lines at most this often
 SEARCH_IMAGES = 50  # at most, from a --calib folder (--images gives its own, --limit trims them)
 BMODELS = "bmodels.json"  # in sophon/: what was built, at which shapes, for accuracy runs
 CALIB_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".jfif")
@@ -1024,7 +1025,17 @@ def _simulate_many(tc, work: Path, entry: dict, feeds: list[dict[str, np.ndarray
         )
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(run, range(workers)))
+        running, told = [pool.submit(run, w) for w in range(workers)], 0
+        while True:  # a line every few seconds while the simulator works through the inputs
+            done, pending = concurrent.futures.wait(running, timeout=PROGRESS_EVERY_S)
+            finished = sum(1 for _ in (folder / "out").glob("*.npz"))
+            if pending and finished != told:
+                _progress(f"    {entry['file']}: {finished}/{len(feeds)} inputs simulated")
+                told = finished
+            if not pending:
+                break
+        for future in done:
+            future.result()  # a failed share raises here
     out = []
     for i in range(len(feeds)):
         with np.load(folder / "out" / f"in_{i:05d}.npz") as z:
