@@ -53,9 +53,12 @@ def test_convert_real_ppocr_writes_the_layout(ppocr_conversion):
         "recipe.json",
         "report.json",
         "report.md",
+        "stage_errors.png",
+        "stage_nodes.png",
         "stages",
     ]
-    stages = sorted(p.name for p in (d / "stages").iterdir())
+    stages = sorted(p.name for p in (d / "stages").glob("*.onnx"))
+    assert (d / "stages" / "weights.bin").stat().st_size > 1_000_000  # the weights, once for every stage
     report = json.loads((d / "report.json").read_text())
     changed = [f"{s['index']:02d}_{s['name']}.onnx" for s in report["stages"][1:] if s["verified"] == "yes"]
     # a file for the source and for each stage that changed the graph; none for a pass that changed nothing
