@@ -49,6 +49,7 @@ def load_source(
     exporter: str | None = None,
     shapes: ShapeSet | None = None,
     trust_code: bool = False,
+    progress: Callable[[str], None] = lambda message: None,
 ) -> Source:
     if recipe.frontend == "onnx" and weights or recipe.frontend != "torch" and exporter:
         raise OcrgraftError(
@@ -62,7 +63,13 @@ def load_source(
         from ocrgraft.frontends.torch import load_source as load_torch
 
         return load_torch(
-            recipe, target=target, weights=weights, exporter=exporter, shapes=shapes, trust_code=trust_code
+            recipe,
+            target=target,
+            weights=weights,
+            exporter=exporter,
+            shapes=shapes,
+            trust_code=trust_code,
+            progress=progress,
         )
     if recipe.frontend == "paddle":
         from ocrgraft.frontends.paddle import load_recipe_source
@@ -198,12 +205,14 @@ def convert(
     )
     if recipe.frontend in NEEDS:  # the framework a model needs, before anything else is said
         require(recipe.frontend, f"model '{recipe.name}' ({recipe.frontend})")
-    if recipe.frontend != "onnx":  # an export takes seconds to minutes: say so before it starts
-        progress(
-            f"exporting {recipe.name} from {recipe.frontend} to ONNX (and running it there as the reference)"
-        )
     source = load_source(
-        recipe, target=tgt.name, weights=weights, exporter=exporter, shapes=override, trust_code=trust_code
+        recipe,
+        target=tgt.name,
+        weights=weights,
+        exporter=exporter,
+        shapes=override,
+        trust_code=trust_code,
+        progress=progress,
     )
     if recipe.options.get("decoder"):
         metadata = dict(source.model.metadata_props)

@@ -648,8 +648,10 @@ def load_source(
     exporter: str | None = None,
     shapes: ShapeSet | None = None,
     trust_code: bool = False,
+    progress=lambda message: None,
 ) -> Source:
-    """Build, load, rewrite and export the recipe's torch model; `shapes` may widen the recipe's range."""
+    """Build, load, rewrite and export the recipe's torch model; `shapes` may widen the recipe's range.
+    `progress` hears when the export (seconds to minutes) starts."""
     opts = recipe.options.get("torch", {})
     arch = recipe.source or recipe.name
     exporter = exporter or opts.get("exporter", "torchscript")
@@ -686,6 +688,9 @@ def load_source(
         dict(opts.get("multiple_of", {})),
     )
     example = example_shapes(effective, dyn)
+    progress(
+        f"exporting {recipe.name} with the {exporter} exporter (and running it in torch as the reference)"
+    )
     probe = probe_shapes(example, dyn)
     output_axes, torch_probe = output_dynamic_axes(model, outputs, example, probe, dyn)
 
