@@ -49,7 +49,7 @@ import onnx_ir as ir
 
 from ocrgraft.core.compare import similarity, text_agreement
 from ocrgraft.core.errors import OcrgraftError, VerificationError
-from ocrgraft.core.images import PIXEL_SCALE, Preprocess, calibration_inputs
+from ocrgraft.core.images import IMAGE_SUFFIXES, PIXEL_SCALE, Preprocess, calibration_inputs
 from ocrgraft.core.modelio import load
 from ocrgraft.core.precision import PRECISION_FILE, read_keep_list
 from ocrgraft.core.runner import Runner
@@ -102,7 +102,7 @@ DEFAULT_MIN_AGREEMENT = 0.99  # INT8 precision search: share of images reading l
 PROGRESS_EVERY_S = 10  # simulator progress lines at most this often
 SEARCH_IMAGES = 50  # at most, from a --calib folder (--images gives its own, --limit trims them)
 BMODELS = "bmodels.json"  # in sophon/: what was built, at which shapes, for accuracy runs
-CALIB_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".jfif")
+CALIB_IMAGE_EXT = (*IMAGE_SUFFIXES, ".jfif")  # what TPU-MLIR reads as images
 
 
 # ------------------------------------------------------------------------------------------ the plan
