@@ -7,6 +7,7 @@ TensorRT table, MMOCR's accuracy and hmean per backend).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from ocrgraft.core.decode import ProbMapDecoder, decoder_from
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.images import Item, Preprocess, load_items
 from ocrgraft.core.modelio import load
+from ocrgraft.core.progress import steps
 from ocrgraft.core.runner import Runner
 from ocrgraft.targets import Artifact, get_target
 
@@ -59,8 +61,7 @@ def accuracy_table(
     pinned: dict[str, list[np.ndarray]] = {}  # detector: the reference again, at a fixed artifact's shape
     skipped: dict[str, str] = {}
     artifacts = [
-        Artifact(a[0], lambda feeds, run=a[1]: [run(f) for f in feeds]) if isinstance(a, tuple) else a
-        for a in artifacts
+        Artifact(a[0], functools.partial(_one_by_one, *a)) if isinstance(a, tuple) else a for a in artifacts
     ]
 
     def run(artifact: Artifact, feeds: list[dict]) -> list[np.ndarray]:
@@ -101,6 +102,15 @@ def accuracy_table(
         threshold=decoder.threshold if detector else None,
     )
     return table
+
+
+def _one_by_one(label: str, run: RunFn, feeds: list[dict]) -> list[dict]:
+    with steps(f"    {label}", len(feeds), "image") as bar:
+        outputs = []
+        for f in feeds:
+            outputs.append(run(f))
+            bar.advance()
+        return outputs
 
 
 def _recognizer(items: list[Item], outputs: dict[str, list[np.ndarray]], decoder) -> dict:

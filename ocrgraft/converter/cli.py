@@ -15,20 +15,12 @@ import urllib.parse
 from collections import Counter
 from pathlib import Path
 
-from ocrgraft.core import __version__
+from ocrgraft.core import __version__, progress
 
 EPILOG = """shapes: NAME:MIN[,OPT,MAX] with dims joined by x, repeat per input, e.g.
   --shapes x:1x3x48x32,1x3x48x320,8x3x48x1280
 passes: comma-separated names, arguments in parentheses, e.g.
   -p eliminate-identity,fold-constants,fix-dims(x.0=1)"""
-
-
-def _progress(msg: str) -> None:
-    if not QUIET:
-        print(msg, file=sys.stderr, flush=True)
-
-
-QUIET = False  # -q: no progress lines (errors still print)
 
 
 def _tolerance(args):
@@ -76,7 +68,7 @@ def cmd_convert(args) -> int:
         target_options=options,
         weights=args.weights,
         exporter=args.exporter,
-        progress=_progress,
+        progress=progress.say,
         force=args.force,
         trust_code=args.trust_code,
         inputs=_user_inputs(args.inputs),
@@ -117,7 +109,7 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     from ocrgraft.converter.accuracy import evaluate_folder
 
-    table, summary = evaluate_folder(args.out_dir, args.images, args.labels, args.limit, _progress)
+    table, summary = evaluate_folder(args.out_dir, args.images, args.labels, args.limit, progress.say)
     print(summary)
     return 0
 
@@ -146,7 +138,7 @@ def cmd_apply(args) -> int:
         args.passes,
         tolerance=_tolerance(args),
         stages_dir=args.stages,
-        progress=_progress,
+        progress=progress.say,
         inputs=_user_inputs(args.inputs),
         explain=args.explain,
         floor_multiple=FLOOR_MULTIPLE if args.atol is None and args.rtol is None else None,
@@ -578,9 +570,8 @@ def _terminate(signum, frame):
 def _run(argv: list[str], debug: bool) -> int:
     from ocrgraft.core.errors import OcrgraftError
 
-    global QUIET
     args = build_parser().parse_args(argv)
-    QUIET = args.quiet
+    progress.QUIET = args.quiet  # -q: no progress lines or bars (errors still print)
     if args.verbose:  # the passes' and targets' own log lines too
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:

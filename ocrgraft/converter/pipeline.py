@@ -21,13 +21,13 @@ from ocrgraft.core.compare import FP32, CaseComparison, OutputDiff, Tolerance, c
 from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import all_nodes
 from ocrgraft.core.modelio import SharedWeights, atomic_file, cycle_collector_paused, to_bytes, to_ir
+from ocrgraft.core.progress import steps
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import Case, ShapeSet, is_static, random_inputs, require_tensor
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
 
 Outputs = dict[str, np.ndarray]
 EXPLAIN_LINES = 10  # 'not rewritten' lines per stage on the console (the report has all)
-SLOW_CHECK_S = 2.0  # a stage's check running longer than this prints each case it comes to
 SourceFn = Callable[[dict[str, np.ndarray]], Outputs]
 
 
@@ -123,6 +123,7 @@ class Pipeline:
         self.samples = samples
         self.seed = seed
         self.progress = progress or (lambda msg: None)
+        self.verbose = progress is not None  # live check bars only for a caller that wants progress
         self.inputs = dict(inputs or {})
         self.images = list(images or [])
         self.floor_multiple = floor_multiple
@@ -394,46 +395,49 @@ class Pipeline:
         outputs: dict[str, Outputs] = {}
         worst_src: list[OutputDiff] = []
         worst_prev: list[OutputDiff] = []
-        start = time.perf_counter()
-        for k, case in enumerate(cases, 1):
-            if time.perf_counter() - start > SLOW_CHECK_S:  # a long check says where it is
-                self.progress(f"    checking {stage.name}: case {k}/{len(cases)}, {case.title}")
-            got = runner.run(case.feeds)
-            outputs[case.title] = got
-            prev = previous.get(case.title)
-            refs = (
-                [("the previous stage", prev, worst_prev, tol)]
-                if prev is not None and prev is not case.expected
-                else []
-            )
-            if source_tol is not None:
-                refs.append(("the source", case.expected, worst_src, source_tol))
-            for ref_name, ref, sink, ref_tol in refs:
-                cmp = CaseComparison(case.title, case.shapes, compare_outputs(got, ref, ref_tol))
-                sink.extend(cmp.diffs)
-                if sink is worst_src:
-                    stage.comparisons.append(cmp.to_json())
-                if not cmp.ok:
-                    before = models[0] if ref_name == "the previous stage" else models[2]
-                    where = None
-                    if before is not None and models[1] is not None:
-                        self.progress(
-                            f"    stage {stage.index:02d} failed; looking for the first diverging tensor"
-                        )
-                        where = first_divergence(before, models[1], case.feeds, ref_tol)
-                    error = VerificationError(
-                        f"stage {stage.index:02d} '{stage.name}' changed the outputs against {ref_name} "
-                        f"at {case.title}: {cmp.worst().describe()}; tolerance {ref_tol}"
-                        + (f"; {where.describe()}" if where else "")
-                    )
-                    error.stage, error.divergence, error.pair = stage, where, (before, models[1])
-                    raise error
+        with steps(f"    checking {stage.name}", len(cases), "case", show=self.verbose) as bar:
+            for case in cases:
+                got = runner.run(case.feeds)
+                self._compare(stage, case, got, previous, tol, source_tol, models, worst_src, worst_prev)
+                outputs[case.title] = got
+                bar.advance(note=case.title)
         compared = [d for d in worst_src + worst_prev if np.prod(d.shape)]
         stage.verified = "yes" if compared else "not checked: every output was empty at the test shapes"
         stage.max_abs = max((d.max_abs for d in worst_src), default=None)
         stage.max_rel = max((d.max_rel for d in worst_src), default=None)
         stage.max_abs_prev = max((d.max_abs for d in worst_prev), default=None)
         return outputs
+
+    def _compare(self, stage, case, got, previous, tol, source_tol, models, worst_src, worst_prev) -> None:
+        """One case against the previous stage and the source; a failure is bisected and raised."""
+        prev = previous.get(case.title)
+        refs = (
+            [("the previous stage", prev, worst_prev, tol)]
+            if prev is not None and prev is not case.expected
+            else []
+        )
+        if source_tol is not None:
+            refs.append(("the source", case.expected, worst_src, source_tol))
+        for ref_name, ref, sink, ref_tol in refs:
+            cmp = CaseComparison(case.title, case.shapes, compare_outputs(got, ref, ref_tol))
+            sink.extend(cmp.diffs)
+            if sink is worst_src:
+                stage.comparisons.append(cmp.to_json())
+            if not cmp.ok:
+                before = models[0] if ref_name == "the previous stage" else models[2]
+                where = None
+                if before is not None and models[1] is not None:
+                    self.progress(
+                        f"    stage {stage.index:02d} failed; looking for the first diverging tensor"
+                    )
+                    where = first_divergence(before, models[1], case.feeds, ref_tol)
+                error = VerificationError(
+                    f"stage {stage.index:02d} '{stage.name}' changed the outputs against {ref_name} "
+                    f"at {case.title}: {cmp.worst().describe()}; tolerance {ref_tol}"
+                    + (f"; {where.describe()}" if where else "")
+                )
+                error.stage, error.divergence, error.pair = stage, where, (before, models[1])
+                raise error
 
     def _save(self, data: bytes, index: int, name: str) -> str:
         """A stage file whose weights live once in stages/weights.bin (shared by every stage)."""

@@ -32,6 +32,7 @@ import torch.nn as nn
 from ocrgraft import models
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.pooling import adaptive_matrix, axis_plan
+from ocrgraft.core.progress import busy
 from ocrgraft.core.recipe import Recipe
 from ocrgraft.core.shapes import ShapeSet, fmt_dims, random_inputs
 from ocrgraft.frontends import Source
@@ -691,20 +692,21 @@ def load_source(
     progress(
         f"exporting {recipe.name} with the {exporter} exporter (and running it in torch as the reference)"
     )
-    probe = probe_shapes(example, dyn)
-    output_axes, torch_probe = output_dynamic_axes(model, outputs, example, probe, dyn)
+    with busy("    export running", line=False):
+        probe = probe_shapes(example, dyn)
+        output_axes, torch_probe = output_dynamic_axes(model, outputs, example, probe, dyn)
 
-    rewritten, rewrite_notes = apply_rewrites(model, target, exporter)
-    opset = int(opts.get("opset", DEFAULT_OPSET))
-    onnx_model = export_onnx(
-        rewritten,
-        exporter=exporter,
-        opset=opset,
-        example=example,
-        dyn=dyn,
-        outputs=outputs,
-        output_axes=output_axes,
-    )
+        rewritten, rewrite_notes = apply_rewrites(model, target, exporter)
+        opset = int(opts.get("opset", DEFAULT_OPSET))
+        onnx_model = export_onnx(
+            rewritten,
+            exporter=exporter,
+            opset=opset,
+            example=example,
+            dyn=dyn,
+            outputs=outputs,
+            output_axes=output_axes,
+        )
     got_opset = onnx_model.opset_imports.get("", opset)
     notes.append(
         f"exported with the {exporter} exporter at opset {got_opset}, example input "

@@ -38,7 +38,6 @@ import os
 import re
 import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.images import IMAGE_SUFFIXES, PIXEL_SCALE, Preprocess, calibration_inputs
 from ocrgraft.core.modelio import load
 from ocrgraft.core.precision import PRECISION_FILE, read_keep_list
+from ocrgraft.core.progress import say, steps
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import fmt_dims, random_inputs
 from ocrgraft.targets import tpu_mlir_env
@@ -99,7 +99,7 @@ THRESHOLDS = {
 }
 SAMPLES_PER_BATCH = 2
 DEFAULT_MIN_AGREEMENT = 0.99  # INT8 precision search: share of images reading like the float model
-PROGRESS_EVERY_S = 10  # simulator progress lines at most this often
+POLL_S = 1  # how often the simulator's finished outputs are counted
 SEARCH_IMAGES = 50  # at most, from a --calib folder (--images gives its own, --limit trims them)
 BMODELS = "bmodels.json"  # in sophon/: what was built, at which shapes, for accuracy runs
 CALIB_IMAGE_EXT = (*IMAGE_SUFFIXES, ".jfif")  # what TPU-MLIR reads as images
@@ -564,7 +564,7 @@ class SophonTarget(Target):
         script = ctx.out_dir / "build_bmodel.sh"
         script.write_text(plan.script(home / "venv"))
         script.chmod(0o755)
-        tc = tpu_mlir_env.ensure(progress=_progress)
+        tc = tpu_mlir_env.ensure(progress=say)
         failed = ctx.out_dir.parent / f"{ctx.name}-sophon.failed"
         try:
             details = self._run(ctx, plan, tc, work)
@@ -630,7 +630,7 @@ class SophonTarget(Target):
         except (OSError, ValueError):
             return []
         entry = min(built, key=lambda e: e["batch"])
-        tc = tpu_mlir_env.ensure(progress=_progress)
+        tc = tpu_mlir_env.ensure(progress=say)
         shapes = {k: tuple(v) for k, v in entry["shapes"].items()}
         label = (
             f"BModel {entry['chip']} {entry['quantize']} (simulator, {fmt_dims(next(iter(shapes.values())))})"
@@ -647,7 +647,7 @@ class SophonTarget(Target):
         rows, timings = [], {}
         for b in plan.batches:
             t = time.perf_counter()
-            _progress(
+            say(
                 f"target sophon: batch {b}: model_transform, "
                 + ("run_calibration, " if plan.quantize == "INT8" else "")
                 + f"model_deploy {plan.chip} {plan.quantize}"
@@ -662,7 +662,7 @@ class SophonTarget(Target):
                 if plan.calib_images:
                     self._calibration_from_images(ctx, plan, b, work)
                 elif not plan.calib_dir:
-                    _progress(
+                    say(
                         f"warning: sophon INT8: calibrating on {plan.calibration} generated inputs (noise); "
                         "give real images with --calib DIR"
                     )
@@ -693,7 +693,7 @@ class SophonTarget(Target):
                     f"{chip.group(1) if chip else '?'})"
                 )
             compile_s = time.perf_counter() - t
-            _progress(
+            say(
                 f"target sophon: batch {b}: compiled in {compile_s:.0f}s; "
                 f"running {SAMPLES_PER_BATCH} inputs on the {plan.chip} simulator"
             )
@@ -802,7 +802,7 @@ class SophonTarget(Target):
             deploy=deploy,
             run_program=run_program,
             dump_layers=dump_layers,
-            progress=_progress,
+            progress=say,
             given=given,
         )
         write_table([k.node for k in found.keep])
@@ -813,7 +813,7 @@ class SophonTarget(Target):
         (ctx.out_dir / PRECISION_FILE).write_text(json.dumps(found.to_json(plan.chip), indent=1) + "\n")
         self.precision_note = found.describe()
         if not found.reached:
-            _progress(f"warning: sophon INT8: {found.describe()}")
+            say(f"warning: sophon INT8: {found.describe()}")
 
     @staticmethod
     def _search_images(ctx: BuildContext, plan: Plan) -> list[Path]:
@@ -831,7 +831,7 @@ class SophonTarget(Target):
         (sophon/layers/divergence.md)."""
         worst = min(rows, key=lambda r: r["cosine"])
         b = next(b for b in plan.batches if plan.bmodel(b) == worst["bmodel"])
-        _progress(f"target sophon: comparing {plan.bmodel(b)}'s layers with ONNX Runtime")
+        say(f"target sophon: comparing {plan.bmodel(b)}'s layers with ONNX Runtime")
         try:
             found = bisect_bmodel(
                 tc,
@@ -1022,16 +1022,17 @@ def _simulate_many(tc, work: Path, entry: dict, feeds: list[dict[str, np.ndarray
             log=folder / f"simulate_{w}.log",
             what=f"the {entry['chip']} simulator on {len(names)} image(s)",
             timeout=120 + 60 * len(names),
+            clock=False,
         )
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        running, told = [pool.submit(run, w) for w in range(workers)], 0
-        while True:  # a line every few seconds while the simulator works through the inputs
-            done, pending = concurrent.futures.wait(running, timeout=PROGRESS_EVERY_S)
-            finished = sum(1 for _ in (folder / "out").glob("*.npz"))
-            if pending and finished != told:
-                _progress(f"    {entry['file']}: {finished}/{len(feeds)} inputs simulated")
-                told = finished
+    with (
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool,
+        steps(f"{entry['file']} on the simulator", len(feeds), "input") as bar,
+    ):
+        running = [pool.submit(run, w) for w in range(workers)]
+        while True:  # count the outputs written while the simulator works through the inputs
+            done, pending = concurrent.futures.wait(running, timeout=POLL_S)
+            bar.advance(sum(1 for _ in (folder / "out").glob("*.npz")) - bar.done)
             if not pending:
                 break
         for future in done:
@@ -1060,10 +1061,6 @@ def _bmodel_line(rows: list[dict], timing: dict) -> str:
         + (f", text same {same}/{total}" if total else "")
         + f"; compile {timing['compile_s']}s, simulate {timing['simulate_s']}s"
     )
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _decoder(options: dict | None):

@@ -33,11 +33,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.progress import busy
 
 TPU_MLIR_VERSION = "1.30.2"
 # Everything installed into the toolchain venv, pinned. torch and psutil are imported by TPU-MLIR's
@@ -173,10 +174,13 @@ class Toolchain:
             )
         return str(path)
 
-    def run(self, args: list[str], *, cwd: Path, log: Path, what: str, timeout: float = 3600) -> str:
-        """Run one tool; its combined output goes to `log`; a failure raises with the telling line."""
+    def run(
+        self, args: list[str], *, cwd: Path, log: Path, what: str, timeout: float = 3600, clock: bool = True
+    ) -> str:
+        """Run one tool; its combined output goes to `log`; a failure raises with the telling line.
+        On a terminal a running clock shows which tool runs (`clock`: off for tools run in parallel)."""
         t = time.perf_counter()
-        with open(log, "w") as fh:
+        with open(log, "w") as fh, busy(f"    {what}", line=False) if clock else nullcontext():
             fh.write("$ " + " ".join(args) + "\n")
             fh.flush()
             try:
