@@ -74,6 +74,10 @@ def test_ppocrv4_det_masks_on_rendered_pages(samples, tmp_path):
     assert final["artifact"] == "final ONNX"
     assert final["min_iou"] >= 0.999 and final["flipped"] <= 5  # round-off may flip a pixel on the edge
     assert conv.report["parity"]["all_agree"]
+    assert "maps" not in table  # the arrays went into the picture, not into report.json
+    md = (conv.out_dir / "report.md").read_text()
+    assert "![prob_map_difference.png](prob_map_difference.png)" in md
+    assert (conv.out_dir / "prob_map_difference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_onnx_file_with_a_user_recipe_and_dictionary(samples, tmp_path, capsys):

@@ -137,12 +137,16 @@ def _detector(
     """Masks against the first artifact's; an artifact of one fixed shape against the first artifact
     run on the same resized pages (`pinned`)."""
     reference = next(iter(outputs))
-    rows, per_image = [], [{"image": item.name} for item in items]
+    rows, per_image, heat = [], [{"image": item.name} for item in items], None
     for label, outs in outputs.items():
         refs = pinned.get(label, outputs[reference])
         scores = [mask_iou(o, r, decoder.threshold) for o, r in zip(outs, refs)]
         for entry, (iou, flipped) in zip(per_image, scores):
             entry[label] = {"iou": iou, "flipped": flipped}
+        worst = int(np.argmin([s[0] for s in scores]))
+        if label != reference and (heat is None or scores[worst][0] < heat["iou"]):
+            heat = {"image": items[worst].name, "artifact": label, "iou": scores[worst][0]}
+            heat.update(reference_map=_plane(refs[worst]), artifact_map=_plane(outs[worst]))
         rows.append(
             {
                 "artifact": label,
@@ -152,7 +156,18 @@ def _detector(
                 "differ": sum(s[1] > 0 for s in scores),
             }
         )
-    return {"kind": "detector", "rows": rows, "per_image": per_image}
+    table = {"kind": "detector", "rows": rows, "per_image": per_image}
+    if heat:  # arrays for the heatmap picture, popped before the report is written
+        table["maps"] = heat
+    return table
+
+
+def _plane(prob_map: np.ndarray) -> np.ndarray:
+    """The first item's first channel: the text probability map as a picture."""
+    plane = np.asarray(prob_map, np.float32)
+    while plane.ndim > 2:
+        plane = plane[0]
+    return plane
 
 
 def accuracy_summary(table: dict) -> str:
@@ -263,6 +278,10 @@ def evaluate_folder(
         str(images),
         preprocess,
     )
+    from ocrgraft.converter.pictures import draw
+
+    maps = table.pop("maps", None)
     report["accuracy"] = table
+    report["pictures"] = draw(report, out, {item.name: item.path for item in items}, maps)
     write_report(report, out)
     return table, f"accuracy: {accuracy_summary(table)}; wrote {out}/report.md"

@@ -300,6 +300,7 @@ def convert(
                 preprocess,
             )
             progress(f"accuracy: {accuracy_summary(accuracy)}")
+        maps = accuracy.pop("maps", None) if accuracy else None  # a detector's worst page, for a picture
         report = build_report(
             model=recipe.name,
             target=tgt.name,
@@ -313,7 +314,7 @@ def convert(
             parity=parity,
             accuracy=accuracy,
         )
-        report["pictures"] = draw_pictures(report, tmp, {item.name: item.path for item in items})
+        report["pictures"] = draw_pictures(report, tmp, {item.name: item.path for item in items}, maps)
         write_report(report, tmp)
         write_recipe(recipe, result.shapes, tmp)
     return Conversion(dest, report, result)

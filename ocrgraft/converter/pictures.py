@@ -1,19 +1,26 @@
 """Pictures beside report.md (matplotlib, `ocrgraft[report]`): how far each stage moved the outputs
 against the tolerance, how the graph shrank stage by stage, and, with real images, the text lines each
-artifact read. Without matplotlib the report says how to get them.
+artifact read, or for a detector the probability maps of its worst page and where they differ. Without
+matplotlib the report says how to get them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 ERRORS = "stage_errors.png"
 NODES = "stage_nodes.png"
 READINGS = "readings.png"
+HEATMAP = "prob_map_difference.png"
 
 
-def draw(report: dict, out_dir: Path, images: dict[str, Path] | None = None) -> list[str]:
-    """Write the pictures the report has data for; their file names (none without matplotlib)."""
+def draw(
+    report: dict, out_dir: Path, images: dict[str, Path] | None = None, maps: dict | None = None
+) -> list[str]:
+    """Write the pictures the report has data for; their file names (none without matplotlib).
+    `maps`: a detector's worst page (accuracy table), its reference and artifact probability maps."""
     try:
         import matplotlib
 
@@ -75,4 +82,37 @@ def draw(report: dict, out_dir: Path, images: dict[str, Path] | None = None) -> 
             fig.savefig(out_dir / READINGS, dpi=110)
             plt.close(fig)
             made.append(READINGS)
+    if maps and table and table.get("kind") == "detector":
+        _heatmap(plt, maps, table["threshold"], table["reference"], out_dir / HEATMAP)
+        made.append(HEATMAP)
     return made
+
+
+def _heatmap(plt, maps: dict, threshold: float, reference: str, path: Path) -> None:
+    """Both probability maps and |difference|, pixels that change side of the threshold outlined."""
+    ref, got = maps["reference_map"], maps["artifact_map"]
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64)) if got.shape == ref.shape else None
+    panels = [(f"{reference}", ref), (maps["artifact"], got)]
+    fig, axes = plt.subplots(1, 3 if diff is not None else 2, figsize=(12, 3.6), squeeze=False)
+    for ax, (title, plane) in zip(axes[0], panels):
+        shown = ax.imshow(plane, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{title}: probability", fontsize=7)
+    if diff is not None:
+        ax = axes[0][2]
+        shown = ax.imshow(diff, cmap="magma")
+        flipped = (got > threshold) != (ref > threshold)
+        if flipped.any():
+            ax.contour(flipped, levels=[0.5], colors="cyan", linewidths=0.6)
+        ax.set_title(
+            f"|difference| (max {diff.max():.2g}); cyan: {int(flipped.sum())} px cross {threshold:g}",
+            fontsize=7,
+        )
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+    for ax in axes[0]:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(
+        f"{maps['image']}: the page where {maps['artifact']} agrees least (IoU {maps['iou']:.4f})", fontsize=8
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
