@@ -427,6 +427,38 @@ def test_version_quiet_json_and_name(tmp_path, dynamic_model_file, capsys):
     _assert_clean_failure(rc, o, e, "--name '../escape': give a plain folder name")
 
 
+def test_every_verb_that_reports_has_json(tmp_path, dynamic_model_file, capsys):
+    """--json: one JSON document on stdout, whatever the verb; a failed compare still exits non-zero."""
+    rc, o, _ = run_cli(capsys, "passes", "--json")
+    passes = {p["name"]: p for p in json.loads(o)["passes"]}
+    assert rc == 0 and passes["split-pool"]["arguments"] == {"max_kernel": "255"}
+    rc, o, _ = run_cli(capsys, "inspect", dynamic_model_file, "--json")
+    info = json.loads(o)
+    assert rc == 0 and info["inputs"][0]["shape"][0] == "batch" and sum(info["ops"].values()) == info["nodes"]
+    dest = tmp_path / "y.onnx"
+    rc, o, _ = run_cli(
+        capsys,
+        "-q",
+        "apply",
+        dynamic_model_file,
+        dest,
+        "-p",
+        "fold-constants",
+        "--shapes",
+        DYN_SHAPES,
+        "--json",
+    )
+    applied = json.loads(o)
+    assert rc == 0 and applied["verified"] and applied["stages"][0]["name"] == "source" and dest.is_file()
+    rc, o, _ = run_cli(capsys, "compare", dynamic_model_file, dest, "--shapes", DYN_SHAPES, "--json")
+    compared = json.loads(o)
+    assert rc == 0 and compared["ok"] and len(compared["comparisons"]) >= 3
+    rc, o, e = run_cli(
+        capsys, "compare", dynamic_model_file, dest, "--shapes", DYN_SHAPES, "--json", "--atol", "-1"
+    )
+    assert rc != 0 and not json.loads(o)["ok"] and "exceed the tolerance" in e
+
+
 def test_passes_list_their_arguments_and_a_bad_argument_names_the_valid_ones(
     tmp_path, dynamic_model_file, capsys
 ):

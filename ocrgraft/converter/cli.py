@@ -110,7 +110,16 @@ def cmd_eval(args) -> int:
     from ocrgraft.converter.accuracy import evaluate_folder
 
     table, summary = evaluate_folder(args.out_dir, args.images, args.labels, args.limit, progress.say)
+    if args.json:
+        keys = ("kind", "images", "items", "reference", "rows", "skipped")
+        return _print_json({"out_dir": args.out_dir, **{k: table.get(k) for k in keys}})
     print(summary)
+    return 0
+
+
+def _print_json(summary: dict) -> int:
+    """--json: the summary alone on stdout (progress stays on stderr)."""
+    print(json.dumps(summary, indent=1, default=str))
     return 0
 
 
@@ -152,6 +161,21 @@ def cmd_apply(args) -> int:
         raise
     save(result.model, dst)
     checked = [s for s in result.stages[1:] if s.verified == "yes"]
+    if args.json:
+        stages = [
+            {k: getattr(s, k) for k in ("name", "rewrites", "nodes", "verified", "max_abs", "max_abs_prev")}
+            for s in result.stages
+        ]
+        return _print_json(
+            {
+                "output": str(dst),
+                "verified": not args.no_verify,
+                "rewrites": result.rewrites,
+                "cases": len(result.cases),
+                "tolerance": str(result.tolerance),
+                "stages": stages,
+            }
+        )
     what = f"{len(checked)} stage(s) verified on {len(result.cases)} inputs"
     if args.no_verify:
         what = "NOT verified (--no-verify): no stage was run or compared with the input model"
@@ -191,14 +215,27 @@ def cmd_passes(args) -> int:
     from ocrgraft.targets import TARGETS, target_class
 
     chosen = set(GENERIC_PASSES) | set(target_class(args.target).passes) if args.target else None
+    listed = []
     for cls in list_passes():
         if chosen is not None and cls.name not in chosen:
             continue
         users = [name for name, t in TARGETS.items() if cls.name in t.passes]
         run = "every target (generic)" if cls.name in GENERIC_PASSES else ", ".join(users) or "opt-in"
-        params = cls.describe_parameters()
-        takes = f"; arguments: {params}" if params else ""
-        print(f"{cls.name:26s} [{cls.semantics}; run by {run}{takes}]\n    {cls.doc()}")
+        listed.append(
+            {
+                "name": cls.name,
+                "kind": cls.semantics,
+                "run_by": run,
+                "arguments": cls.parameters(),
+                "usage": cls.describe_parameters(),
+                "doc": cls.doc(),
+            }
+        )
+    if args.json:
+        return _print_json({"passes": listed})
+    for entry in listed:
+        takes = f"; arguments: {entry['usage']}" if entry["usage"] else ""
+        print(f"{entry['name']:26s} [{entry['kind']}; run by {entry['run_by']}{takes}]\n    {entry['doc']}")
     return 0
 
 
@@ -208,6 +245,28 @@ def cmd_inspect(args) -> int:
 
     model = load(args.file)
     nodes = list(model.graph.all_nodes()) if hasattr(model.graph, "all_nodes") else list(model.graph)
+    ops = Counter(n.op_type for n in nodes).most_common()
+    if args.json:
+
+        def values(vs):
+            dims = [[d if isinstance(d, int) else str(d) for d in (v.shape or [])] for v in vs]
+            return [
+                {"name": v.name, "dtype": v.dtype.name if v.dtype else None, "shape": d}
+                for v, d in zip(vs, dims)
+            ]
+
+        return _print_json(
+            {
+                "file": args.file,
+                "ir_version": model.ir_version,
+                "opsets": {d or "ai.onnx": v for d, v in model.opset_imports.items()},
+                "inputs": values(model.graph.inputs),
+                "outputs": values(model.graph.outputs),
+                "nodes": len(nodes),
+                "initializers": len(model.graph.initializers),
+                "ops": dict(ops),
+            }
+        )
     opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in model.opset_imports.items())
     print(
         f"{args.file}: ir_version {model.ir_version}, opset {opsets}, producer {model.producer_name or '?'} "
@@ -221,7 +280,7 @@ def cmd_inspect(args) -> int:
                 + (f"  dynamic dims {dyn}" if dyn else "")
             )
     print(f"  nodes: {len(nodes)}, initializers: {len(model.graph.initializers)}")
-    for op, n in Counter(n.op_type for n in nodes).most_common():
+    for op, n in ops:
         print(f"    {op:24s} {n}")
     return 0
 
@@ -236,20 +295,28 @@ def cmd_compare(args) -> int:
     tol = _tolerance(args)
     shapes = ShapeSet.parse(args.shapes).resolve(list(a.graph.inputs))
     ra, rb = Runner(a, what=args.a), Runner(b, what=args.b)
-    failures = 0
-    print(f"{'shapes':32s} {'output':28s} {'max abs':>10s} {'max rel':>10s}  ok")
+    failures, rows = 0, []
+    if not args.json:
+        print(f"{'shapes':32s} {'output':28s} {'max abs':>10s} {'max rel':>10s}  ok")
     for i, (label, case) in enumerate(shapes.cases()):
         feeds = random_inputs(list(a.graph.inputs), case, seed=i)
         for d in compare_outputs(rb.run(feeds), ra.run(feeds), tol):
             failures += not d.ok
             where = f"{label} " + ",".join("x".join(map(str, s)) for s in case.values())
-            print(
-                f"{where:32s} {d.name:28s} {d.max_abs:10.3g} {d.max_rel:10.3g}  "
-                f"{'yes' if d.ok else 'NO: ' + d.describe()}"
+            rows.append(
+                {"case": where, "output": d.name, "max_abs": d.max_abs, "max_rel": d.max_rel, "ok": d.ok}
             )
+            if not args.json:
+                print(
+                    f"{where:32s} {d.name:28s} {d.max_abs:10.3g} {d.max_rel:10.3g}  "
+                    f"{'yes' if d.ok else 'NO: ' + d.describe()}"
+                )
+    if args.json:
+        _print_json({"ok": not failures, "tolerance": str(tol), "comparisons": rows})
     if failures:
         raise _err(f"{failures} output comparison(s) exceed the tolerance ({tol})")
-    print(f"all outputs match within {tol}")
+    if not args.json:
+        print(f"all outputs match within {tol}")
     return 0
 
 
@@ -309,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only results and errors")
     p.add_argument("-v", "--verbose", action="store_true", help="also the passes' and targets' log lines")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def json_flag(sp):
+        sp.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
 
     def tolerance_flags(sp):
         sp.add_argument(
@@ -381,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--name", help="name of the result: OUT/<name>-<target>/ (default: the zoo name or the file's stem)"
     )
-    c.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    json_flag(c)
     c.add_argument("--out", "-o", default="out", help="output root; results go to OUT/<model>-<target>/")
     c.add_argument("--passes", "-p", help="comma-separated passes, replacing the recipe's")
     c.add_argument("--list", action="store_true", help="list the zoo models and exit")
@@ -481,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         "out_dir", metavar="OUT_DIR", help="a conversion's output folder, e.g. out/ppocrv4-rec-ort"
     )
     images_flags(ev, required=True)
+    json_flag(ev)
     ev.set_defaults(func=cmd_eval)
 
     sm = sub.add_parser(
@@ -512,14 +583,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain_flag(a)
     shape_flag(a)
     tolerance_flags(a)
+    json_flag(a)
     a.set_defaults(func=cmd_apply)
 
     ps = sub.add_parser("passes", help="list the passes with their docs")
     ps.add_argument("--target", "-t", help="only passes this target uses")
+    json_flag(ps)
     ps.set_defaults(func=cmd_passes)
 
     i = sub.add_parser("inspect", help="inputs, outputs, dynamic dims, opset and op histogram of a model")
     i.add_argument("file")
+    json_flag(i)
     i.set_defaults(func=cmd_inspect)
 
     cp = sub.add_parser("compare", help="run two models on the same random inputs and compare outputs")
@@ -527,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("b", metavar="B", help="model to check")
     shape_flag(cp)
     tolerance_flags(cp)
+    json_flag(cp)
     cp.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("view", help="serve a model, or a conversion's stages, in Netron on localhost")

@@ -103,6 +103,19 @@ def _err(x) -> str:
     return "–" if x is None else f"{x:.2g}"
 
 
+def _plain(value) -> str:
+    """A detail for people: shapes as 4x1x32x100, numbers to 3 digits, no Python reprs."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, int) for v in value):
+            return "x".join(map(str, value))
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
 def _describe_inputs(cases: list[dict]) -> str:
     given = sum(c["label"] == "given" for c in cases)
     text = f"{len(cases) - given} random, non-zero (integer inputs drawn valid for the ops that read them)"
@@ -139,17 +152,21 @@ def render_markdown(r: dict) -> str:
         "",
         "## Stages",
         "",
-        "| # | pass | kind | rewrites | nodes | op changes | time (s) | verified | max abs err | "
-        "max rel err | checked at |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Errors are the largest over all test inputs, of this stage's outputs against the source model "
+        f"({r['source']['framework']}) and against the stage before it; a stage whose pass changed nothing "
+        'is not run again ("unchanged") and its file is not written.',
+        "",
+        "| # | pass | kind | rewrites | nodes | op changes | pass (s) | check (s) | verified | "
+        "max abs err vs source | max rel err vs source | max abs err vs previous stage | tolerance |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in r["stages"]:
         delta = ", ".join(f"{op} {n:+d}" for op, n in s["op_delta"].items()) or "–"
         name = f"[{s['name']}]({s['file']})" if s["file"] else s["name"]
         lines.append(
             f"| {s['index']:02d} | {name} | {s['semantics']} | {s['rewrites']} | {s['nodes']} | {delta} | "
-            f"{s['seconds'] + s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | "
-            f"{_err(s['max_rel'])} | {s.get('tolerance') or '–'} |"
+            f"{s['seconds']:.2f} | {s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | "
+            f"{_err(s['max_rel'])} | {_err(s.get('max_abs_prev'))} | {s.get('tolerance') or '–'} |"
         )
     explained = [s for s in r["stages"] if s.get("explain")]
     if explained:
@@ -169,7 +186,7 @@ def render_markdown(r: dict) -> str:
     if b["command"]:
         lines += ["", "```sh", b["command"], "```"]
     for k, v in b["details"].items():
-        lines.append(f"- {k}: {v}")
+        lines.append(f"- {k.replace('_', ' ')}: {_plain(v)}")
     if r.get("pictures"):
         lines += ["", "## Pictures", ""] + [f"![{name}]({name})" for name in r["pictures"]]
     elif "pictures" in r:
