@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ocrgraft.core.compare import FP32, CaseComparison, OutputDiff, Tolerance, c
 from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import all_nodes
 from ocrgraft.core.modelio import SharedWeights, atomic_file, cycle_collector_paused, to_bytes, to_ir
-from ocrgraft.core.progress import steps
+from ocrgraft.core.progress import busy, steps
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import Case, ShapeSet, is_static, random_inputs, require_tensor
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
@@ -444,7 +445,10 @@ class Pipeline:
         if self._weights is None:
             self._weights = SharedWeights(self.stages_dir)
         path = self.stages_dir / f"{index:02d}_{name}.onnx"
-        with atomic_file(path) as tmp:
+        with (
+            atomic_file(path) as tmp,
+            busy(f"    saving {path.name}", line=False) if self.verbose else nullcontext(),
+        ):
             tmp.write_bytes(self._weights.externalize(data))
         return str(path)
 
