@@ -212,3 +212,20 @@ def test_stages_keep_each_weight_once(tmp_path):
         assert np.array_equal(numpy_helper.to_array(staged.graph.initializer[0]), weight)
         out = Runner(load(f)).run(feeds)["y"]
         assert out.shape == (1, 64, 8, 8)
+
+
+def test_outputs_kept_from_the_checks_are_the_raw_and_final_models_own():
+    """Parity reads these instead of running the models again, so they must be exactly what ONNX
+    Runtime gives for the exported model and for the final one; after a change nothing ran for, none."""
+    proto = make_dynamic_model()
+    framework = Runner(proto.SerializeToString()).run  # stands for torch / paddle here
+    result = Pipeline(
+        [PerturbWeight(), "lift-constants"], tolerances={"test-perturb-weight": Tolerance(10, 0)}
+    ).run(make_dynamic_model(), DYN_SHAPES, source=framework, source_name="torch")
+    raw, final = Runner(proto.SerializeToString()), Runner(result.model)
+    assert set(result.final_outputs) == {c.title for c in result.cases}
+    for case in result.cases:
+        np.testing.assert_array_equal(result.raw_outputs[case.title]["y"], raw.run(case.feeds)["y"])
+        np.testing.assert_array_equal(result.final_outputs[case.title]["y"], final.run(case.feeds)["y"])
+    unchecked = Pipeline(["lift-constants"], verify=False).run(make_dynamic_model())
+    assert unchecked.final_outputs is None and unchecked.raw_outputs is None
