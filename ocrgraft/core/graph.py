@@ -17,6 +17,8 @@ def all_nodes(model: ir.Model | ir.Graph) -> list[ir.Node]:
     """Every node, those in If/Loop bodies included, as a list (passes walk it before and after)."""
     nodes = list(model.graph if isinstance(model, ir.Model) else model)
     for node in nodes:  # the list grows by each body found, which is scanned in turn
+        if node.op_type not in _SUBGRAPH_OPS and node.domain in ("", "ai.onnx"):
+            continue  # no standard op but these holds a graph (a custom domain's op may)
         for attr in node.attributes.data.values():
             if attr.type is ir.AttributeType.GRAPH:
                 nodes.extend(attr.value)
@@ -24,6 +26,9 @@ def all_nodes(model: ir.Model | ir.Graph) -> list[ir.Node]:
                 for graph in attr.value:
                     nodes.extend(graph)
     return nodes
+
+
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
 
 
 def opset_of(model: ir.Model) -> int:
