@@ -1,7 +1,10 @@
 """The benchmark: scale on generated export-like graphs, output quality and conversion cost on the zoo.
 
     python bench/run.py            quick: the 12k-node graph, the zoo for target ort
-    python bench/run.py --full     also the 48k-node graph and every target's conversion cost
+    python bench/run.py --full     also the 48k- and 192k-node graphs and every target's conversion cost
+
+Both modes also convert the seeds at their own full shape ranges (crnn at width 32...6400, starnet at batch
+1...64) with every stage verified.
 
 Every tool runs in its own process (its peak memory is that process's VmHWM) under a time limit; a tool that
 runs out of time or fails is reported as such. All tools run in the same invocation, so ratios between
@@ -39,6 +42,16 @@ LABELS = {
     "graphsurgeon": "graphsurgeon fold+cleanup+toposort",
 }
 CHECK_LIMIT = 900  # seconds for ONNX Runtime to load and run one output (it is slow on 48k-node graphs)
+# ONNX Runtime's session set-up grows faster than the graph (here 40 s at 48k nodes, 181 s at 96k):
+# larger graphs get their node count and dims checked, not their outputs (the same generator and passes
+# are compared output by output at the smaller sizes).
+CHECK_MAX_NODES = 100_000
+# The seeds' own shape ranges: CRNN_Dynamic's ATC range and StarNet's batches 1...64 (issue goal: crnn
+# verified in <= 90 s on a 2-core machine).
+SEED_RANGES = [
+    ("crnn", "ascend", "imgs:1x1x32x32,4x1x32x320,16x1x32x6400", 90.0),
+    ("starnet", "ascend", "x:1x3x32x100,16x3x32x100,64x3x32x100", None),
+]
 
 
 def child(args: list[str], limit: float) -> dict:
@@ -94,9 +107,10 @@ def scale(sizes: list[int], tools: list[str], limit: float, repeat: int, work: P
         src = work / f"residual_{size // 1000}k.onnx"
         onnx.save(residual_graph(size), src)
         npz = work / f"residual_{size // 1000}k.ref.npz"
-        ref = child(["reference", str(src), str(npz)], CHECK_LIMIT)
-        if ref["status"] != "ok":
-            raise SystemExit(f"ONNX Runtime cannot run the generated graph: {ref}")
+        if size <= CHECK_MAX_NODES:
+            ref = child(["reference", str(src), str(npz)], CHECK_LIMIT)
+            if ref["status"] != "ok":
+                raise SystemExit(f"ONNX Runtime cannot run the generated graph: {ref}")
         graphs[size] = (src, npz, len(onnx.load(src).graph.node))
     runs: dict[tuple[int, str], list[dict]] = {(size, tool): [] for size in sizes for tool in tools}
     for _ in range(repeat):
@@ -122,7 +136,8 @@ def scale(sizes: list[int], tools: list[str], limit: float, repeat: int, work: P
             "error": run.get("error", ""),
         }
         if run["status"] == "ok":
-            check = child(["check", str(src), str(_output(work, size, tool)), str(npz)], CHECK_LIMIT)
+            compare = str(npz) if size <= CHECK_MAX_NODES else "-"
+            check = child(["check", str(src), str(_output(work, size, tool)), compare], CHECK_LIMIT)
             row.update(
                 nodes=check.get("nodes"),
                 equal=check.get("equal"),
@@ -211,14 +226,20 @@ def goals(rows: list[dict]) -> list[str]:
             f"{size // 1000}k: ocrgraft outputs equal {_ok(ours['equal'])}, "
             f"dynamic dims kept {_ok(ours['dynamic'])}"
         )
-    if len(sizes) > 1 and all(by.get((s, "ocrgraft"), {}).get("status") == "ok" for s in sizes):
-        small, large = by[(sizes[0], "ocrgraft")], by[(sizes[-1], "ocrgraft")]
-        growth, factor = large["seconds"] / small["seconds"], sizes[-1] / sizes[0]
-        cpu = large["cpu_seconds"] / small["cpu_seconds"]
+        floor = by.get((size, "floor"), {})
+        if floor.get("status") == "ok":
+            times = ours["seconds"] / floor["seconds"]
+            verdict = f"(goal <= 6 at 192k): {_ok(times <= 6)}" if size >= 192000 else "(goal set at 192k)"
+            out.append(f"{size // 1000}k: ocrgraft / load+save floor = {times:.1f}x {verdict}")
+    done = [s for s in sizes if by.get((s, "ocrgraft"), {}).get("status") == "ok"]
+    for small, large in zip(done, done[1:]):
+        a, b = by[(small, "ocrgraft")], by[(large, "ocrgraft")]
+        growth, factor = b["seconds"] / a["seconds"], large / small
+        goal = 4.2 if factor == 4 else factor * 1.05
         out.append(
-            f"scaling: {sizes[-1] // 1000}k time / {sizes[0] // 1000}k time = {growth:.2f} "
-            f"for {factor:.0f}x the nodes (goal <= {factor * 1.125:.1f}): {_ok(growth <= factor * 1.125)}; "
-            f"in CPU time {cpu:.2f}"
+            f"scaling: {large // 1000}k time / {small // 1000}k time = {growth:.2f} for {factor:.0f}x the "
+            f"nodes (goal <= {goal:.1f}): {_ok(growth <= goal)}; in CPU time "
+            f"{b['cpu_seconds'] / a['cpu_seconds']:.2f}; peak {b['peak_mib']:.0f} MiB"
         )
     return out
 
@@ -250,6 +271,39 @@ def zoo(models: list[str], targets: list[str], limit: float, work: Path) -> list
             rows.append(row)
             print(f"  {name} -> {target}: {conv['status']} {conv.get('error', '')[:120]}", flush=True)
     return rows
+
+
+def seeds(chosen: list[str], limit: float, work: Path) -> list[dict]:
+    """The seeds' conversions at their own full shape ranges, every stage verified: where the time goes."""
+    rows = []
+    for name, target, shapes, goal in SEED_RANGES:
+        if name not in chosen:
+            continue
+        conv = child(["convert", name, target, str(work / "seeds"), shapes], limit)
+        rows.append({"model": name, "target": target, "shapes": shapes, "goal": goal, **conv})
+        print(f"  {name} -> {target} at {shapes}: {conv['status']} {conv.get('error', '')[:120]}", flush=True)
+    return rows
+
+
+def seed_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | target | shapes | cases | export | verify | checks per changed stage | total s | goal |",
+        "|---|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        c = r.get("cost")
+        if not c:
+            lines.append(
+                f"| {r['model']} | {r['target']} | {r['shapes']} | {r['status']}: {r['error'][:90]} |||||"
+            )
+            continue
+        checks = ", ".join(f"{k} {v:.1f}" for k, v in c["checks"].items())
+        goal = f"<= {r['goal']:.0f} s: {_ok(c['total'] <= r['goal'])}" if r["goal"] else "-"
+        lines.append(
+            f"| {r['model']} | {r['target']} | `{r['shapes']}` | {c['cases']} | {c['export']:.1f} | "
+            f"{c['verify']:.1f} | {checks} | {c['total']:.1f} | {goal} |"
+        )
+    return "\n".join(lines)
 
 
 def _quality(name: str, out: Path, recipe, limit: float, work: Path) -> dict:
@@ -398,9 +452,15 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"scale tools (default {','.join(TOOLS)})")
     parser.add_argument("--models", help="zoo models, comma-separated (default: every recipe; 'none' skips)")
     parser.add_argument("--targets", help="targets for conversion cost (default ort; full: ort,trt,ascend)")
+    parser.add_argument(
+        "--seeds",
+        help="seed models converted at their full shape ranges (default: "
+        + ",".join(m for m, *_ in SEED_RANGES)
+        + "; 'none' skips)",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
-    sizes_arg = args.sizes or ("12000,48000" if args.full else "12000")
+    sizes_arg = args.sizes or ("12000,48000,192000" if args.full else "12000")
     sizes = [] if sizes_arg == "none" else [int(s) for s in sizes_arg.split(",")]
     limit = args.timeout or (600.0 if args.full else 120.0)
     repeat = args.repeat or (5 if args.full else 3)
@@ -421,6 +481,15 @@ def main() -> None:
     scale_rows = scale(sizes, args.tools.split(","), limit, repeat, work)
     print(f"== zoo: {len(models)} models x {', '.join(targets)}", flush=True)
     zoo_rows = zoo(models, targets, max(limit, 600.0), work)
+    chosen = (
+        [m for m, *_ in SEED_RANGES]
+        if not args.seeds
+        else []
+        if args.seeds == "none"
+        else args.seeds.split(",")
+    )
+    print(f"== seeds at their full shape ranges: {', '.join(chosen) or 'none'}", flush=True)
+    seed_rows = seeds(chosen, max(limit, 900.0), work)
 
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -430,6 +499,7 @@ def main() -> None:
         "goals": goals(scale_rows),
         "zoo": zoo_rows,
         "quality_goals": quality_goals(zoo_rows),
+        "seeds": seed_rows,
     }
     Path(args.out).write_text(json.dumps(results, indent=1))
     print()
@@ -464,6 +534,15 @@ def markdown(results: dict) -> str:
             "**Conversion cost** (`convert`, every stage verified; seconds):",
             "",
             cost_table(results["zoo"]),
+        ]
+    if results.get("seeds"):
+        parts += [
+            "",
+            "**Seed shape ranges** (`convert` at the seeds' own ranges, every stage verified at min / opt / "
+            "max with two random inputs each; seconds; checks: the stages a pass changed, the source's "
+            "own check against the framework included):",
+            "",
+            seed_table(results["seeds"]),
         ]
     return "\n".join(parts)
 
