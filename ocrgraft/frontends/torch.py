@@ -18,6 +18,7 @@ import logging
 import math
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -255,6 +256,10 @@ def load_weights(
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
         form += ", DataParallel 'module.' prefix removed"
+    for old, new in getattr(sys.modules[type(model).__module__], "CHECKPOINT_RENAMES", ()):
+        if any(k.startswith(old) for k in state):  # an older release's names for the same parameters
+            state = {new + k[len(old) :] if k.startswith(old) else k: v for k, v in state.items()}
+            form += f", '{old}*' read as '{new}*'"
     _check_fit(model, state, path, arch)
     own = model.state_dict()
     for k in own:  # older checkpoints lack BatchNorm's step counter; it does not affect inference

@@ -16,8 +16,14 @@ ZOO = {
     "lprnet": ("ocrgraft.models.lprnet", "LPRNet", (3, 24, 94), "container.0"),
     "mmocr-crnn": ("ocrgraft.models.mmocr_crnn", "MMOCRCRNN", (1, 32, 100), "decoder.decoder.1.embedding"),
     "dbnet": ("ocrgraft.models.dbnet", "DBNet", (3, 128, 128), "det_head.binarize.6"),
+    "psenet": ("ocrgraft.models.psenet", "PSENet", (3, 256, 256), "det_head.conv2"),
+    "panet": ("ocrgraft.models.panet", "PANet", (3, 256, 256), "det_head.conv2"),
 }
 SEED = 0
+# Probability-map heads whose stand-in logits are centred on the calibration batch: a random head on
+# post-ReLU features is far off zero (PANet's text logits near -15), a map with no text pixels at all,
+# and a threshold check on it would test nothing.
+CENTRED_HEADS = {"psenet", "panet"}
 
 
 def build(name: str, seed: int = SEED, **kwargs):
@@ -32,11 +38,13 @@ def build(name: str, seed: int = SEED, **kwargs):
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(seed)
         model = getattr(importlib.import_module(module), cls)(**kwargs)
-        _stand_in_init(model, sample, model.get_submodule(head), torch.Generator().manual_seed(seed))
+        _stand_in_init(
+            model, sample, model.get_submodule(head), torch.Generator().manual_seed(seed), name in CENTRED_HEADS
+        )
     return model.eval()
 
 
-def _stand_in_init(model, sample: tuple[int, ...], head, gen) -> None:
+def _stand_in_init(model, sample: tuple[int, ...], head, gen, centre: bool = False) -> None:
     """Random weights that behave like trained ones where conversion checks look:
     - He-normal convs / linears and unit-variance LSTM weights: activations neither vanish nor blow up;
     - BatchNorm statistics measured on a random batch, as training would, with random affine terms:
@@ -73,3 +81,9 @@ def _stand_in_init(model, sample: tuple[int, ...], head, gen) -> None:
             m.momentum = 0.1
             m.num_batches_tracked.zero_()
         head.weight.mul_(4.0)
+        if centre:
+            seen = []
+            hook = head.register_forward_hook(lambda _m, _i, out: seen.append(out))
+            model.eval()(torch.rand((4,) + tuple(sample), generator=gen) * 2 - 1)
+            hook.remove()
+            head.bias.sub_(seen[0].mean(dim=(0, 2, 3)))

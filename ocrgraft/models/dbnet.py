@@ -11,63 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class BasicBlock(nn.Module):
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class ResNet18(nn.Module):
-    """Returns the C2..C5 feature maps (strides 4, 8, 16, 32)."""
-
-    def __init__(self, in_channels: int = 3):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        widths, inplanes = (64, 128, 256, 512), 64
-        for i, planes in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            self.add_module(
-                f"layer{i + 1}",
-                nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes)),
-            )
-            inplanes = planes
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        outs = []
-        for i in range(1, 5):
-            x = getattr(self, f"layer{i}")(x)
-            outs.append(x)
-        return outs
-
-
-class ConvModule(nn.Module):
-    """A bias-free conv under the attribute name MMCV's ConvModule uses (`.conv`)."""
-
-    def __init__(self, c_in: int, c_out: int, k: int, padding: int = 0):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, k, padding=padding, bias=False)
-
-    def forward(self, x):
-        return self.conv(x)
+from ocrgraft.models.mm_common import ConvModule, ResNet
 
 
 class FPNC(nn.Module):
@@ -117,7 +61,7 @@ class DBNet(nn.Module):
 
     def __init__(self, in_channels: int = 3):
         super().__init__()
-        self.backbone = ResNet18(in_channels)
+        self.backbone = ResNet(18, in_channels)
         self.neck = FPNC()
         self.det_head = DBHead(256)
 
