@@ -453,7 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     json_flag(c)
     c.add_argument("--out", "-o", default="out", help="output root; results go to OUT/<model>-<target>/")
-    c.add_argument("--passes", "-p", help="comma-separated passes, replacing the recipe's")
+    c.add_argument(
+        "--passes",
+        "-p",
+        help="comma-separated passes, replacing the default pipeline; '+a,b' runs the default pipeline "
+        "and these (e.g. +resize-nearest-to-bilinear)",
+    )
     c.add_argument("--list", action="store_true", help="list the zoo models and exit")
     c.add_argument(
         "--weights",

@@ -230,6 +230,11 @@ def convert(
         progress(f"images: {len(items)} from {images} ({preprocess.describe()})")
     raw = to_bytes(source.model) if recipe.options.get("decoder") else None  # the exported model, for parity
     pass_list = passes if passes is not None else default_passes(recipe, tgt, source.model)
+    if isinstance(passes, str) and passes.startswith(
+        "+"
+    ):  # the default pipeline plus these, before infer-shapes
+        *defaults, last = default_passes(recipe, tgt, source.model)
+        pass_list = ",".join([*defaults, passes[1:], last])
     for note in source.notes:
         progress(f"note: {note}")
     with atomic_dir(dest, force=force) as tmp:

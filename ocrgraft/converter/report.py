@@ -149,6 +149,12 @@ def render_markdown(r: dict) -> str:
         f"- test inputs: {_describe_inputs(r['test_inputs'])}",
         f"- tolerance: atol {r['tolerance']['atol']:g}, rtol {r['tolerance']['rtol']:g}" + _floor_text(r),
         f"- every stage verified: **{'yes' if r['all_verified'] else 'no'}**",
+        *[
+            f"- **changed on purpose**: stage {s['index']:02d} {s['name']} changes the model's numbers "
+            "(it is not an equivalence); the stages after it are compared with it, not with the source"
+            for s in r["stages"]
+            if s["semantics"] == "changes" and s["changed"]
+        ],
         "",
         "## Stages",
         "",

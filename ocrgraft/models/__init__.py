@@ -39,7 +39,11 @@ def build(name: str, seed: int = SEED, **kwargs):
         torch.manual_seed(seed)
         model = getattr(importlib.import_module(module), cls)(**kwargs)
         _stand_in_init(
-            model, sample, model.get_submodule(head), torch.Generator().manual_seed(seed), name in CENTRED_HEADS
+            model,
+            sample,
+            model.get_submodule(head),
+            torch.Generator().manual_seed(seed),
+            name in CENTRED_HEADS,
         )
     return model.eval()
 

@@ -1,12 +1,13 @@
 """resize-nearest-to-bilinear: nearest upsampling becomes bilinear, as a rewrite rule; opt-in, it changes the
 numbers on purpose and is reported as such, never claimed equal.
 
-Pattern:  y = Resize(x, roi, scales, sizes, mode='nearest')   scales or sizes constant, only H and W resized
+Pattern:  y = Resize(x, roi, scales, sizes, mode='nearest')   only H and W resized: scales or sizes
+          constant, or sizes = Concat(Shape(x)[0:2], H, W) (F.interpolate(size=...) with dynamic shapes)
 Rewrite:  y = Resize(x, roi, scales, sizes, mode='linear',
                      coordinate_transformation_mode='pytorch_half_pixel')      (nearest_mode dropped)
 Why:      MMOCR measured DBNet's hmean drop from 0.795 to 0.752 on TensorRT with nearest upsampling and no
           drop after switching the model to bilinear. A Resize of the batch or channel axis, or one whose
-          scales and sizes are computed at run time, stays (--explain says which).
+          run-time sizes are not known to keep them, stays (--explain says which).
 """
 
 from __future__ import annotations
@@ -33,7 +34,43 @@ def _not_spatial(node: ir.Node) -> str | None:
         if shape is not None and len(shape) == 4 and list(shape[:2]) == [int(s) for s in sizes[:2]]:
             return None
         return f"its sizes {sizes.tolist()} are not known to keep the batch and channel dims of its input"
-    return "its scales or sizes are not a constant of four values (N, C, H, W)"
+    if sizes is None and len(node.inputs) > 3 and _keeps_batch_and_channels(node.inputs[3], node.inputs[0]):
+        return None  # F.interpolate(size=...), dynamic shapes: Concat(Shape(x)[0:2], H, W)
+    return (
+        "its scales or sizes are neither a constant of four values (N, C, H, W) nor "
+        "Concat(Shape(input)[0:2], ...)"
+    )
+
+
+def _keeps_batch_and_channels(sizes: ir.Value, x: ir.Value) -> bool:
+    """`sizes` is computed as Concat(Shape(x)[0:2], ...): the run-time size keeps x's N and C. The
+    dynamo exporter writes Shape(x, start=0, end=2), the TorchScript one Slice(Shape(x), [0], [2])."""
+    concat = sizes.producer()
+    if concat is None or concat.op_type != "Concat" or not concat.inputs or concat.inputs[0] is None:
+        return False
+    head = concat.inputs[0].producer()
+    if head is None:
+        return False
+    if head.op_type == "Shape":
+        start, end = head.attributes.get_int("start", 0), head.attributes.get_int("end", None)
+        return head.inputs[0] is x and start == 0 and end == 2
+    if head.op_type == "Slice" and len(head.inputs) >= 3:
+        shape = head.inputs[0].producer() if head.inputs[0] is not None else None
+        if shape is None or shape.op_type != "Shape" or shape.inputs[0] is not x or shape.attributes:
+            return False
+        parts = [const_array(v) if v is not None else None for v in head.inputs[1:5]]
+        starts, ends = parts[0], parts[1]
+        axes = parts[2] if len(parts) > 2 else None
+        steps = parts[3] if len(parts) > 3 else None
+        return (
+            starts is not None
+            and ends is not None
+            and starts.tolist() == [0]
+            and ends.tolist() == [2]
+            and (axes is None or axes.tolist() == [0])
+            and (steps is None or steps.tolist() == [1])
+        )
+    return False
 
 
 class NearestResize(Rule):
