@@ -454,6 +454,24 @@ def test_ppocrv4_rec_bmodel_on_200_lines(tmp_path, toolchain):
     assert source["word_accuracy"] >= 0.8 and abs(bmodel["word_accuracy"] - source["word_accuracy"]) <= 0.01
 
 
+def test_panet_f32_bmodel_matches_onnx_on_the_simulator(tmp_path, toolchain):
+    """MMOCR's PANet (ResNet-18 deep stem, FPEM-FFM) as one F32 BModel at the opt shape of a small range,
+    run on the simulator: every output within the recipe's F32 thresholds of ONNX Runtime."""
+    conv = convert(
+        "panet",
+        target="sophon",
+        out=tmp_path,
+        shapes="input:1x3x64x64,1x3x96x128,2x3x128x128",
+        progress=lambda m: None,
+    )
+    r = conv.report
+    assert r["all_verified"] and r["build"]["built"]
+    (entry,) = json.loads((conv.out_dir / "sophon" / "bmodels.json").read_text())
+    assert entry["quantize"] == "F32" and entry["shapes"]["input"] == [1, 3, 96, 128]
+    assert (conv.out_dir / "sophon" / entry["file"]).is_file()
+    assert float(re.search(r"cosine >= ([\d.]+)", r["build"]["summary"]).group(1)) >= 0.9999
+
+
 def test_ppocrv4_det_bmodel_masks_on_rendered_pages(tmp_path, toolchain):
     """The real PP-OCRv4 detector as an F32 BModel: its text masks on two rendered pages, against the
     source ONNX on the same pages stretched to the BModel's one shape."""

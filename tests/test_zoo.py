@@ -34,6 +34,10 @@ CASES = [
     ("mmocr-crnn", "dynamo", "state_dict", "input:1x1x32x32,2x1x32x64,3x1x32x96"),
     ("dbnet", "dynamo", None, None),
     ("dbnet", "torchscript", "checkpoint", "input:1x3x64x64,1x3x96x128,1x3x160x160"),
+    ("psenet", "dynamo", None, None),
+    ("psenet", "torchscript", "mmocr-0.x", "input:1x3x64x64,1x3x96x128,2x3x128x128"),
+    ("panet", "dynamo", None, None),
+    ("panet", "torchscript", "mmocr-0.x", "input:1x3x64x64,1x3x96x128,2x3x128x128"),
 ]
 IDS = [f"{m}-{e}" for m, e, _, _ in CASES]
 
@@ -75,10 +79,13 @@ def test_zoo_model_converts_and_verifies(converted, name, exporter, form, shapes
     assert any(f"exported with the {exporter} exporter" in n for n in notes)
     if form:
         assert any(n.startswith("weights: w.pt") for n in notes)
+        if form == "mmocr-0.x":  # MMOCR 0.x's head names, read as 1.x's
+            assert any("'bbox_head.*' read as 'det_head.*'" in n for n in notes)
         case = conv.result.cases[0]  # the reference ran the loaded weights
         with torch.inference_mode():
-            want = trained(name)(*(torch.from_numpy(v) for v in case.feeds.values())).numpy()
-        np.testing.assert_array_equal(next(iter(case.expected.values())), want)
+            want = trained(name)(*(torch.from_numpy(v) for v in case.feeds.values()))
+        for got, w in zip(case.expected.values(), want if isinstance(want, tuple) else (want,), strict=True):
+            np.testing.assert_array_equal(got, w.numpy())
     else:
         assert any("random initialization" in n for n in notes)
     # every dim the recipe varies is still open in the final model
@@ -98,7 +105,8 @@ def test_zoo_model_reads_the_same(converted, name, exporter, form, shapes):
         assert p["samples"] >= 4 and any(r["torch"]["text"] for r in p["rows"])
     else:  # a pixel can sit within round-off of the threshold: flips must be rare, and errors tiny
         pixels = sum(r["pixels"] for r in p["rows"])
-        assert p["max_abs"] < 1e-4 and p["mask_differs"] <= 1e-4 * pixels, p["summary"]
+        tol = max(1e-4, get_recipe(name).options.get("verify", {}).get("atol", 0))  # deep nets: 1e-3
+        assert p["max_abs"] < tol and p["mask_differs"] <= tol * pixels, p["summary"]
         assert all(
             0.1 * r["pixels"] < r["pixels_above"] < 0.9 * r["pixels"] for r in p["rows"]
         )  # a real mask
@@ -185,4 +193,5 @@ def test_full_matrix_converts_and_verifies(tmp_path, name, exporter, form):
         else any("random initialization" in n for n in notes)
     )
     p = r["parity"]
-    assert p["all_agree"] if p["kind"] == "ctc" else p["max_abs"] < 1e-4, p["summary"]
+    tol = max(1e-4, get_recipe(name).options.get("verify", {}).get("atol", 0))
+    assert p["all_agree"] if p["kind"] == "ctc" else p["max_abs"] < tol, p["summary"]
