@@ -4,7 +4,8 @@
     python bench/run.py --full     also the 48k- and 192k-node graphs and every target's conversion cost
 
 Both modes also convert the seeds at their own full shape ranges (crnn at width 32...6400, starnet at batch
-1...64) with every stage verified.
+1...64) with every stage verified, and run a 6-cell conversion matrix one cell after another and on a
+local Ray (--no-matrix skips it).
 
 Every tool runs in its own process (its peak memory is that process's VmHWM) under a time limit; a tool that
 runs out of time or fails is reported as such. All tools run in the same invocation, so ratios between
@@ -285,6 +286,26 @@ def seeds(chosen: list[str], limit: float, work: Path) -> list[dict]:
     return rows
 
 
+def matrix_table(m: dict) -> str:
+    if m.get("status") != "ok":
+        return f"matrix: {m.get('status')}: {m.get('error', '')[:200]}"
+    goal = 0.85 * m["workers"]
+    return "\n".join(
+        [
+            "| cells | workers | one after another (s) | on local Ray (s) | speed-up "
+            "| Ray's cost per cell (s) |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {m['cells']} | {m['workers']} | {m['sequential_s']:.1f} | {m['ray_s']:.1f} | "
+            f"{m['speedup']:.2f} | {m['overhead_per_cell_s']:.2f} |",
+            "",
+            f"- speed-up {m['speedup']:.2f} (goal >= {goal:.2f}, 0.85 x {m['workers']} cores): "
+            f"{_ok(m['speedup'] >= goal)}; Ray's cost {m['overhead_per_cell_s']:.2f} s per cell (goal <= 1): "
+            f"{_ok(m['overhead_per_cell_s'] <= 1)}"
+            + (f"; failed cells: {'; '.join(m['failed'])}" if m["failed"] else ""),
+        ]
+    )
+
+
 def seed_table(rows: list[dict]) -> str:
     lines = [
         "| model | target | shapes | cases | export | verify | checks per changed stage | total s | goal |",
@@ -458,6 +479,7 @@ def main() -> None:
         + ",".join(m for m, *_ in SEED_RANGES)
         + "; 'none' skips)",
     )
+    parser.add_argument("--no-matrix", action="store_true", help="skip the sequential vs Ray matrix figure")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
     sizes_arg = args.sizes or ("12000,48000,192000" if args.full else "12000")
@@ -490,6 +512,10 @@ def main() -> None:
     )
     print(f"== seeds at their full shape ranges: {', '.join(chosen) or 'none'}", flush=True)
     seed_rows = seeds(chosen, max(limit, 900.0), work)
+    matrix = None
+    if not args.no_matrix:
+        print("== matrix: 6 LPRNet BModel cells, one after another, then on local Ray", flush=True)
+        matrix = child(["matrix", str(work / "matrix")], 3600)
 
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -500,6 +526,7 @@ def main() -> None:
         "zoo": zoo_rows,
         "quality_goals": quality_goals(zoo_rows),
         "seeds": seed_rows,
+        "matrix": matrix,
     }
     Path(args.out).write_text(json.dumps(results, indent=1))
     print()
@@ -543,6 +570,14 @@ def markdown(results: dict) -> str:
             "own check against the framework included):",
             "",
             seed_table(results["seeds"]),
+        ]
+    if results.get("matrix"):
+        parts += [
+            "",
+            "**Conversion matrix** (`ocrgraft matrix`: the same cells one after another in one process, then "
+            "as tasks on a local Ray with a worker per core):",
+            "",
+            matrix_table(results["matrix"]),
         ]
     return "\n".join(parts)
 

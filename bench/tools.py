@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,57 @@ def cmd_convert(model: str, target: str, out: str, shapes: str = "") -> dict:
     }
 
 
+MATRIX_BENCH = """
+[[model]]
+zoo = "lprnet"
+
+[target.sophon]
+chip = ["bm1684x", "bm1684"]
+quantize = "F32"
+batch = [1, 2, 4]
+"""
+
+
+def cmd_matrix(work: str) -> dict:
+    """The same 6-cell matrix (LPRNet to F32 BModels: 2 chips x 3 batch sizes; TPU-MLIR's steps are
+    single-threaded, so the cells are CPU-bound) one cell after another in this process, then on a
+    local Ray with a worker per core: wall times, the speed-up, and Ray's cost per cell beyond the
+    cells' own time."""
+    import os
+    import shutil
+
+    from ocrgraft.converter.matrix import cell_key, read_matrix, run_cell, run_matrix
+    from ocrgraft.targets import tpu_mlir_env
+
+    tpu_mlir_env.ensure(progress=lambda m: None)
+    root = Path(work)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    (root / "m.toml").write_text(MATRIX_BENCH)
+    cells, _ = read_matrix(root / "m.toml")
+    start = time.perf_counter()
+    sequential = [run_cell(asdict(c), str(root / "seq"), cell_key(c)) for c in cells]
+    seq_wall = time.perf_counter() - start
+    start = time.perf_counter()
+    report = run_matrix(root / "m.toml", root / "ray")
+    ray_wall = time.perf_counter() - start
+    workers = os.cpu_count() or 1
+    busy = sum(c["seconds"] for c in report["cells"])
+    failed = [c for c in sequential + report["cells"] if c["status"] != "done"]
+    return {
+        "cells": len(cells),
+        "workers": workers,
+        "sequential_s": seq_wall,
+        "ray_s": ray_wall,
+        "speedup": seq_wall / ray_wall,
+        # wall time the workers were not running a cell (start-up, scheduling, the last cell alone)
+        "overhead_per_cell_s": max(0.0, ray_wall - busy / workers) / len(cells),
+        "cell_s_sequential": sum(c["seconds"] for c in sequential),
+        "cell_s_ray": busy,
+        "failed": [f"{c['cell']}: {c['reason']}" for c in failed],
+    }
+
+
 def cmd_latency(shapes: str, *paths: str, rounds: int = 100) -> dict:
     """ORT CPU latency (default optimizations, one thread) on the same random input, the models interleaved
     round by round in rotating order, so a noisy neighbour slows them all alike. Returns the median ms of
@@ -237,6 +289,7 @@ def main(argv: list[str]) -> None:
         "check": cmd_check,
         "convert": cmd_convert,
         "latency": cmd_latency,
+        "matrix": cmd_matrix,
     }
     result = commands[argv[0]](*argv[1:])
     print(json.dumps({**result, "peak_mib": peak_mib()}), flush=True)

@@ -49,6 +49,7 @@ def cmd_convert(args) -> int:
             ("soc", args.soc),
             ("gears", args.gears),
             ("chip", args.chip),
+            ("batch", args.batch),
             ("quantize", args.quantize),
             ("calib", args.calib),
             ("min_agreement", args.min_agreement),
@@ -120,6 +121,25 @@ def cmd_eval(args) -> int:
 def _print_json(summary: dict) -> int:
     """--json: the summary alone on stdout (progress stays on stderr)."""
     print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    from ocrgraft.converter.matrix import run_matrix
+
+    report = run_matrix(args.file, args.out, args.address, args.workers)
+    cells = report["cells"]
+    failed = [c for c in cells if c["status"] != "done"]
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"matrix: {len(cells) - len(failed)} of {len(cells)} cells done; wrote {report['out']}/matrix.md"
+        )
+    if failed:
+        raise _err(
+            f"{len(failed)} of {len(cells)} cells failed, first {failed[0]['cell']}: {failed[0]['reason']}"
+        )
     return 0
 
 
@@ -492,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--chip", help="sophon: bm1684x (default) or bm1684")
     c.add_argument(
+        "--batch", help="sophon: BModel batch sizes, e.g. 1,4 (default: the recipe's [sophon] batch)"
+    )
+    c.add_argument(
         "--quantize",
         help="device precision: F32 (default), F16, BF16, INT8 (fp32/fp16/... too); "
         "trt takes F32, F16, INT8; sophon all four; a target that cannot honour it refuses it",
@@ -558,6 +581,20 @@ def build_parser() -> argparse.ArgumentParser:
     images_flags(ev, required=True)
     json_flag(ev)
     ev.set_defaults(func=cmd_eval)
+
+    mx = sub.add_parser(
+        "matrix",
+        help="many conversions from one TOML file (models x targets x chips x precisions x batches) on Ray",
+        description="Run every cell of a conversion matrix as a Ray task (a local Ray sized to this machine, "
+        "or a cluster with --address); a cell whose inputs are unchanged since it finished is not run "
+        "again; writes matrix.md, matrix.json and matrix.png. The file format is in the README.",
+    )
+    mx.add_argument("file", metavar="FILE.toml")
+    mx.add_argument("--out", help="where the cells' folders go (default: the file's out, else out/matrix)")
+    mx.add_argument("--address", help="an existing Ray cluster, e.g. ray://head:10001 or auto")
+    mx.add_argument("--workers", type=int, help="local Ray: cells at once (default: the CPU count)")
+    json_flag(mx)
+    mx.set_defaults(func=cmd_matrix)
 
     sm = sub.add_parser(
         "samples",

@@ -278,6 +278,8 @@ def make_plan(ctx: BuildContext) -> Plan:
     graph_inputs = [i for i in model.graph.input if i.name not in init]
     names = [i.name for i in graph_inputs]
     batches = table.get("batch", [1])
+    if ctx.options.get("batch"):  # --batch 1,4 over the recipe's [sophon] batch
+        batches = [int(b) for b in str(ctx.options["batch"]).split(",")]
     batches = batches if isinstance(batches, list) else [batches]
     if not batches or not all(isinstance(b, int) and b >= 1 for b in batches):
         raise OcrgraftError(
@@ -531,6 +533,11 @@ class SophonTarget(Target):
     passes = ("maxpool3d-to-2d", "legalize-gridsample")
     options = (
         TargetOption("chip", "the Sophon chip", tuple(CHIPS)),
+        TargetOption(
+            "batch",
+            "BModel batch sizes, comma-separated (default: the recipe's)",
+            pattern=r"[1-9]\d*(,[1-9]\d*)*",
+        ),
         TargetOption("quantize", "precision of the BModel", tuple(THRESHOLDS)),
         TargetOption("calib", "INT8: a folder of calibration images, .npy or .npz inputs"),
         TargetOption(

@@ -1,0 +1,418 @@
+"""`ocrgraft matrix FILE.toml`: many conversions (models x targets x chips x precisions x batch sizes)
+as tasks on Ray, each an ordinary conversion in its own folder with its own report; a cell whose inputs
+have not changed since it last finished is not run again, a failed cell does not stop the others, and
+one report (matrix.md, matrix.json, matrix.png) covers them all.
+
+The matrix file:
+
+    out = "out/matrix"          # where the cells' folders go (default: --out, else out/matrix)
+    images = "lines/"           # optional: every cell's accuracy table on these images
+
+    [[model]]
+    zoo = "lprnet"              # or onnx = "rec.onnx" / paddle = "inference_dir", with name = "..."
+    # shapes, weights, exporter, recipe, passes, dict: as the convert options of the same names
+
+    [target.ort]
+    [target.sophon]             # a list crosses that axis; a single value is the same for every cell
+    chip = ["bm1684x", "bm1684"]
+    quantize = ["F32", "INT8"]
+    batch = [1, 4]              # sophon: one BModel per cell; other targets: the batch dim fixed to it
+
+    [[exclude]]                 # cells to leave out: every key given must match
+    model = "lprnet"
+    quantize = "INT8"
+    chip = "bm1684"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.modelio import atomic_file
+from ocrgraft.core.progress import say, steps
+
+MODEL_KEYS = {"zoo", "onnx", "paddle", "name", "shapes", "weights", "exporter", "recipe", "passes", "dict"}
+CELL_FILE = "matrix_cell.json"  # in a finished cell's folder: the key of the inputs it was made from
+SOPHON_MEMORY = 4 << 30  # TPU-MLIR's steps hold a few GB each: Ray places no more per node than fit
+
+
+@dataclass
+class Cell:
+    """One conversion of the matrix: its model (as the matrix file gives it), target and options."""
+
+    model: dict
+    target: str
+    options: dict = field(default_factory=dict)  # the axes' values: chip, quantize, batch, soc, version
+    images: str | None = None
+
+    @property
+    def label(self) -> str:
+        return (
+            self.model.get("name")
+            or self.model.get("zoo")
+            or Path(self.model.get("onnx") or self.model["paddle"]).stem
+        )
+
+    @property
+    def name(self) -> str:
+        """The convert --name: the model and each axis value, so every cell has its own folder."""
+        return "-".join([self.label, *(str(v) if k != "batch" else f"b{v}" for k, v in self.options.items())])
+
+    def folder(self, out: Path) -> Path:
+        return out / f"{self.name}-{self.target}"
+
+
+def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
+    """The cells a matrix file asks for (excludes applied) and its settings (out, images)."""
+    from ocrgraft.targets import TARGETS, target_class
+
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OcrgraftError(f"matrix file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise OcrgraftError(f"{path}: not a readable TOML matrix file ({exc})") from None
+    unknown = sorted(set(spec) - {"out", "images", "model", "target", "exclude"})
+    if unknown:
+        raise OcrgraftError(
+            f"{path}: unknown key(s) {', '.join(unknown)} (known: out, images, model, target, exclude)"
+        )
+    models, targets = spec.get("model", []), spec.get("target", {})
+    if not models or not targets:
+        raise OcrgraftError(f"{path}: give at least one [[model]] and one [target.<name>]")
+    base = path.parent
+    for m in models:
+        sources = [k for k in ("zoo", "onnx", "paddle") if k in m]
+        bad = sorted(set(m) - MODEL_KEYS)
+        if len(sources) != 1 or bad:
+            raise OcrgraftError(
+                f"{path}: each [[model]] names one of zoo / onnx / paddle"
+                + (f"; unknown key(s) {', '.join(bad)}" if bad else "")
+            )
+        for k in ("onnx", "paddle", "weights", "recipe", "dict"):  # relative to the matrix file
+            if k in m and not Path(m[k]).is_absolute():
+                m[k] = str(base / m[k])
+    images = spec.get("images")
+    if images and not Path(images).is_absolute():
+        images = str(base / images)
+    cells = []
+    for target, axes in targets.items():
+        if target not in TARGETS:
+            raise OcrgraftError(f"{path}: unknown target '{target}' (known: {', '.join(TARGETS)})")
+        axes = {k: v if isinstance(v, list) else [v] for k, v in (axes or {}).items()}
+        takes = {o.name for o in target_class(target).options}
+        for key in axes:
+            if key not in takes and key != "batch":
+                raise OcrgraftError(
+                    f"{path}: [target.{target}] {key}: target {target} takes "
+                    f"{', '.join(sorted(takes | {'batch'})) or 'batch only'}"
+                )
+        for m in models:
+            for values in itertools.product(*axes.values()):
+                options = dict(zip(axes, values))
+                target_class(target).check_options({k: v for k, v in options.items() if k in takes})
+                cells.append(Cell(m, target, options, images))
+    excludes = spec.get("exclude", [])
+    cells = [c for c in cells if not any(_matches(c, x) for x in excludes)]
+    names = [c.folder(Path(".")) for c in cells]
+    if len(set(names)) != len(names):
+        raise OcrgraftError(f"{path}: two cells would share a folder; give the models distinct names")
+    return cells, {"out": spec.get("out"), "images": images}
+
+
+def _matches(cell: Cell, exclude: dict) -> bool:
+    values = {"model": cell.label, "target": cell.target, **{k: v for k, v in cell.options.items()}}
+    return all(str(values.get(k)) == str(v) for k, v in exclude.items())
+
+
+def cell_key(cell: Cell) -> str:
+    """What a cell's result depends on: its source's bytes, its options, and the versions of ocrgraft and
+    of the tools that made it. Equal keys and a finished folder: the cell is not run again."""
+    import onnx
+    import onnxruntime
+
+    from ocrgraft.core import __version__
+
+    digest = hashlib.sha256()
+    for k in ("onnx", "weights", "recipe", "dict"):
+        if cell.model.get(k):
+            digest.update(_file_hash(Path(cell.model[k])).encode())
+    if cell.model.get("paddle"):
+        for f in sorted(Path(cell.model["paddle"]).rglob("*")):
+            if f.is_file():
+                digest.update(f.name.encode() + _file_hash(f).encode())
+    if cell.model.get("zoo"):
+        from ocrgraft.converter.recipes import get_recipe
+
+        recipe = get_recipe(cell.model["zoo"])
+        digest.update(json.dumps(recipe.options, sort_keys=True, default=str).encode())
+    if cell.images:
+        for f in sorted(Path(cell.images).rglob("*")):
+            if f.is_file():
+                digest.update(f.name.encode() + _file_hash(f).encode())
+    versions = {"ocrgraft": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    if cell.target == "sophon":
+        from ocrgraft.targets import tpu_mlir_env
+
+        versions["tpu_mlir"] = tpu_mlir_env.TPU_MLIR_VERSION
+    digest.update(json.dumps([asdict(cell), versions], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def finished(cell: Cell, out: Path, key: str) -> bool:
+    folder = cell.folder(out)
+    try:
+        kept = json.loads((folder / CELL_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return kept.get("key") == key and (folder / "report.json").is_file()
+
+
+def run_cell(cell_data: dict, out: str, key: str) -> dict:
+    """One cell, in a Ray worker (or in this process): an ordinary conversion; a failure is a row."""
+    from ocrgraft.converter.convert import convert
+
+    cell = Cell(**cell_data)
+    m, start = cell.model, time.perf_counter()
+    takes = _target_options(cell.target)
+    options = {k: str(v) for k, v in cell.options.items() if k in takes}
+    shapes = m.get("shapes")
+    if "batch" in cell.options and "batch" not in takes:
+        shapes = _fixed_batch(m, int(cell.options["batch"]))
+    row = {"cell": cell.name, "target": cell.target, "model": cell.label, **cell.options}
+    try:
+        conv = convert(
+            m.get("zoo"),
+            onnx=m.get("onnx"),
+            paddle=m.get("paddle"),
+            target=cell.target,
+            out=out,
+            name=cell.name,
+            shapes=shapes,
+            weights=m.get("weights"),
+            exporter=m.get("exporter"),
+            recipe_file=m.get("recipe"),
+            passes=m.get("passes"),
+            dictionary=m.get("dict"),
+            target_options=options,
+            images=cell.images,
+            progress=lambda msg: None,
+            force=True,
+        )
+    except OcrgraftError as exc:
+        return {**row, "status": "failed", "reason": str(exc), "seconds": time.perf_counter() - start}
+    except Exception as exc:  # noqa: BLE001  (a crash in one cell is that cell's result)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return {**row, "status": "failed", "reason": reason, "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    with atomic_file(conv.out_dir / CELL_FILE) as tmp:
+        tmp.write_text(json.dumps({"key": key, "cell": asdict(cell), "seconds": seconds}, indent=1) + "\n")
+    return {**row, **summarize(conv.out_dir), "seconds": seconds}
+
+
+def _target_options(target: str) -> set[str]:
+    from ocrgraft.targets import target_class
+
+    return {o.name for o in target_class(target).options}
+
+
+def _fixed_batch(model: dict, batch: int) -> str:
+    """The model's shape range with every input's batch dim fixed: one cell per batch size."""
+    from ocrgraft.converter.recipes import get_recipe
+    from ocrgraft.core.shapes import ShapeSet
+
+    if model.get("shapes"):
+        shapes = ShapeSet.parse(model["shapes"])
+    elif model.get("zoo"):
+        shapes = get_recipe(model["zoo"]).shapes
+    else:
+        raise OcrgraftError(f"model '{model.get('name')}': a batch axis needs its shapes (shapes = ...)")
+    parts = []
+    for name, cases in shapes.shapes.items():
+        fixed = [(batch, *s[1:]) for s in cases]
+        parts.append(f"{name}:" + ",".join("x".join(map(str, s)) for s in fixed))
+    return ";".join(parts)
+
+
+def summarize(folder: Path) -> dict:
+    """A finished cell's row: verified, accuracy, artifact size, build time, latency."""
+    from ocrgraft.converter.accuracy import accuracy_summary
+
+    report = json.loads((folder / "report.json").read_text())
+    build = report["build"]
+    sizes = [folder / a for a in build.get("artifacts", [])]
+    details = build.get("details", {})
+    return {
+        "status": "done",
+        "verified": report["all_verified"],
+        "built": build["built"],
+        "build": build["summary"],
+        "precision": (build.get("precision") or {}).get("device"),
+        "accuracy": accuracy_summary(report["accuracy"]) if report.get("accuracy") else None,
+        "artifact_bytes": sum(p.stat().st_size for p in sizes if p.is_file()),
+        "latency_ms": details.get("latency_ms"),
+        "folder": str(folder),
+    }
+
+
+def run_matrix(
+    path: str | Path, out: str | Path | None = None, address: str | None = None, workers: int | None = None
+) -> dict:
+    """Every cell not already finished, as Ray tasks; returns the matrix report (also written)."""
+    cells, settings = read_matrix(path)
+    out = Path(out or settings["out"] or "out/matrix")
+    out.mkdir(parents=True, exist_ok=True)
+    keys = {c.name + c.target: cell_key(c) for c in cells}
+    rows, todo = {}, []
+    for c in cells:
+        if finished(c, out, keys[c.name + c.target]):
+            kept = json.loads((c.folder(out) / CELL_FILE).read_text())
+            rows[c.folder(out).name] = {
+                "cell": c.name,
+                "target": c.target,
+                "model": c.label,
+                **c.options,
+                **summarize(c.folder(out)),
+                "seconds": kept.get("seconds"),
+                "cached": True,
+            }
+        else:
+            todo.append(c)
+    say(
+        f"matrix: {len(cells)} cells, {len(cells) - len(todo)} unchanged since they finished, "
+        f"{len(todo)} to run"
+    )
+    started = time.perf_counter()
+    if todo:
+        for row in _run_on_ray(todo, out, keys, address, workers):
+            rows[f"{row['cell']}-{row['target']}"] = row
+    report = {
+        "matrix": str(path),
+        "out": str(out),
+        "cells": [rows[c.folder(out).name] for c in cells if c.folder(out).name in rows],
+        "seconds": time.perf_counter() - started,
+    }
+    write_matrix_report(report, out)
+    return report
+
+
+def _run_on_ray(todo: list[Cell], out: Path, keys: dict, address: str | None, workers: int | None):
+    """Yield each cell's row as it finishes. Each cell is one task needing a core (and, for sophon,
+    SOPHON_MEMORY of memory), so Ray runs as many at once as the machine holds."""
+    try:
+        import ray
+    except ImportError:
+        raise OcrgraftError(
+            "ocrgraft matrix runs on Ray, which is not installed: pip install 'ocrgraft[matrix]'"
+        ) from None
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+    task = ray.remote(run_cell)
+    pending = {}
+    for c in todo:
+        resources = {"num_cpus": 1, **({"memory": SOPHON_MEMORY} if c.target == "sophon" else {})}
+        ref = task.options(**resources).remote(asdict(c), str(out), keys[c.name + c.target])
+        pending[ref] = c
+    try:
+        with steps("matrix", len(todo), "cell", announce=True) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(done[0])
+                row = ray.get(done[0])
+                status = "ok" if row["status"] == "done" else f"FAILED: {row['reason']}"
+                say(f"  {cell.folder(out).name}: {status} ({row['seconds']:.0f} s)")
+                bar.advance(note=cell.name)
+                yield row
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise OcrgraftError(
+            f"matrix stopped: {len(pending)} cell(s) not finished; run it again to continue "
+            "(finished cells are kept)"
+        ) from None
+    finally:
+        if not address:
+            ray.shutdown()
+
+
+def write_matrix_report(report: dict, out: Path) -> None:
+    with atomic_file(out / "matrix.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    cells = report["cells"]
+    done = [c for c in cells if c["status"] == "done"]
+    lines = [
+        f"# Conversion matrix: {report['matrix']}",
+        "",
+        f"{len(cells)} cells: {len(done)} done ({sum(bool(c.get('cached')) for c in cells)} unchanged "
+        f"since an earlier run), {len(cells) - len(done)} failed; {report['seconds']:.0f} s.",
+        "",
+        "| cell | target | status | every stage verified | device precision | accuracy / agreement | "
+        "artifacts | time (s) | latency (ms) |",
+        "|---|---|---|---|---|---|---:|---:|---:|",
+    ]
+    for c in cells:
+        if c["status"] != "done":
+            lines.append(
+                f"| {c['cell']} | {c['target']} | **failed**: {c['reason']} | | | | | {c['seconds']:.0f} | |"
+            )
+            continue
+        folder = Path(c["folder"]).name
+        size = f"{c['artifact_bytes'] / 1e6:.1f} MB" if c["artifact_bytes"] else "–"
+        latency = f"{c['latency_ms']:.2f}" if c.get("latency_ms") else "–"
+        lines.append(
+            f"| [{c['cell']}]({folder}/report.md) | {c['target']} | {'built' if c['built'] else 'scripts'}"
+            f"{' (cached)' if c.get('cached') else ''} | {'yes' if c['verified'] else '**no**'} | "
+            f"{c.get('precision') or '–'} | {c.get('accuracy') or '–'} | {size} | "
+            f"{(c.get('seconds') or 0):.0f} | {latency} |"
+        )
+    picture = _picture(cells, out)
+    if picture:
+        lines += ["", f"![{picture}]({picture})"]
+    with atomic_file(out / "matrix.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _picture(cells: list[dict], out: Path) -> str | None:
+    """Time per cell, coloured by status (matplotlib, ocrgraft[report])."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(cells) + 1.2))
+    colours = [
+        "#c0392b" if c["status"] != "done" else "#95a5a6" if c.get("cached") else "#2e86c1" for c in cells
+    ]
+    ax.barh(
+        [f"{c['cell']}-{c['target']}" for c in cells], [c.get("seconds") or 0 for c in cells], color=colours
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (blue: run now, grey: unchanged since an earlier run, red: failed)")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "matrix.png", dpi=110)
+    plt.close(fig)
+    return "matrix.png"

@@ -1,0 +1,131 @@
+"""`ocrgraft matrix`: conversion matrices on a local Ray, one ordinary conversion per cell, cached by
+their inputs, a failed cell reported without stopping the others."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import onnx
+import pytest
+
+from ocrgraft.converter.cli import main
+from ocrgraft.converter.matrix import read_matrix
+from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.targets import tpu_mlir_env
+
+from conftest import DYN_SHAPES, make_dynamic_model
+
+MATRIX = f"""
+out = "out"
+
+[[model]]
+zoo = "lprnet"
+
+[[model]]
+onnx = "dyn.onnx"
+shapes = "{DYN_SHAPES}"
+
+[target.ort]
+batch = [1, 4]
+
+[target.sophon]
+quantize = "F32"
+batch = [1, 4]
+
+[target.trt]
+
+[target.ascend]
+
+[[exclude]]
+model = "dyn"
+target = "sophon"
+
+[[exclude]]
+model = "dyn"
+target = "ort"
+
+[[exclude]]
+model = "lprnet"
+target = "trt"
+
+[[exclude]]
+model = "lprnet"
+target = "ascend"
+"""
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_a_small_matrix_runs_on_ray_and_a_second_run_skips_every_cell(tmp_path, capsys):
+    tpu_mlir_env.ensure(progress=lambda m: None)  # set up once here, not inside a Ray task
+    onnx.save(make_dynamic_model(), tmp_path / "dyn.onnx")
+    (tmp_path / "m.toml").write_text(MATRIX)
+    rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    cells = {f"{c['cell']}-{c['target']}": c for c in report["cells"]}
+    assert sorted(cells) == [
+        "dyn-ascend",
+        "dyn-trt",
+        "lprnet-F32-b1-sophon",
+        "lprnet-F32-b4-sophon",
+        "lprnet-b1-ort",
+        "lprnet-b4-ort",
+    ]
+    assert all(c["status"] == "done" and c["verified"] for c in cells.values()), cells
+    assert cells["lprnet-F32-b4-sophon"]["built"] and cells["lprnet-F32-b4-sophon"]["artifact_bytes"] > 0
+    bmodels = json.loads((tmp_path / "out" / "lprnet-F32-b4-sophon" / "sophon" / "bmodels.json").read_text())
+    assert [b["batch"] for b in bmodels] == [4]  # the cell's batch, not the recipe's list
+    ort4 = json.loads((tmp_path / "out" / "lprnet-b4-ort" / "report.json").read_text())
+    assert {tuple(s)[0] for s in ort4["shapes"]["x"]} == {4}  # batch fixed for a target without BModels
+    md = (tmp_path / "out" / "matrix.md").read_text()
+    assert "6 cells: 6 done" in md and "[lprnet-b1](lprnet-b1-ort/report.md)" in md
+    assert (tmp_path / "out" / "matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+    start = time.perf_counter()
+    rc, out, err = run(capsys, "matrix", tmp_path / "m.toml")
+    assert rc == 0 and "6 unchanged since they finished, 0 to run" in err
+    assert time.perf_counter() - start < 30  # nothing ran: no Ray, no conversion
+    assert "(6 unchanged since an earlier run)" in (tmp_path / "out" / "matrix.md").read_text()
+
+
+def test_a_failing_cell_does_not_stop_the_others_and_a_changed_input_reruns(tmp_path, capsys):
+    onnx.save(make_dynamic_model(), tmp_path / "good.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07 not an onnx file")
+    (tmp_path / "m.toml").write_text(
+        f'[[model]]\nonnx = "good.onnx"\nshapes = "{DYN_SHAPES}"\n\n'
+        f'[[model]]\nonnx = "bad.onnx"\nshapes = "{DYN_SHAPES}"\n\n[target.ort]\n'
+    )
+    rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--out", tmp_path / "out")
+    assert rc == 1 and err.strip().splitlines()[-1].startswith(
+        "ocrgraft: error: 1 of 2 cells failed, first bad"
+    )
+    report = json.loads((tmp_path / "out" / "matrix.json").read_text())
+    status = {c["cell"]: c["status"] for c in report["cells"]}
+    assert status == {"good": "done", "bad": "failed"}
+    assert "**failed**" in (tmp_path / "out" / "matrix.md").read_text()
+    onnx.save(make_dynamic_model(), tmp_path / "bad.onnx")  # mended: only that cell runs again
+    rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--out", tmp_path / "out")
+    assert rc == 0 and "1 unchanged since they finished, 1 to run" in err
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[model]]\nzoo = "crnn"\n', "give at least one [[model]] and one [target.<name>]"),
+        ('[[model]]\nzoo = "crnn"\n[target.tpu]\n', "unknown target 'tpu'"),
+        ('[[model]]\nzoo = "crnn"\n[target.trt]\nchip = "bm1684x"\n', "[target.trt] chip: target trt takes"),
+        ('[[model]]\nzoo = "crnn"\nonnx = "x.onnx"\n[target.ort]\n', "names one of zoo / onnx / paddle"),
+        ('[[model]]\nzoo = "crnn"\n[target.sophon]\nquantize = "INT4"\n', "--quantize INT4"),
+        ("[[model]\n", "not a readable TOML matrix file"),
+    ],
+)
+def test_bad_matrix_files_are_one_clear_error(tmp_path, text, message):
+    (tmp_path / "m.toml").write_text(text)
+    with pytest.raises(OcrgraftError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_matrix(tmp_path / "m.toml")
