@@ -5,7 +5,7 @@ one report (matrix.md, matrix.json, matrix.png) covers them all.
 
 The matrix file:
 
-    out = "out/matrix"          # where the cells' folders go (default: --out, else out/matrix)
+    out = "out/matrix"          # the cells' folders, relative to this file (default: --out, else out/matrix)
     images = "lines/"           # optional: every cell's accuracy table on these images
 
     [[model]]
@@ -126,7 +126,10 @@ def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
     names = [c.folder(Path(".")) for c in cells]
     if len(set(names)) != len(names):
         raise OcrgraftError(f"{path}: two cells would share a folder; give the models distinct names")
-    return cells, {"out": spec.get("out"), "images": images}
+    out = spec.get("out")
+    if out and not Path(out).is_absolute():
+        out = str(base / out)
+    return cells, {"out": out, "images": images}
 
 
 def _matches(cell: Cell, exclude: dict) -> bool:
