@@ -474,4 +474,4 @@ def test_inputs_file_checks_what_random_inputs_cannot(tmp_path, capsys):
         "--inputs",
         tmp_path / "objects.npz",
     )
-    one_line_error(rc, err, "is not a readable .npz of plain arrays")
+    one_line_error(rc, err, "not a readable file of plain arrays")

@@ -255,7 +255,7 @@ def test_calibration_arrays_holding_pickles_are_refused(tmp_path):
     (tmp_path / "npy").mkdir()
     np.save(tmp_path / "npy" / "a.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(
-        OcrgraftError, match="a.npy: not a plain array file .*pickled objects are not passed on"
+        OcrgraftError, match="a.npy: not a readable file of plain arrays .*pickled objects are not read"
     ):
         make_plan(
             context(

@@ -207,26 +207,15 @@ def cmd_apply(args) -> int:
 
 
 def _user_inputs(path: str | None) -> dict | None:
-    """--inputs FILE.npz: arrays by input name (np.load with allow_pickle=False: no objects, no code)."""
+    """--inputs FILE.npz: arrays by input name (read without pickles: no objects, no code)."""
     if not path:
         return None
-    import zipfile
+    from ocrgraft.core.safeload import plain_arrays
 
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise _err(f"--inputs: no such file: {path}") from None
-    except (AttributeError, TypeError):  # a .npy: one array without a name
-        raise _err(
-            f"--inputs {path}: give an .npz with one array per input name (np.savez(path, x=...))"
-        ) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _err(
-            f"--inputs {path} is not a readable .npz of plain arrays: {str(exc).splitlines()[0]}"
-        ) from None
+    arrays = plain_arrays(path, "--inputs")
+    if "" in arrays:
+        raise _err(f"--inputs {path}: give an .npz with one array per input name (np.savez(path, x=...))")
+    return arrays
 
 
 def cmd_passes(args) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.safeload import plain_arrays
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 PIXEL_SCALE = 255.0  # [preprocess] scale when the recipe gives none: x / 255
@@ -264,18 +265,11 @@ def calibration_inputs(
         return [{preprocess.input: preprocess(p)} for p in images[:limit]]
     out = []
     for path in arrays[:limit]:
-        try:
-            if path.suffix.lower() == ".npz":
-                with np.load(path, allow_pickle=False) as data:
-                    feeds = {k: data[k] for k in data.files}
-            elif len(inputs) == 1:
-                feeds = {inputs[0]: np.load(path, allow_pickle=False)}
-            else:
+        feeds = plain_arrays(path, "--calib")
+        if "" in feeds:  # a .npy: one input's array
+            if len(inputs) != 1:
                 raise OcrgraftError(f"--calib {path}: a .npy holds one input; the model has {len(inputs)}")
-        except (ValueError, OSError, EOFError) as exc:
-            raise OcrgraftError(
-                f"--calib {path}: not a plain array file ({str(exc).splitlines()[0]})"
-            ) from None
+            feeds = {inputs[0]: feeds[""]}
         missing = sorted(set(inputs) - set(feeds))
         if missing:
             raise OcrgraftError(f"--calib {path}: no array for input(s) {', '.join(missing)}")

@@ -1,4 +1,4 @@
-"""Reading pickled parameter files without running anything they contain.
+"""Reading pickled parameter files, and .npy / .npz array files, without running anything they contain.
 
 A pickle names functions to call while it loads, so a crafted `.pdparams` (or any pickle) runs
 whatever it names. Parameter files only need numpy arrays, plain containers and scalars: this
@@ -62,3 +62,25 @@ def load_arrays(path: str | Path, what: str = "parameter file") -> dict[str, np.
     if not arrays:
         raise OcrgraftError(f"{path} holds no arrays (keys: {', '.join(map(str, list(obj)[:8]))})")
     return arrays
+
+
+def plain_arrays(path: str | Path, flag: str) -> dict[str, np.ndarray]:
+    """A user's .npz (arrays by name) or .npy (one array, under the name "") read with pickles refused:
+    an object array would run code. A file that is not one is a one-line error naming `flag`."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("it holds one array without a name, not an .npz of named arrays")
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise OcrgraftError(f"{flag}: no such file: {path}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise OcrgraftError(
+            f"{flag} {path}: not a readable file of plain arrays ({str(exc).splitlines()[0]}); "
+            "pickled objects are not read"
+        ) from None

@@ -53,6 +53,7 @@ from ocrgraft.core.modelio import load
 from ocrgraft.core.precision import PRECISION_FILE, read_keep_list
 from ocrgraft.core.progress import say, steps
 from ocrgraft.core.runner import Runner
+from ocrgraft.core.safeload import plain_arrays
 from ocrgraft.core.shapes import fmt_dims, random_inputs
 from ocrgraft.targets import tpu_mlir_env
 from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
@@ -424,17 +425,7 @@ def _check_calib_dir(path: Path, has_norm: bool) -> Path:
         )
     for f in files:  # TPU-MLIR np.loads these itself: an object array (a pickle) would run code there
         if f.suffix.lower() in (".npy", ".npz"):
-            try:
-                data = np.load(f, allow_pickle=False)
-                if isinstance(data, np.lib.npyio.NpzFile):
-                    with data:
-                        for k in data.files:
-                            data[k]
-            except (ValueError, OSError, EOFError) as exc:
-                raise OcrgraftError(
-                    f"--calib {f}: not a plain array file ({str(exc).splitlines()[0]}); "
-                    "pickled objects are not passed on"
-                ) from None
+            plain_arrays(f, "--calib")
     if kinds == {"image"} and not has_norm:
         raise OcrgraftError(
             f"--calib {path} holds images, but the recipe gives no normalization ([preprocess] mean/std "
