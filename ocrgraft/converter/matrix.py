@@ -331,10 +331,13 @@ def _run_on_ray(todo: list[Cell], out: Path, keys: dict, address: str | None, wo
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+    # each cell gets one core and keeps to it: ONNX Runtime, torch and TPU-MLIR's tools one thread each
+    one = {"OCRGRAFT_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     task = ray.remote(run_cell)
     pending = {}
     for c in todo:
         resources = {"num_cpus": 1, **({"memory": SOPHON_MEMORY} if c.target == "sophon" else {})}
+        resources["runtime_env"] = {"env_vars": one}
         ref = task.options(**resources).remote(asdict(c), str(out), keys[c.name + c.target])
         pending[ref] = c
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ class Runner:
         opts.log_severity_level = 3
         if not optimize:  # the model's float32 noise floor is how far ONNX Runtime's own rewrites move it
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        threads = threads or int(os.environ.get("OCRGRAFT_THREADS") or 0)  # a matrix cell's share of cores
         if threads:
             opts.intra_op_num_threads = threads
         try:
