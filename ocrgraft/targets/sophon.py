@@ -771,6 +771,13 @@ class SophonTarget(Target):
             if goal > 0 and not images:
                 self.precision_note = "no precision search: no real images (--images, or images in --calib)"
             return
+        if plan.chip != "bm1684x":  # TPU-MLIR 1.30.2's interpreter exits on bm1684's INT8 final.mlir
+            self.precision_note = (
+                (self.precision_note + "; " if self.precision_note else "")
+                + f"no precision search on {plan.chip}: TPU-MLIR's interpreter does not run its INT8 "
+                "programs (it runs bm1684x's); judged on the test inputs"
+            )
+            return
         shape = plan.shapes[b]
         ranges = {k: [tuple(v) for v in vs] for k, vs in ctx.shapes.shapes.items()}
         pre = Preprocess.from_recipe(ctx.settings.get("preprocess"), ranges)
