@@ -469,6 +469,7 @@ def test_panet_f32_bmodel_matches_onnx_on_the_simulator(tmp_path, toolchain):
     (entry,) = json.loads((conv.out_dir / "sophon" / "bmodels.json").read_text())
     assert entry["quantize"] == "F32" and entry["shapes"]["input"] == [1, 3, 96, 128]
     assert (conv.out_dir / "sophon" / entry["file"]).is_file()
+    assert r["build"]["details"]["bmodel_size"].startswith(f"{entry['file']} ")  # the cost, in MB
     assert float(re.search(r"cosine >= ([\d.]+)", r["build"]["summary"]).group(1)) >= 0.9999
 
 

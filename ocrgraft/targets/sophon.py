@@ -580,6 +580,9 @@ class SophonTarget(Target):
         ]
         (work / BMODELS).write_text(json.dumps(built, indent=1) + "\n")  # for accuracy runs, later too
         details["seconds"] = round(time.perf_counter() - t0, 1)
+        details["bmodel_size"] = ", ".join(  # what keeping layers in F32 costs shows here too
+            f"{plan.bmodel(b)} {(work / plan.bmodel(b)).stat().st_size / 1e6:.2f} MB" for b in plan.batches
+        )
         details["script"] = "build_bmodel.sh"
         if plan.quantize_table:  # found during the run: the script deploys with it too
             script.write_text(plan.script(home / "venv"))
