@@ -282,10 +282,10 @@ def run_matrix(
     cells, settings = read_matrix(path)
     out = Path(out or settings["out"] or "out/matrix")
     out.mkdir(parents=True, exist_ok=True)
-    keys = {c.name + c.target: cell_key(c) for c in cells}
+    keys = {c.folder(out).name: cell_key(c) for c in cells}  # the folder name is the cell's identity
     rows, todo = {}, []
     for c in cells:
-        if finished(c, out, keys[c.name + c.target]):
+        if finished(c, out, keys[c.folder(out).name]):
             kept = json.loads((c.folder(out) / CELL_FILE).read_text())
             rows[c.folder(out).name] = {
                 "cell": c.name,
@@ -338,7 +338,7 @@ def _run_on_ray(todo: list[Cell], out: Path, keys: dict, address: str | None, wo
     for c in todo:
         resources = {"num_cpus": 1, **({"memory": SOPHON_MEMORY} if c.target == "sophon" else {})}
         resources["runtime_env"] = {"env_vars": one}
-        ref = task.options(**resources).remote(asdict(c), str(out), keys[c.name + c.target])
+        ref = task.options(**resources).remote(asdict(c), str(out), keys[c.folder(out).name])
         pending[ref] = c
     try:
         with steps("matrix", len(todo), "cell", announce=True) as bar:
