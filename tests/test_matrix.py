@@ -4,7 +4,13 @@ their inputs, a failed cell reported without stopping the others."""
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import onnx
 import pytest
@@ -12,6 +18,7 @@ import pytest
 from ocrgraft.converter.cli import main
 from ocrgraft.converter.matrix import read_matrix
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.models.train_lprnet import write_set
 from ocrgraft.targets import tpu_mlir_env
 
 from conftest import DYN_SHAPES, make_dynamic_model
@@ -21,6 +28,7 @@ out = "out"
 
 [[model]]
 zoo = "lprnet"
+images = "plates"
 
 [[model]]
 onnx = "dyn.onnx"
@@ -64,6 +72,7 @@ def run(capsys, *argv):
 def test_a_small_matrix_runs_on_ray_and_a_second_run_skips_every_cell(tmp_path, capsys):
     tpu_mlir_env.ensure(progress=lambda m: None)  # set up once here, not inside a Ray task
     onnx.save(make_dynamic_model(), tmp_path / "dyn.onnx")
+    write_set(tmp_path / "plates", 12, random.Random(3))
     (tmp_path / "m.toml").write_text(MATRIX)
     rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--json")
     assert rc == 0, err
@@ -81,6 +90,10 @@ def test_a_small_matrix_runs_on_ray_and_a_second_run_skips_every_cell(tmp_path, 
     assert cells["lprnet-F32-b4-sophon"]["built"] and cells["lprnet-F32-b4-sophon"]["artifact_bytes"] > 0
     bmodels = json.loads((tmp_path / "out" / "lprnet-F32-b4-sophon" / "sophon" / "bmodels.json").read_text())
     assert [b["batch"] for b in bmodels] == [4]  # the cell's batch, not the recipe's list
+    # the BModel's accuracy run on the 12 plates went out as Ray tasks (2 workers: 2 shares of 6)
+    accuracy = json.loads((tmp_path / "out" / "lprnet-F32-b1-sophon" / "report.json").read_text())["accuracy"]
+    assert accuracy["items"] == 12 and list(accuracy["ran"].values()) == ["2 Ray task(s)"]
+    assert cells["lprnet-F32-b1-sophon"]["accuracy"] and cells["dyn-trt"]["accuracy"] is None
     ort4 = json.loads((tmp_path / "out" / "lprnet-b4-ort" / "report.json").read_text())
     assert {tuple(s)[0] for s in ort4["shapes"]["x"]} == {4}  # batch fixed for a target without BModels
     md = (tmp_path / "out" / "matrix.md").read_text()
@@ -112,6 +125,59 @@ def test_a_failing_cell_does_not_stop_the_others_and_a_changed_input_reruns(tmp_
     onnx.save(make_dynamic_model(), tmp_path / "bad.onnx")  # mended: only that cell runs again
     rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--out", tmp_path / "out")
     assert rc == 0 and "1 unchanged since they finished, 1 to run" in err
+
+
+def _processes_under(folder) -> list[str]:
+    """Command lines of the processes whose working directory is inside `folder`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "cwd").startswith(str(folder)):
+                found.append((proc / "cmdline").read_text().replace("\0", " "))
+        except OSError:
+            pass
+    return found
+
+
+def test_ctrl_c_stops_the_running_cells_cleanly_and_a_rerun_continues(tmp_path):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) while a BModel cell is in
+    TPU-MLIR's tools: a one-line message, no traceback, the finished cell kept, the unfinished one
+    leaving no folder and no process behind; the next run does only that cell."""
+    tpu_mlir_env.ensure(progress=lambda m: None)
+    onnx.save(make_dynamic_model(), tmp_path / "dyn.onnx")
+    (tmp_path / "m.toml").write_text(
+        f'out = "out"\n[[model]]\nonnx = "dyn.onnx"\nshapes = "{DYN_SHAPES}"\n[[model]]\nzoo = "lprnet"\n'
+        '[target.ort]\n[target.sophon]\nquantize = "F32"\nbatch = 1\n'
+        '[[exclude]]\nmodel = "dyn"\ntarget = "sophon"\n[[exclude]]\nmodel = "lprnet"\ntarget = "ort"\n'
+    )
+    command = [sys.executable, "-m", "ocrgraft", "matrix", "m.toml"]
+    env = {**os.environ, "OCRGRAFT_PROGRESS": "lines"}
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "dyn-ort: ok" in line:
+            break
+    time.sleep(4)  # the sophon cell is inside model_transform / model_deploy by now
+    os.killpg(proc.pid, signal.SIGINT)
+    err = "".join(seen) + proc.stderr.read()
+    assert proc.wait(timeout=120) == 1, err
+    assert err.strip().splitlines()[-1] == (
+        "ocrgraft: error: matrix stopped: 1 cell(s) not finished; run it again to continue "
+        "(finished cells are kept)"
+    ), err
+    assert "Traceback" not in err
+    out = tmp_path / "out"
+    assert (out / "dyn-ort" / "matrix_cell.json").is_file()
+    assert not (out / "lprnet-F32-b1-sophon").exists()
+    time.sleep(2)
+    assert _processes_under(tmp_path) == []
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "1 unchanged since they finished, 1 to run" in done.stderr
+    assert (out / "lprnet-F32-b1-sophon" / "matrix_cell.json").is_file()
 
 
 @pytest.mark.parametrize(

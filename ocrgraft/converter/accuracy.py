@@ -60,6 +60,7 @@ def accuracy_table(
     outputs: dict[str, list[np.ndarray]] = {}
     pinned: dict[str, list[np.ndarray]] = {}  # detector: the reference again, at a fixed artifact's shape
     skipped: dict[str, str] = {}
+    ran: dict[str, str] = {}  # where an artifact's runs went, when it says
     artifacts = [
         Artifact(a[0], functools.partial(_one_by_one, *a)) if isinstance(a, tuple) else a for a in artifacts
     ]
@@ -85,6 +86,8 @@ def accuracy_table(
                     pinned[label] = run(artifacts[0], feeds)
             progress(f"accuracy: {label}: {len(items)} images")
             outputs[label] = run(artifact, feeds)
+            if artifact.ran:
+                ran[label] = artifact.ran
         except OcrgraftError as exc:
             skipped[label] = str(exc)
     if not outputs:
@@ -99,6 +102,7 @@ def accuracy_table(
         items=len(items),
         reference=reference,
         skipped=skipped,
+        ran=ran,
         threshold=decoder.threshold if detector else None,
     )
     return table
@@ -212,6 +216,8 @@ def accuracy_markdown(table: dict) -> list[str]:
             lines.append(f"| {r['artifact']} | {iou} | {r['flipped']} | {r['differ']} |")
     for label, why in table["skipped"].items():
         lines.append(f"\n{label}: not run here ({why}).")
+    for label, where in table.get("ran", {}).items():
+        lines.append(f"\n{label} ran as {where}.")
     if table["kind"] == "recognizer":
         sources = [r["artifact"] for r in table["rows"]]
         lines += ["", "| image | label | " + " | ".join(sources) + " |", "|---" * (len(sources) + 2) + "|"]

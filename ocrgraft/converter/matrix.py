@@ -10,7 +10,8 @@ The matrix file:
 
     [[model]]
     zoo = "lprnet"              # or onnx = "rec.onnx" / paddle = "inference_dir", with name = "..."
-    # shapes, weights, exporter, recipe, passes, dict: as the convert options of the same names
+    # shapes, weights, exporter, recipe, passes, dict: as the convert options of the same names;
+    # images: this model's own (a recognizer's lines, a detector's pages), over the matrix's
 
     [target.ort]
     [target.sophon]             # a list crosses that axis; a single value is the same for every cell
@@ -39,9 +40,10 @@ from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.modelio import atomic_file
 from ocrgraft.core.progress import say, steps
 
-MODEL_KEYS = {"zoo", "onnx", "paddle", "name", "shapes", "weights", "exporter", "recipe", "passes", "dict"}
+MODEL_KEYS = set("zoo onnx paddle name shapes weights exporter recipe passes dict images".split())
 CELL_FILE = "matrix_cell.json"  # in a finished cell's folder: the key of the inputs it was made from
 SOPHON_MEMORY = 4 << 30  # TPU-MLIR's steps hold a few GB each: Ray places no more per node than fit
+CANCEL_WAIT_S = 30  # Ctrl-C: how long running cells get to stop their tools and remove their folders
 
 
 @dataclass
@@ -98,7 +100,7 @@ def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
                 f"{path}: each [[model]] names one of zoo / onnx / paddle"
                 + (f"; unknown key(s) {', '.join(bad)}" if bad else "")
             )
-        for k in ("onnx", "paddle", "weights", "recipe", "dict"):  # relative to the matrix file
+        for k in ("onnx", "paddle", "weights", "recipe", "dict", "images"):  # relative to the matrix file
             if k in m and not Path(m[k]).is_absolute():
                 m[k] = str(base / m[k])
     images = spec.get("images")
@@ -120,7 +122,7 @@ def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
             for values in itertools.product(*axes.values()):
                 options = dict(zip(axes, values))
                 target_class(target).check_options({k: v for k, v in options.items() if k in takes})
-                cells.append(Cell(m, target, options, images))
+                cells.append(Cell(m, target, options, m.get("images", images)))  # the model's own first
     excludes = spec.get("exclude", [])
     cells = [c for c in cells if not any(_matches(c, x) for x in excludes)]
     names = [c.folder(Path(".")) for c in cells]
@@ -351,8 +353,10 @@ def _run_on_ray(todo: list[Cell], out: Path, keys: dict, address: str | None, wo
                 bar.advance(note=cell.name)
                 yield row
     except KeyboardInterrupt:
+        # a KeyboardInterrupt in each running cell: its tools are killed and its unfinished folder goes
         for ref in pending:
-            ray.cancel(ref, force=True)
+            ray.cancel(ref)
+        ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
         raise OcrgraftError(
             f"matrix stopped: {len(pending)} cell(s) not finished; run it again to continue "
             "(finished cells are kept)"

@@ -49,11 +49,13 @@ class BuildResult:
 class Artifact:
     """A built artifact that runs here, for the accuracy table: `run_many` takes a list of feeds at
     `shapes` (an artifact compiled for fixed shapes; None: any shape the model takes) and returns their
-    outputs by the ONNX model's output names."""
+    outputs by the ONNX model's output names. `ran`: where its last run went, when that is worth
+    saying (e.g. spread over Ray tasks)."""
 
     label: str
     run_many: Callable[[list[dict[str, np.ndarray]]], list[dict[str, np.ndarray]]]
     shapes: dict[str, tuple[int, ...]] | None = None
+    ran: str = ""
 
 
 @dataclass
