@@ -200,14 +200,17 @@ batch = [1, 2, 4]
 
 
 def cmd_matrix(work: str) -> dict:
-    """The same 6-cell matrix (LPRNet to F32 BModels: 2 chips x 3 batch sizes; TPU-MLIR's steps are
-    single-threaded, so the cells are CPU-bound) one cell after another in this process, then on a
-    local Ray with a worker per core: wall times, the speed-up, and Ray's cost per cell beyond the
-    cells' own time."""
+    """The same 6-cell matrix (LPRNet to F32 BModels: 2 chips x 3 batch sizes) three ways: one cell after
+    another in this process as a user would (threads as the libraries choose), one after another held
+    to one thread each (what every Ray cell gets: the cells are then CPU-bound on one core each), and on
+    a local Ray with a worker per core. Wall times, speed-ups, and Ray's cost per cell beyond the cells'
+    own time (starting Ray, workers' imports, scheduling, the last cell running alone)."""
     import os
     import shutil
 
-    from ocrgraft.converter.matrix import cell_key, read_matrix, run_cell, run_matrix
+    import torch
+
+    from ocrgraft.converter.matrix import ONE_CORE, cell_key, read_matrix, run_cell, run_matrix
     from ocrgraft.targets import tpu_mlir_env
 
     tpu_mlir_env.ensure(progress=lambda m: None)
@@ -216,24 +219,35 @@ def cmd_matrix(work: str) -> dict:
     root.mkdir(parents=True)
     (root / "m.toml").write_text(MATRIX_BENCH)
     cells, _ = read_matrix(root / "m.toml")
-    start = time.perf_counter()
-    sequential = [run_cell(asdict(c), str(root / "seq"), cell_key(c)) for c in cells]
-    seq_wall = time.perf_counter() - start
+
+    def one_after_another(folder: str) -> tuple[float, list[dict]]:
+        start = time.perf_counter()
+        rows = [run_cell(asdict(c), str(root / folder), cell_key(c)) for c in cells]
+        return time.perf_counter() - start, rows
+
+    seq_wall, sequential = one_after_another("seq")
+    os.environ.update(ONE_CORE)  # read by ocrgraft's ONNX Runtime sessions and TPU-MLIR's tools
+    torch.set_num_threads(1)
+    one_wall, one_core = one_after_another("seq-one-core")
     start = time.perf_counter()
     report = run_matrix(root / "m.toml", root / "ray")
     ray_wall = time.perf_counter() - start
     workers = os.cpu_count() or 1
     busy = sum(c["seconds"] for c in report["cells"])
-    failed = [c for c in sequential + report["cells"] if c["status"] != "done"]
+    failed = [c for c in sequential + one_core + report["cells"] if c["status"] != "done"]
     return {
         "cells": len(cells),
         "workers": workers,
         "sequential_s": seq_wall,
+        "one_core_s": one_wall,
         "ray_s": ray_wall,
         "speedup": seq_wall / ray_wall,
+        "speedup_one_core": one_wall / ray_wall,
         # wall time the workers were not running a cell (start-up, scheduling, the last cell alone)
         "overhead_per_cell_s": max(0.0, ray_wall - busy / workers) / len(cells),
+        "ray_start_s": report["ray_start_s"],
         "cell_s_sequential": sum(c["seconds"] for c in sequential),
+        "cell_s_one_core": sum(c["seconds"] for c in one_core),
         "cell_s_ray": busy,
         "failed": [f"{c['cell']}: {c['reason']}" for c in failed],
     }

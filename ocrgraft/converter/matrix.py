@@ -27,6 +27,7 @@ The matrix file:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -43,6 +44,8 @@ from ocrgraft.core.progress import say, steps
 MODEL_KEYS = set("zoo onnx paddle name shapes weights exporter recipe passes dict images".split())
 CELL_FILE = "matrix_cell.json"  # in a finished cell's folder: the key of the inputs it was made from
 SOPHON_MEMORY = 4 << 30  # TPU-MLIR's steps hold a few GB each: Ray places no more per node than fit
+# each cell gets one core and keeps to it: ONNX Runtime, torch and TPU-MLIR's tools one thread each
+ONE_CORE = {"OCRGRAFT_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CANCEL_WAIT_S = 30  # Ctrl-C: how long running cells get to stop their tools and remove their folders
 
 
@@ -304,42 +307,61 @@ def run_matrix(
         f"matrix: {len(cells)} cells, {len(cells) - len(todo)} unchanged since they finished, "
         f"{len(todo)} to run"
     )
-    started = time.perf_counter()
+    started, ray_start = time.perf_counter(), 0.0
     if todo:
-        for row in _run_on_ray(todo, out, keys, address, workers):
-            rows[f"{row['cell']}-{row['target']}"] = row
+        with _ray(address, workers) as (ray, ray_start):
+            for row in _run_cells(ray, sorted(todo, key=_longest_first, reverse=True), out, keys):
+                rows[f"{row['cell']}-{row['target']}"] = row
     report = {
         "matrix": str(path),
         "out": str(out),
         "cells": [rows[c.folder(out).name] for c in cells if c.folder(out).name in rows],
         "seconds": time.perf_counter() - started,
+        "ray_start_s": ray_start,
     }
     write_matrix_report(report, out)
     return report
 
 
-def _run_on_ray(todo: list[Cell], out: Path, keys: dict, address: str | None, workers: int | None):
-    """Yield each cell's row as it finishes. Each cell is one task needing a core (and, for sophon,
-    SOPHON_MEMORY of memory), so Ray runs as many at once as the machine holds."""
+@contextlib.contextmanager
+def _ray(address: str | None, workers: int | None):
+    """Ray and how long it took to start: a local one sized to `workers` (default: the cores), or the
+    cluster at `address`; what this started is stopped after (a Ray the caller runs is left alone)."""
     try:
         import ray
     except ImportError:
         raise OcrgraftError(
             "ocrgraft matrix runs on Ray, which is not installed: pip install 'ocrgraft[matrix]'"
         ) from None
-    if not ray.is_initialized():
+    start, started_here = time.perf_counter(), not ray.is_initialized()
+    if started_here:
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
-    # each cell gets one core and keeps to it: ONNX Runtime, torch and TPU-MLIR's tools one thread each
-    one = {"OCRGRAFT_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    try:
+        yield ray, time.perf_counter() - start
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _longest_first(cell: Cell) -> tuple:
+    """A rough order of cost, longest first, so that the cells left running alone at the end are short
+    ones: BModel builds before scripts, INT8 (calibration) before float, larger batches first."""
+    quantize = str(cell.options.get("quantize", "")).upper()
+    return cell.target == "sophon", quantize == "INT8", int(cell.options.get("batch", 1))
+
+
+def _run_cells(ray, todo: list[Cell], out: Path, keys: dict):
+    """Yield each cell's row as it finishes. Each cell is one task needing a core (and, for sophon,
+    SOPHON_MEMORY of memory), so Ray runs as many at once as the machine holds."""
     task = ray.remote(run_cell)
     pending = {}
     for c in todo:
         resources = {"num_cpus": 1, **({"memory": SOPHON_MEMORY} if c.target == "sophon" else {})}
-        resources["runtime_env"] = {"env_vars": one}
+        resources["runtime_env"] = {"env_vars": ONE_CORE}
         ref = task.options(**resources).remote(asdict(c), str(out), keys[c.folder(out).name])
         pending[ref] = c
     try:
@@ -361,9 +383,6 @@ def _run_on_ray(todo: list[Cell], out: Path, keys: dict, address: str | None, wo
             f"matrix stopped: {len(pending)} cell(s) not finished; run it again to continue "
             "(finished cells are kept)"
         ) from None
-    finally:
-        if not address:
-            ray.shutdown()
 
 
 def write_matrix_report(report: dict, out: Path) -> None:
