@@ -289,21 +289,27 @@ def seeds(chosen: list[str], limit: float, work: Path) -> list[dict]:
 def matrix_table(m: dict) -> str:
     if m.get("status") != "ok":
         return f"matrix: {m.get('status')}: {m.get('error', '')[:200]}"
-    goal = 0.85 * m["workers"]
+    goal, n = 0.85 * m["workers"], m["workers"]
     return "\n".join(
         [
             "| cells | workers | one after another (s) | the same, one thread each (s) | on local Ray (s) "
             "| speed-up | speed-up over one thread each | Ray's cost per cell (s) |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {m['cells']} | {m['workers']} | {m['sequential_s']:.1f} | {m['one_core_s']:.1f} | "
+            f"| {m['cells']} | {n} | {m['sequential_s']:.1f} | {m['one_core_s']:.1f} | "
             f"{m['ray_s']:.1f} | {m['speedup']:.2f} | {m['speedup_one_core']:.2f} | "
             f"{m['overhead_per_cell_s']:.2f} |",
             "",
-            f"- speed-up on CPU-bound cells (each held to one thread, as on Ray) {m['speedup_one_core']:.2f} "
-            f"(goal >= {goal:.2f}, 0.85 x {m['workers']} cores): {_ok(m['speedup_one_core'] >= goal)}; "
-            f"over the cells run one after another with the libraries' own threads {m['speedup']:.2f}",
+            f"- speed-up over the cells one after another, each held to one thread as on Ray: "
+            f"{m['speedup_one_core']:.2f} (goal >= {goal:.2f}, 0.85 x {n} cores): "
+            f"{_ok(m['speedup_one_core'] >= goal)}; with the libraries' own threads: {m['speedup']:.2f}",
+            f"- what this machine gives {n} of these cells side by side without Ray: {m['ceiling']:.2f} x "
+            f"one at a time (the ceiling for any scheduler here; Ray reaches "
+            f"{m['speedup_one_core'] / m['ceiling']:.0%} of it). {m['cell_s_ray']:.0f} s of cell time on Ray "
+            f"against {m['cell_s_one_core']:.0f} s one at a time: the cells slow each other down",
             f"- Ray's cost {m['overhead_per_cell_s']:.2f} s per cell (goal <= 1): "
-            f"{_ok(m['overhead_per_cell_s'] <= 1)}, of which starting Ray {m['ray_start_s']:.1f} s in all"
+            f"{_ok(m['overhead_per_cell_s'] <= 1)}: starting Ray {m['ray_start_s']:.1f} s, workers' start "
+            f"before their first cell {m['worker_start_s']:.1f} s, gaps between cells {m['gaps_s']:.1f} s "
+            f"(in all); workers idle at the end for want of cells: {m['tail_s']:.1f} s"
             + (f"; failed cells: {'; '.join(m['failed'])}" if m["failed"] else ""),
         ]
     )

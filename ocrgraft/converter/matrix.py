@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import os
+import socket
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -205,6 +206,12 @@ def run_cell(cell_data: dict, out: str, key: str) -> dict:
     if "batch" in cell.options and "batch" not in takes:
         shapes = _fixed_batch(m, int(cell.options["batch"]))
     row = {"cell": cell.name, "target": cell.target, "model": cell.label, **cell.options}
+    # where and when it ran, for the bench's account of Ray's costs (wall-clock: comparable across workers)
+    row |= {"worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": time.time()}
+
+    def finish(**result) -> dict:
+        return {**row, **result, "seconds": time.perf_counter() - start, "ended_at": time.time()}
+
     try:
         conv = convert(
             m.get("zoo"),
@@ -225,14 +232,17 @@ def run_cell(cell_data: dict, out: str, key: str) -> dict:
             force=True,
         )
     except OcrgraftError as exc:
-        return {**row, "status": "failed", "reason": str(exc), "seconds": time.perf_counter() - start}
+        return finish(status="failed", reason=str(exc))
     except Exception as exc:  # noqa: BLE001  (a crash in one cell is that cell's result)
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        return {**row, "status": "failed", "reason": reason, "seconds": time.perf_counter() - start}
-    seconds = time.perf_counter() - start
+        return finish(
+            status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+    done = finish(**summarize(conv.out_dir))
     with atomic_file(conv.out_dir / CELL_FILE) as tmp:
-        tmp.write_text(json.dumps({"key": key, "cell": asdict(cell), "seconds": seconds}, indent=1) + "\n")
-    return {**row, **summarize(conv.out_dir), "seconds": seconds}
+        tmp.write_text(
+            json.dumps({"key": key, "cell": asdict(cell), "seconds": done["seconds"]}, indent=1) + "\n"
+        )
+    return done
 
 
 def _target_options(target: str) -> set[str]:
@@ -307,9 +317,10 @@ def run_matrix(
         f"matrix: {len(cells)} cells, {len(cells) - len(todo)} unchanged since they finished, "
         f"{len(todo)} to run"
     )
-    started, ray_start = time.perf_counter(), 0.0
+    started, ray_start, ray_ready_at = time.perf_counter(), 0.0, None
     if todo:
         with _ray(address, workers) as (ray, ray_start):
+            ray_ready_at = time.time()
             for row in _run_cells(ray, sorted(todo, key=_longest_first, reverse=True), out, keys):
                 rows[f"{row['cell']}-{row['target']}"] = row
     report = {
@@ -318,6 +329,7 @@ def run_matrix(
         "cells": [rows[c.folder(out).name] for c in cells if c.folder(out).name in rows],
         "seconds": time.perf_counter() - started,
         "ray_start_s": ray_start,
+        "ray_ready_at": ray_ready_at,
     }
     write_matrix_report(report, out)
     return report
