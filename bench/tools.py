@@ -194,13 +194,13 @@ zoo = "lprnet"
 
 [target.sophon]
 chip = ["bm1684x", "bm1684"]
-quantize = "F32"
-batch = [1, 2, 4]
-"""
+quantize = ["F32", "INT8"]
+batch = [1, 4]
+"""  # the LPRNet write-up's own eight BModels
 
 
 def cmd_matrix(work: str) -> dict:
-    """The same 6-cell matrix (LPRNet to F32 BModels: 2 chips x 3 batch sizes) one cell after another in
+    """The same 8-cell matrix (LPRNet BModels: 2 chips x F32/INT8 x batch 1/4) one cell after another in
     this process as a user would (threads as the libraries choose), one after another held to one thread
     each (what every Ray cell gets), two of those cells at once without Ray (what this machine gives two
     such conversions side by side: the ceiling for any scheduler), and on a local Ray with a worker per
