@@ -4,7 +4,7 @@
     python bench/run.py --full     also the 48k- and 192k-node graphs and every target's conversion cost
 
 Both modes also convert the seeds at their own full shape ranges (crnn at width 32...6400, starnet at batch
-1...64) with every stage verified, and run an 8-cell conversion matrix one cell after another and on a
+1...64) with every stage verified, and run a 6-cell conversion matrix one cell after another and on a
 local Ray (--no-matrix skips it).
 
 Every tool runs in its own process (its peak memory is that process's VmHWM) under a time limit; a tool that
@@ -524,7 +524,7 @@ def main() -> None:
     matrix = None
     if not args.no_matrix:
         print(
-            "== matrix: 8 LPRNet BModel cells: one after another, two side by side, on local Ray",
+            "== matrix: 6 LPRNet BModel cells: one after another, two side by side, on local Ray",
             flush=True,
         )
         matrix = child(["matrix", str(work / "matrix")], 3600)

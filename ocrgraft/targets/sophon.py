@@ -781,7 +781,9 @@ class SophonTarget(Target):
             if goal > 0 and not images:
                 self.precision_note = "no precision search: no real images (--images, or images in --calib)"
             return
-        if plan.chip != "bm1684x":  # TPU-MLIR 1.30.2's interpreter exits on bm1684's INT8 final.mlir
+        if (
+            plan.chip != "bm1684x"
+        ):  # TPU-MLIR 1.30.2's interpreter exits on bm1684's INT8 final.mlir (_locate)
             self.precision_note = (
                 (self.precision_note + "; " if self.precision_note else "")
                 + f"no precision search on {plan.chip}: TPU-MLIR's interpreter does not run its INT8 "
@@ -844,6 +846,11 @@ class SophonTarget(Target):
     def _locate(plan: Plan, rows: list[dict], tc, work: Path, model_path: Path) -> str:
         """Layer by layer on the worst input: where the BModel's program first parts from ONNX
         (sophon/layers/divergence.md)."""
+        if plan.chip == "bm1684" and plan.quantize == "INT8":
+            return (
+                "no layer-by-layer comparison on bm1684 INT8: TPU-MLIR's interpreter does not run its INT8 "
+                "programs (it runs bm1684x's)"
+            )
         worst = min(rows, key=lambda r: r["cosine"])
         b = next(b for b in plan.batches if plan.bmodel(b) == worst["bmodel"])
         say(f"target sophon: comparing {plan.bmodel(b)}'s layers with ONNX Runtime")
