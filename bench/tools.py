@@ -204,11 +204,12 @@ quantize = "INT8"
 
 
 def cmd_matrix(work: str) -> dict:
-    """The same 6-cell matrix (LPRNet BModels: bm1684x F32/INT8, bm1684 F32, batch 1/4) one cell after
-    another in this process as a user would (threads as the libraries choose), one after another held to one thread
-    each (what every Ray cell gets), two of those cells at once without Ray (what this machine gives two
-    such conversions side by side: the ceiling for any scheduler), and on a local Ray with a worker per
-    core. Ray's own costs are read off the cells' start and end times on each worker."""
+    """The same 6-cell matrix (LPRNet BModels: bm1684x F32/INT8, bm1684 F32, batch 1/4) four ways: one
+    cell after another in this process as a user would (threads as the libraries choose), one after
+    another held to one thread each (what every Ray cell gets), two of those cells at once without Ray
+    (what this machine gives two such conversions side by side: the ceiling for any scheduler), and on a
+    local Ray with a worker per core. Ray's own costs are read off the cells' start and end times on each
+    worker."""
     import multiprocessing
     import os
     import shutil
