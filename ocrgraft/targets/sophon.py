@@ -31,13 +31,11 @@ Recipe table (all keys optional):
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import re
 import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +49,7 @@ from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.images import IMAGE_SUFFIXES, PIXEL_SCALE, Preprocess, calibration_inputs
 from ocrgraft.core.modelio import load
 from ocrgraft.core.precision import PRECISION_FILE, read_keep_list
-from ocrgraft.core.progress import say, steps
+from ocrgraft.core.progress import say
 from ocrgraft.core.runner import Runner
 from ocrgraft.core.safeload import plain_arrays
 from ocrgraft.core.shapes import fmt_dims, random_inputs
@@ -59,6 +57,7 @@ from ocrgraft.targets import tpu_mlir_env
 from ocrgraft.targets.base import Artifact, BuildContext, BuildResult, SupportCheck, Target, TargetOption
 from ocrgraft.targets.sophon_layers import LAYERS, bisect_bmodel
 from ocrgraft.targets.sophon_search import nodes_with_layers, quantize_table, search
+from ocrgraft.targets.sophon_simulator import simulate
 
 # The ONNX op types TPU-MLIR 1.30.2 converts: the keys of OnnxConverter.onnxop_factory in
 # tpu_mlir/python/transform/OnnxConverter.py of the `tpu-mlir==1.30.2` wheel (129 entries).
@@ -100,9 +99,6 @@ THRESHOLDS = {
 }
 SAMPLES_PER_BATCH = 2
 DEFAULT_MIN_AGREEMENT = 0.99  # INT8 precision search: share of images reading like the float model
-POLL_S = 1  # how often the simulator's finished outputs are counted
-RAY_SHARE = 8  # inputs per Ray task when a matrix cell's simulator runs spread over a cluster
-SIMULATE_MANY = Path(__file__).parent / "templates" / "simulate_many.py"
 SEARCH_IMAGES = 50  # at most, from a --calib folder (--images gives its own, --limit trims them)
 BMODELS = "bmodels.json"  # in sophon/: what was built, at which shapes, for accuracy runs
 CALIB_IMAGE_EXT = (*IMAGE_SUFFIXES, ".jfif")  # what TPU-MLIR reads as images
@@ -1024,112 +1020,13 @@ def _dump(tc, work: Path, program: Path, feeds: dict[str, np.ndarray], i: int) -
 def _simulate_many(
     tc, work: Path, entry: dict, feeds: list[dict[str, np.ndarray]], note=lambda where: None
 ) -> list[dict]:
-    """Every input through the program on the simulator; outputs by ONNX output name. Inside Ray (a
-    matrix cell) a BModel's inputs go out as Ray tasks, so a long accuracy evaluation spreads over the
-    cluster's cores; elsewhere over this machine's cores. `note` hears where they ran."""
+    """Every input through the program (sophon_simulator: this machine's cores, or Ray tasks inside a
+    matrix cell); outputs by ONNX output name. `note` hears where they ran."""
     batch = entry["batch"]  # a decoder reads the first sample of a filled batch
     inputs = [{k: np.repeat(v, batch // v.shape[0], axis=0) for k, v in f.items()} for f in feeds]
-    if entry["file"].endswith(".bmodel") and _in_ray():
-        raw, where = _simulate_on_ray(work / entry["file"], entry["chip"], inputs)
-    else:
-        raw, where = _simulate_here(tc, work, entry, inputs)
+    raw, where = simulate(tc, work, entry["file"], entry["chip"], inputs)
     note(where)
     return [{m.onnx: got[m.bmodel] for m in match_outputs(entry["outputs"], list(got))} for got in raw]
-
-
-def _in_ray() -> bool:
-    ray = sys.modules.get("ray")  # never imported for this question: only a Ray worker has it loaded
-    return ray is not None and ray.is_initialized()
-
-
-def _simulate_here(tc, work: Path, entry: dict, inputs: list[dict]) -> tuple[list[dict], str]:
-    """Split over this machine's cores, each share in one process (templates/simulate_many.py)."""
-    folder = work / "eval"
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "out").mkdir(parents=True)
-    for i, f in enumerate(inputs):
-        np.savez(folder / f"in_{i:05d}.npz", **f)
-    workers = max(1, min(os.cpu_count() or 1, len(inputs)))
-    shares = [list(range(len(inputs)))[w::workers] for w in range(workers)]
-
-    def run(w: int) -> None:
-        names = [f"eval/in_{i:05d}.npz" for i in shares[w]]
-        tc.run(
-            [str(tc.python), str(SIMULATE_MANY), entry["file"], "eval/out", *names],
-            cwd=work,
-            log=folder / f"simulate_{w}.log",
-            what=f"the {entry['chip']} simulator on {len(names)} input(s)",
-            timeout=120 + 60 * len(names),
-            clock=False,
-        )
-
-    with (
-        concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool,
-        steps(f"{entry['file']} on the simulator", len(inputs), "input") as bar,
-    ):
-        running = [pool.submit(run, w) for w in range(workers)]
-        while True:  # count the outputs written while the simulator works through the inputs
-            done, pending = concurrent.futures.wait(running, timeout=POLL_S)
-            bar.advance(sum(1 for _ in (folder / "out").glob("*.npz")) - bar.done)
-            if not pending:
-                break
-        for future in done:
-            future.result()  # a failed share raises here
-    raw = []
-    for i in range(len(inputs)):
-        with np.load(folder / "out" / f"in_{i:05d}.npz") as z:
-            raw.append({k: z[k] for k in z.files})
-    shutil.rmtree(folder, ignore_errors=True)
-    return raw, f"{workers} process(es) here"
-
-
-def _simulate_on_ray(bmodel: Path, chip: str, inputs: list[dict]) -> tuple[list[dict], str]:
-    """Shares of at most RAY_SHARE inputs, one Ray task (one core) each, wherever the cluster has room;
-    the BModel travels once through Ray's object store."""
-    import ray
-
-    size = max(1, min(RAY_SHARE, -(-len(inputs) // max(1, int(ray.cluster_resources().get("CPU", 1))))))
-    starts = range(0, len(inputs), size)
-    program = ray.put(bmodel.read_bytes())
-    task = ray.remote(num_cpus=1)(_simulate_share)
-    pending = {task.remote(program, bmodel.name, chip, inputs[s : s + size]): s for s in starts}
-    got: dict[int, list[dict]] = {}
-    with steps(f"{bmodel.name} on the simulator (Ray)", len(inputs), "input") as bar:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            start = pending.pop(done[0])
-            got[start] = ray.get(done[0])  # a failed share raises here
-            bar.advance(len(got[start]))
-    return [out for s in starts for out in got[s]], f"{len(starts)} Ray task(s)"
-
-
-def _simulate_share(program: bytes, name: str, chip: str, inputs: list[dict]) -> list[dict]:
-    """One share of inputs through a BModel in one simulator process, in a folder of its own (a Ray
-    task, possibly on another machine with its own TPU-MLIR environment)."""
-    import tempfile
-
-    tc = tpu_mlir_env.ensure(progress=lambda msg: None)
-    with tempfile.TemporaryDirectory(prefix="ocrgraft-simulate-") as tmp:
-        folder = Path(tmp)
-        (folder / name).write_bytes(program)
-        (folder / "out").mkdir()
-        names = []
-        for i, f in enumerate(inputs):
-            names.append(f"in_{i:05d}.npz")
-            np.savez(folder / names[-1], **f)
-        tc.run(
-            [str(tc.python), str(SIMULATE_MANY), name, "out", *names],
-            cwd=folder,
-            log=folder / "simulate.log",
-            what=f"the {chip} simulator on {len(names)} input(s)",
-            timeout=120 + 60 * len(names),
-            clock=False,
-        )
-        raw = []
-        for n in names:
-            with np.load(folder / "out" / n) as z:
-                raw.append({k: z[k] for k in z.files})
-        return raw
 
 
 def _texts(rows: list[dict]) -> tuple[int, int]:
