@@ -195,3 +195,24 @@ def test_bad_matrix_files_are_one_clear_error(tmp_path, text, message):
     (tmp_path / "m.toml").write_text(text)
     with pytest.raises(OcrgraftError, match=message.replace("[", r"\[").replace("]", r"\]")):
         read_matrix(tmp_path / "m.toml")
+
+
+def test_cells_start_longest_first(tmp_path):
+    """BModel builds before scripts, INT8 before float, larger batches first: the cells left running
+    alone at the end of a matrix are the short ones."""
+    from ocrgraft.converter.matrix import _longest_first
+
+    (tmp_path / "m.toml").write_text(
+        '[[model]]\nzoo = "lprnet"\n[target.ort]\nbatch = [1, 4]\n'
+        '[target.sophon]\nquantize = ["F32", "INT8"]\nbatch = [1, 4]\n'
+    )
+    cells, _ = read_matrix(tmp_path / "m.toml")
+    order = [c.folder(tmp_path).name for c in sorted(cells, key=_longest_first, reverse=True)]
+    assert order == [
+        "lprnet-INT8-b4-sophon",
+        "lprnet-INT8-b1-sophon",
+        "lprnet-F32-b4-sophon",
+        "lprnet-F32-b1-sophon",
+        "lprnet-b4-ort",
+        "lprnet-b1-ort",
+    ]
