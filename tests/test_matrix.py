@@ -216,3 +216,23 @@ def test_cells_start_longest_first(tmp_path):
         "lprnet-b4-ort",
         "lprnet-b1-ort",
     ]
+
+
+def test_a_failed_simulator_share_on_ray_is_one_clear_error(tmp_path):
+    """Inside Ray a BModel's inputs go out as tasks; a share that fails comes back as the simulator's own
+    one-line error, not as Ray's wrapped traceback."""
+    import numpy as np
+    import ray
+
+    from ocrgraft.targets.sophon_simulator import simulate
+
+    tc = tpu_mlir_env.ensure(progress=lambda m: None)
+    (tmp_path / "broken.bmodel").write_bytes(b"not a bmodel")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        with pytest.raises(OcrgraftError) as err:
+            simulate(tc, tmp_path, "broken.bmodel", "bm1684x", [{"x": np.ones((1, 3), np.float32)}])
+    finally:
+        ray.shutdown()
+    assert str(err.value).startswith("the bm1684x simulator on 1 input(s) failed (exit")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.progress import steps
 from ocrgraft.targets import tpu_mlir_env
 
@@ -92,7 +93,13 @@ def _simulate_on_ray(bmodel: Path, chip: str, inputs: list[dict]) -> tuple[list[
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             start = pending.pop(done[0])
-            got[start] = ray.get(done[0])  # a failed share raises here
+            try:
+                got[start] = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:  # the share's own error, without Ray's wrapping
+                cause = exc.cause
+                if not isinstance(cause, OcrgraftError):
+                    cause = OcrgraftError(f"the {chip} simulator on Ray: {type(cause).__name__}: {cause}")
+                raise cause from None
             bar.advance(len(got[start]))
     return [out for s in starts for out in got[s]], f"{len(starts)} Ray task(s)"
 
