@@ -777,9 +777,8 @@ class SophonTarget(Target):
             if goal > 0 and not images:
                 self.precision_note = "no precision search: no real images (--images, or images in --calib)"
             return
-        if (
-            plan.chip != "bm1684x"
-        ):  # TPU-MLIR 1.30.2's interpreter exits on bm1684's INT8 final.mlir (_locate)
+        # TPU-MLIR 1.30.2's interpreter exits on bm1684's INT8 final.mlir (as in _locate)
+        if plan.chip != "bm1684x":
             self.precision_note = (
                 (self.precision_note + "; " if self.precision_note else "")
                 + f"no precision search on {plan.chip}: TPU-MLIR's interpreter does not run its INT8 "
