@@ -20,6 +20,7 @@ from ocrgraft.converter.matrix import read_matrix
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.models.train_lprnet import write_set
 from ocrgraft.targets import tpu_mlir_env
+from ocrgraft.targets.sophon_simulator import RAY_SHARE
 
 from conftest import DYN_SHAPES, make_dynamic_model
 
@@ -90,9 +91,11 @@ def test_a_small_matrix_runs_on_ray_and_a_second_run_skips_every_cell(tmp_path, 
     assert cells["lprnet-F32-b4-sophon"]["built"] and cells["lprnet-F32-b4-sophon"]["artifact_bytes"] > 0
     bmodels = json.loads((tmp_path / "out" / "lprnet-F32-b4-sophon" / "sophon" / "bmodels.json").read_text())
     assert [b["batch"] for b in bmodels] == [4]  # the cell's batch, not the recipe's list
-    # the BModel's accuracy run on the 12 plates went out as Ray tasks (2 workers: 2 shares of 6)
+    # the BModel's accuracy run on the 12 plates went out as Ray tasks: shares of at most RAY_SHARE,
+    # spread over the local Ray's cores (2 tasks of 6 on 2 cores)
+    share = min(RAY_SHARE, -(-12 // (os.cpu_count() or 1)))
     accuracy = json.loads((tmp_path / "out" / "lprnet-F32-b1-sophon" / "report.json").read_text())["accuracy"]
-    assert accuracy["items"] == 12 and list(accuracy["ran"].values()) == ["2 Ray task(s)"]
+    assert accuracy["items"] == 12 and list(accuracy["ran"].values()) == [f"{-(-12 // share)} Ray task(s)"]
     assert cells["lprnet-F32-b1-sophon"]["accuracy"] and cells["dyn-trt"]["accuracy"] is None
     ort4 = json.loads((tmp_path / "out" / "lprnet-b4-ort" / "report.json").read_text())
     assert {tuple(s)[0] for s in ort4["shapes"]["x"]} == {4}  # batch fixed for a target without BModels
@@ -100,10 +103,10 @@ def test_a_small_matrix_runs_on_ray_and_a_second_run_skips_every_cell(tmp_path, 
     assert "6 cells: 6 done" in md and "[lprnet-b1](lprnet-b1-ort/report.md)" in md
     assert (tmp_path / "out" / "matrix.png").read_bytes()[:4] == b"\x89PNG"
 
-    start = time.perf_counter()
+    reports = {f: f.stat().st_mtime_ns for f in (tmp_path / "out").glob("*/report.json")}
     rc, out, err = run(capsys, "matrix", tmp_path / "m.toml")
     assert rc == 0 and "6 unchanged since they finished, 0 to run" in err
-    assert time.perf_counter() - start < 30  # nothing ran: no Ray, no conversion
+    assert len(reports) == 6 and reports == {f: f.stat().st_mtime_ns for f in reports}  # nothing rewritten
     assert "(6 unchanged since an earlier run)" in (tmp_path / "out" / "matrix.md").read_text()
 
 
@@ -172,8 +175,12 @@ def test_ctrl_c_stops_the_running_cells_cleanly_and_a_rerun_continues(tmp_path):
     out = tmp_path / "out"
     assert (out / "dyn-ort" / "matrix_cell.json").is_file()
     assert not (out / "lprnet-F32-b1-sophon").exists()
-    time.sleep(2)
-    assert _processes_under(tmp_path) == []
+    for _ in range(20):  # Ray's own processes may take a moment to go after the command has exited
+        left = _processes_under(tmp_path)
+        if not left:
+            break
+        time.sleep(0.5)
+    assert left == []
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "1 unchanged since they finished, 1 to run" in done.stderr

@@ -321,8 +321,8 @@ def run_matrix(
     if todo:
         with _ray(address, workers) as (ray, ray_start):
             ray_ready_at = time.time()
-            for row in _run_cells(ray, sorted(todo, key=_longest_first, reverse=True), out, keys):
-                rows[f"{row['cell']}-{row['target']}"] = row
+            for cell, row in _run_cells(ray, sorted(todo, key=_longest_first, reverse=True), out, keys):
+                rows[cell.folder(out).name] = row
     report = {
         "matrix": str(path),
         "out": str(out),
@@ -367,7 +367,7 @@ def _longest_first(cell: Cell) -> tuple:
 
 
 def _run_cells(ray, todo: list[Cell], out: Path, keys: dict):
-    """Yield each cell's row as it finishes. Each cell is one task needing a core (and, for sophon,
+    """Yield each cell and its row as it finishes. Each cell is one task needing a core (and, for sophon,
     SOPHON_MEMORY of memory), so Ray runs as many at once as the machine holds."""
     task = ray.remote(run_cell)
     pending = {}
@@ -385,7 +385,7 @@ def _run_cells(ray, todo: list[Cell], out: Path, keys: dict):
                 status = "ok" if row["status"] == "done" else f"FAILED: {row['reason']}"
                 say(f"  {cell.folder(out).name}: {status} ({row['seconds']:.0f} s)")
                 bar.advance(note=cell.name)
-                yield row
+                yield cell, row
     except KeyboardInterrupt:
         # a KeyboardInterrupt in each running cell: its tools are killed and its unfinished folder goes
         for ref in pending:

@@ -127,6 +127,12 @@ class Plan:
     calib_images: bool = False  # --calib holds images, preprocessed by ocrgraft as the recipe says
     judged_on_images: bool = False  # INT8: the precision search reached its goal on real images
 
+    @property
+    def interpretable(self) -> bool:
+        """Whether TPU-MLIR 1.30.2's interpreter runs this build's lowered program (the layer comparison
+        and the precision search need it): not bm1684's INT8, on which it exits or crashes."""
+        return not (self.chip == "bm1684" and self.quantize == "INT8")
+
     def mlir(self, b: int) -> str:
         return f"{self.name}_{b}b.mlir"
 
@@ -777,8 +783,7 @@ class SophonTarget(Target):
             if goal > 0 and not images:
                 self.precision_note = "no precision search: no real images (--images, or images in --calib)"
             return
-        # TPU-MLIR 1.30.2's interpreter exits on bm1684's INT8 final.mlir (as in _locate)
-        if plan.chip != "bm1684x":
+        if not plan.interpretable:
             self.precision_note = (
                 (self.precision_note + "; " if self.precision_note else "")
                 + f"no precision search on {plan.chip}: TPU-MLIR's interpreter does not run its INT8 "
@@ -841,7 +846,7 @@ class SophonTarget(Target):
     def _locate(plan: Plan, rows: list[dict], tc, work: Path, model_path: Path) -> str:
         """Layer by layer on the worst input: where the BModel's program first parts from ONNX
         (sophon/layers/divergence.md)."""
-        if plan.chip == "bm1684" and plan.quantize == "INT8":
+        if not plan.interpretable:
             return (
                 "no layer-by-layer comparison on bm1684 INT8: TPU-MLIR's interpreter does not run its INT8 "
                 "programs (it runs bm1684x's)"

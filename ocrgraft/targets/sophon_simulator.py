@@ -38,25 +38,15 @@ def _in_ray() -> bool:
 
 
 def _simulate_here(tc, work: Path, program: str, chip: str, inputs: list[dict]) -> tuple[list[dict], str]:
-    """Split over this machine's cores, each share in one process (templates/simulate_many.py)."""
+    """Split over this machine's cores, each share in one process, in `work` (beside the program)."""
     folder = work / "eval"
     shutil.rmtree(folder, ignore_errors=True)
-    (folder / "out").mkdir(parents=True)
-    for i, f in enumerate(inputs):
-        np.savez(folder / f"in_{i:05d}.npz", **f)
+    names = _write_inputs(folder, inputs)
     workers = max(1, min(os.cpu_count() or 1, len(inputs)))
-    shares = [list(range(len(inputs)))[w::workers] for w in range(workers)]
 
     def run(w: int) -> None:
-        names = [f"eval/in_{i:05d}.npz" for i in shares[w]]
-        tc.run(
-            [str(tc.python), str(SIMULATE_MANY), program, "eval/out", *names],
-            cwd=work,
-            log=folder / f"simulate_{w}.log",
-            what=f"the {chip} simulator on {len(names)} input(s)",
-            timeout=120 + 60 * len(names),
-            clock=False,
-        )
+        share = [f"eval/{n}" for n in names[w::workers]]
+        _run_share(tc, work, program, "eval/out", share, folder / f"simulate_{w}.log", chip)
 
     with (
         concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool,
@@ -70,12 +60,38 @@ def _simulate_here(tc, work: Path, program: str, chip: str, inputs: list[dict]) 
                 break
         for future in done:
             future.result()  # a failed share raises here
-    raw = []
-    for i in range(len(inputs)):
-        with np.load(folder / "out" / f"in_{i:05d}.npz") as z:
-            raw.append({k: z[k] for k in z.files})
+    raw = _read_outputs(folder / "out", names)
     shutil.rmtree(folder, ignore_errors=True)
     return raw, f"{workers} process(es) here"
+
+
+def _write_inputs(folder: Path, inputs: list[dict]) -> list[str]:
+    """Each input as folder/in_NNNNN.npz (and folder/out/ for the outputs); the file names."""
+    (folder / "out").mkdir(parents=True)
+    names = [f"in_{i:05d}.npz" for i in range(len(inputs))]
+    for name, feeds in zip(names, inputs):
+        np.savez(folder / name, **feeds)
+    return names
+
+
+def _run_share(tc, cwd: Path, program: str, out: str, inputs: list[str], log: Path, chip: str) -> None:
+    """templates/simulate_many.py: the inputs through `program` in one process, out/<input name> each."""
+    tc.run(
+        [str(tc.python), str(SIMULATE_MANY), program, out, *inputs],
+        cwd=cwd,
+        log=log,
+        what=f"the {chip} simulator on {len(inputs)} input(s)",
+        timeout=120 + 60 * len(inputs),
+        clock=False,
+    )
+
+
+def _read_outputs(out: Path, names: list[str]) -> list[dict]:
+    raw = []
+    for name in names:
+        with np.load(out / name) as z:
+            raw.append({k: z[k] for k in z.files})
+    return raw
 
 
 def _simulate_on_ray(bmodel: Path, chip: str, inputs: list[dict]) -> tuple[list[dict], str]:
@@ -113,21 +129,6 @@ def _simulate_share(program: bytes, name: str, chip: str, inputs: list[dict]) ->
     with tempfile.TemporaryDirectory(prefix="ocrgraft-simulate-") as tmp:
         folder = Path(tmp)
         (folder / name).write_bytes(program)
-        (folder / "out").mkdir()
-        names = []
-        for i, f in enumerate(inputs):
-            names.append(f"in_{i:05d}.npz")
-            np.savez(folder / names[-1], **f)
-        tc.run(
-            [str(tc.python), str(SIMULATE_MANY), name, "out", *names],
-            cwd=folder,
-            log=folder / "simulate.log",
-            what=f"the {chip} simulator on {len(names)} input(s)",
-            timeout=120 + 60 * len(names),
-            clock=False,
-        )
-        raw = []
-        for n in names:
-            with np.load(folder / "out" / n) as z:
-                raw.append({k: z[k] for k in z.files})
-        return raw
+        names = _write_inputs(folder, inputs)
+        _run_share(tc, folder, name, "out", names, folder / "simulate.log", chip)
+        return _read_outputs(folder / "out", names)
