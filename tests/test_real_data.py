@@ -10,6 +10,7 @@ import onnx_ir as ir
 import pytest
 from PIL import Image
 
+from ocrgraft.converter.accuracy import accuracy_summary, accuracy_table, onnx_runner
 from ocrgraft.converter.cli import main
 from ocrgraft.converter.convert import convert
 from ocrgraft.converter.pipeline import Pipeline
@@ -22,6 +23,7 @@ from ocrgraft.core.modelio import load
 from ocrgraft.core.recipe import package_path
 from ocrgraft.core.samples import write_samples
 from ocrgraft.passes import Pass
+from ocrgraft.targets import Artifact
 
 REC_SHAPES = {"x": [(1, 3, 48, 32), (1, 3, 48, 320), (8, 3, 48, 1280)]}
 MIN_WORD_ACCURACY = 0.8  # the real recognizers on clean rendered Latin text (they read ~95-100% here)
@@ -100,6 +102,30 @@ def test_an_onnx_file_with_a_user_recipe_and_dictionary(samples, tmp_path, capsy
     assert report["tolerance"]["noise_floor"] > 1e-5  # a sensitive model
     assert report["accuracy"]["rows"][-1]["differ"] == 0
     assert report["accuracy"]["rows"][-1]["word_accuracy"] >= MIN_WORD_ACCURACY
+
+
+def test_a_fixed_shape_artifact_is_compared_with_the_reference_at_its_shape(tmp_path):
+    """An artifact compiled at one shape reads lines resized to it: one line of these is wider than 320
+    and PP-OCRv6-tiny misreads it once shrunk. The table gets the reference at that shape as a row of
+    its own and compares the fixed artifact with it, so the width's loss is not put on the conversion."""
+    v6 = get_recipe("ppocrv6-tiny-rec")
+    model = load(v6.source_path())
+    pre = Preprocess.from_recipe(v6.options["preprocess"], REC_SHAPES)
+    items = load_items(write_samples(tmp_path / "lines", count=12, seed=6), pre)
+    dictionary = str(package_path(v6.options["decoder"]["dict"], "the dictionary"))
+    decoder = resolve_charset({**v6.options["decoder"], "dict": dictionary})
+    run = onnx_runner(model)
+    fixed = Artifact("ONNX at one shape", lambda feeds: [run(f) for f in feeds], {"x": (1, 3, 48, 320)})
+    table = accuracy_table(items, [("source ONNX", run), fixed], decoder, preprocess=pre)
+    rows = {r["artifact"]: r for r in table["rows"]}
+    assert list(rows) == ["source ONNX", "source ONNX at 48x320", "ONNX at one shape"]
+    assert rows["source ONNX at 48x320"]["differ"] == 1  # the shrunk line
+    assert rows["ONNX at one shape"]["differ"] == 0 and rows["ONNX at one shape"]["against"] == (
+        "source ONNX at 48x320"
+    )
+    assert "0 differ (from source ONNX at 48x320)" in accuracy_summary(table)
+    shrunk = next(r for r in table["per_image"] if r["source ONNX"] != r["source ONNX at 48x320"])
+    assert shrunk["source ONNX at 48x320"] == shrunk["ONNX at one shape"]
 
 
 # -- tolerances from the noise floor -----------------------------------------------------------------------

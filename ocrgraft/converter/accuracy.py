@@ -61,6 +61,7 @@ def accuracy_table(
     pinned: dict[str, list[np.ndarray]] = {}  # detector: the reference again, at a fixed artifact's shape
     skipped: dict[str, str] = {}
     ran: dict[str, str] = {}  # where an artifact's runs went, when it says
+    against: dict[str, str] = {}  # recognizer: a fixed-shape artifact's reference, at its shape
     artifacts = [
         Artifact(a[0], functools.partial(_one_by_one, *a)) if isinstance(a, tuple) else a for a in artifacts
     ]
@@ -84,6 +85,12 @@ def accuracy_table(
                 if detector:  # masks compare only at one size: the reference at this artifact's
                     progress(f"accuracy: {artifacts[0].label} at {label}'s shape: {len(items)} images")
                     pinned[label] = run(artifacts[0], feeds)
+                elif _resized(items, feeds):  # the reference on the same input, so that what the fixed
+                    at = "{} at {}x{}".format(artifacts[0].label, *fixed.opt_hw)  # shape costs shows apart
+                    if at not in outputs:
+                        progress(f"accuracy: {at}: {len(items)} images")
+                        outputs[at] = run(artifacts[0], feeds)
+                    against[label] = at
             progress(f"accuracy: {label}: {len(items)} images")
             outputs[label] = run(artifact, feeds)
             if artifact.ran:
@@ -95,7 +102,7 @@ def accuracy_table(
     if detector:
         table = _detector(items, outputs, decoder, pinned)
     else:
-        table = _recognizer(items, outputs, decoder)
+        table = _recognizer(items, outputs, decoder, against)
     reference = next(iter(outputs))
     table.update(
         images=images,
@@ -117,7 +124,20 @@ def _one_by_one(label: str, run: RunFn, feeds: list[dict]) -> list[dict]:
         return outputs
 
 
-def _recognizer(items: list[Item], outputs: dict[str, list[np.ndarray]], decoder) -> dict:
+def _resized(items: list[Item], feeds: list[dict]) -> bool:
+    """Whether a fixed shape's preprocessing changed any image's input (padding or shrinking a line)."""
+    return any(
+        f[k].shape != v.shape or not np.array_equal(f[k], v)
+        for item, f in zip(items, feeds)
+        for k, v in item.feeds.items()
+    )
+
+
+def _recognizer(
+    items: list[Item], outputs: dict[str, list[np.ndarray]], decoder, against: dict[str, str]
+) -> dict:
+    """Each artifact's reading against the labels, and how many images it reads differently from the
+    first artifact (a fixed-shape artifact: from the first artifact run on the same resized images)."""
     labelled = all(item.label is not None for item in items)
     texts = {k: [decoder.decode(o)[0][0] for o in outs] for k, outs in outputs.items()}
     reference = next(iter(texts))
@@ -126,7 +146,10 @@ def _recognizer(items: list[Item], outputs: dict[str, list[np.ndarray]], decoder
         row = {"artifact": label}
         if labelled:
             row.update(text_accuracy(read, [item.label for item in items]))
-        row["differ"] = sum(normalize_text(a) != normalize_text(b) for a, b in zip(read, texts[reference]))
+        ref = against.get(label, reference)
+        row["differ"] = sum(normalize_text(a) != normalize_text(b) for a, b in zip(read, texts[ref]))
+        if ref != reference:
+            row["against"] = ref
         rows.append(row)
     per_image = [
         {"image": item.name, "label": item.label, **{k: texts[k][i] for k in texts}}
@@ -179,11 +202,13 @@ def accuracy_summary(table: dict) -> str:
     ref = table["reference"]
     if table["kind"] == "recognizer" and table["labelled"]:
         parts = [
-            f"{r['artifact']} {r['word_accuracy']:.1%} (CER {r['cer']:.3f}, {r['differ']} differ)"
+            f"{r['artifact']} {r['word_accuracy']:.1%} (CER {r['cer']:.3f}, {_differ(r)})"
             for r in table["rows"]
         ]
     elif table["kind"] == "recognizer":
-        parts = [f"{r['artifact']}: {r['differ']} read differently" for r in table["rows"][1:]]
+        parts = [
+            f"{r['artifact']}: {_differ(r).replace('differ', 'read differently')}" for r in table["rows"][1:]
+        ]
     else:
         parts = [
             f"{r['artifact']} mean IoU {r['mean_iou']:.4f} ({r['flipped']} pixels flipped)"
@@ -204,7 +229,7 @@ def accuracy_markdown(table: dict) -> list[str]:
             cells = ""
             if table["labelled"]:
                 cells = f"{r['word_accuracy']:.2%} ({r['correct']}/{r['items']}) | {r['cer']:.4f} | "
-            lines.append(f"| {r['artifact']} | {cells}{r['differ']} |")
+            lines.append(f"| {r['artifact']} | {cells}{r['differ']}{_vs(r)} |")
     else:
         lines += [
             f"| artifact | mean mask IoU vs {ref} | min IoU | pixels flipped (threshold "
@@ -230,14 +255,29 @@ def accuracy_markdown(table: dict) -> list[str]:
     return lines
 
 
+def _differ(row: dict) -> str:
+    return f"{row['differ']} differ{_vs(row)}"
+
+
+def _vs(row: dict) -> str:
+    return f" (from {row['against']})" if row.get("against") else ""
+
+
 def _how(table: dict) -> str:
     if table["kind"] == "recognizer":
-        return (
+        how = (
             "Texts are compared with spaces ignored (PaddleOCR's default); CER is edit distance over label "
             "characters."
             if table["labelled"]
             else "No labels: each artifact is compared with the first."
         )
+        if any(r.get("against") for r in table["rows"]):
+            how += (
+                " An artifact compiled at one shape reads the images resized to it and is compared with the "
+                "first artifact on the same resized images (a row of its own), so that what the fixed shape "
+                "costs and what the conversion costs show apart."
+            )
+        return how
     return (
         "Masks are the probability map above the threshold; IoU and flips are against the first artifact "
         "(for an artifact compiled at one shape, against the first artifact on the same pages resized to it)."

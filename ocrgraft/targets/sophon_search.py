@@ -91,6 +91,7 @@ class SearchResult:
             "goal": self.goal,
             "measure": self.measure,
             "items": self.items,
+            "layers": self.layers,
             "agreement_before": self.before,
             "agreement_after": self.after,
             "steps": self.steps,
