@@ -307,6 +307,23 @@ def test_similarity_numbers():
     assert similarity(-ref, ref)["cosine"] == pytest.approx(-1.0)
 
 
+def test_search_agreement_reads_texts_as_the_accuracy_table_does():
+    """A space more or less is the same reading (as word accuracy compares texts); a character is not."""
+    from ocrgraft.targets.sophon_search import agreement_of
+
+    def logits(text: str) -> np.ndarray:  # [1, T, classes] with blank 0, CHARSET then a space
+        classes = [0] + [1 + (CHARSET + " ").index(c) for c in text]
+        out = np.full((1, len(classes), len(CHARSET) + 2), -5.0, np.float32)
+        out[0, np.arange(len(classes)), classes] = 5.0
+        return out
+
+    decoder = {"kind": "ctc", "layout": "NTC", "scores": "logits", "charset": list(CHARSET + " ")}
+    got = [logits("12 34"), logits("1234"), logits("1284")]
+    ref = [logits("1234"), logits("12 34"), logits("1234")]
+    share, measure = agreement_of(decoder, got, ref)
+    assert share == pytest.approx(2 / 3) and "same text" in measure
+
+
 def test_toolchain_cache_rules(tmp_path, monkeypatch):
     home = tmp_path / "cache"
     assert tpu_mlir_env.ready(home) is None  # nothing there
