@@ -202,13 +202,11 @@ def accuracy_summary(table: dict) -> str:
     ref = table["reference"]
     if table["kind"] == "recognizer" and table["labelled"]:
         parts = [
-            f"{r['artifact']} {r['word_accuracy']:.1%} (CER {r['cer']:.3f}, {_differ(r)})"
+            f"{r['artifact']} {r['word_accuracy']:.1%} (CER {r['cer']:.3f}, {r['differ']} differ{_vs(r)})"
             for r in table["rows"]
         ]
     elif table["kind"] == "recognizer":
-        parts = [
-            f"{r['artifact']}: {_differ(r).replace('differ', 'read differently')}" for r in table["rows"][1:]
-        ]
+        parts = [f"{r['artifact']}: {r['differ']} read differently{_vs(r)}" for r in table["rows"][1:]]
     else:
         parts = [
             f"{r['artifact']} mean IoU {r['mean_iou']:.4f} ({r['flipped']} pixels flipped)"
@@ -253,10 +251,6 @@ def accuracy_markdown(table: dict) -> list[str]:
         if len(table["per_image"]) > ROWS_SHOWN:
             lines.append(f"\n(first {ROWS_SHOWN} of {len(table['per_image'])} images; report.json has all)")
     return lines
-
-
-def _differ(row: dict) -> str:
-    return f"{row['differ']} differ{_vs(row)}"
 
 
 def _vs(row: dict) -> str:
