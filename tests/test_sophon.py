@@ -432,12 +432,13 @@ def test_real_f32_bm1684x_build_runs_on_the_simulator(tmp_path, toolchain):
 
 
 def test_ppocrv4_rec_bmodel_reads_rendered_lines_like_onnx(tmp_path, toolchain):
-    """The real PP-OCRv4 recognizer as an F32 BModel on the simulator, on 20 labelled text lines rendered
+    """The real PP-OCRv4 recognizer as an F32 BModel on the simulator, on 10 labelled text lines rendered
     here: the accuracy table has the source ONNX, the final ONNX and the BModel (the images resized to
-    its one input shape), and no image reads differently."""
+    its one input shape), and no image reads differently. (These 10 lines once failed fuse-conv-affine's
+    check by 4x: the noise floor was then taken on the random inputs only; it now covers every image.)"""
     from ocrgraft.core.samples import write_samples
 
-    lines = write_samples(tmp_path / "lines", count=20, seed=3)
+    lines = write_samples(tmp_path / "lines", count=10, seed=3)
     conv = convert(
         "ppocrv4-rec", target="sophon", out=tmp_path / "out", images=lines, progress=lambda m: None
     )
@@ -449,7 +450,7 @@ def test_ppocrv4_rec_bmodel_reads_rendered_lines_like_onnx(tmp_path, toolchain):
         "BModel bm1684x F32 (simulator, 1x3x48x320)",
     ]
     source, _, at_shape, bmodel = table["rows"]
-    assert table["items"] == 20 and bmodel["items"] == 20 and not table["skipped"]
+    assert table["items"] == 10 and bmodel["items"] == 10 and not table["skipped"]
     assert bmodel["against"] == "source ONNX at 48x320" and bmodel["differ"] == 0
     assert bmodel["word_accuracy"] == at_shape["word_accuracy"] and source["word_accuracy"] >= 0.8
     assert "| BModel bm1684x F32 (simulator, 1x3x48x320) | " in (conv.out_dir / "report.md").read_text()
