@@ -58,10 +58,10 @@ def accuracy_table(
     decoder = decoder_from(decoder_options)
     detector = isinstance(decoder, ProbMapDecoder)
     outputs: dict[str, list[np.ndarray]] = {}
-    pinned: dict[str, list[np.ndarray]] = {}  # detector: the reference again, at a fixed artifact's shape
+    at_shape: dict[str, list[np.ndarray]] = {}  # the reference again, at a fixed artifact's shape
+    against: dict[str, str] = {}  # a fixed-shape artifact -> its reference's label in at_shape
     skipped: dict[str, str] = {}
     ran: dict[str, str] = {}  # where an artifact's runs went, when it says
-    against: dict[str, str] = {}  # recognizer: a fixed-shape artifact's reference, at its shape
     artifacts = [
         Artifact(a[0], functools.partial(_one_by_one, *a)) if isinstance(a, tuple) else a for a in artifacts
     ]
@@ -82,15 +82,16 @@ def accuracy_table(
                     )
                 fixed = preprocess.pinned(artifact.shapes[preprocess.input])
                 feeds = [{preprocess.input: fixed(item.path)} for item in items]
-                if detector:  # masks compare only at one size: the reference at this artifact's
-                    progress(f"accuracy: {artifacts[0].label} at {label}'s shape: {len(items)} images")
-                    pinned[label] = run(artifacts[0], feeds)
-                elif _resized(items, feeds):  # the reference on the same input, so that what the fixed
-                    at = "{} at {}x{}".format(artifacts[0].label, *fixed.opt_hw)  # shape costs shows apart
-                    if at not in outputs:
+                # The reference on the same resized input: masks compare only at one size, and a
+                # recognizer's row of it shows what the fixed shape costs apart from the conversion.
+                if detector or _resized(items, feeds):
+                    at = "{} at {}x{}".format(artifacts[0].label, *fixed.opt_hw)
+                    if at not in at_shape:
                         progress(f"accuracy: {at}: {len(items)} images")
-                        outputs[at] = run(artifacts[0], feeds)
+                        at_shape[at] = run(artifacts[0], feeds)
                     against[label] = at
+                    if not detector:
+                        outputs.setdefault(at, at_shape[at])
             progress(f"accuracy: {label}: {len(items)} images")
             outputs[label] = run(artifact, feeds)
             if artifact.ran:
@@ -100,7 +101,7 @@ def accuracy_table(
     if not outputs:
         raise OcrgraftError(f"no artifact could run on the images: {'; '.join(skipped.values())}")
     if detector:
-        table = _detector(items, outputs, decoder, pinned)
+        table = _detector(items, outputs, decoder, {k: at_shape[at] for k, at in against.items()})
     else:
         table = _recognizer(items, outputs, decoder, against)
     reference = next(iter(outputs))

@@ -27,8 +27,8 @@ def parity_table(options: dict, raw_model: bytes, result, framework: str = "torc
     cases, seen = [], set()
     for case in result.cases:
         shapes = tuple(sorted(case.shapes.items()))
-        if case.label.startswith("image "):
-            if sum(c.label.startswith("image ") for c in cases) < IMAGES_SHOWN:
+        if case.from_image:
+            if sum(c.from_image for c in cases) < IMAGES_SHOWN:
                 cases.append(case)  # real images: their text is what a user reads
         elif shapes not in seen:
             seen.add(shapes)

@@ -24,7 +24,7 @@ from ocrgraft.core.graph import all_nodes
 from ocrgraft.core.modelio import SharedWeights, atomic_file, cycle_collector_paused, to_bytes, to_ir
 from ocrgraft.core.progress import busy, steps
 from ocrgraft.core.runner import Runner
-from ocrgraft.core.shapes import Case, ShapeSet, is_static, random_inputs, require_tensor
+from ocrgraft.core.shapes import IMAGE_LABEL, Case, ShapeSet, is_static, random_inputs, require_tensor
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
 
 Outputs = dict[str, np.ndarray]
@@ -162,7 +162,7 @@ class Pipeline:
         worst, shapes = 0.0, set()
         for case in cases:
             shape = tuple(sorted(case.shapes.items()))
-            if shape in shapes and not case.label.startswith("image "):
+            if shape in shapes and not case.from_image:
                 continue
             shapes.add(shape)
             ref, got = optimized.get(case.title) or {}, plain.run(case.feeds)
@@ -384,7 +384,7 @@ class Pipeline:
                     f"image {name} feeds {', '.join(image_feeds)}; the model also reads {', '.join(missing)} "
                     "(give them with --inputs FILE.npz)"
                 )
-            cases.append(Case(f"image {name}", _shapes(feeds), feeds, source(feeds)))
+            cases.append(Case(IMAGE_LABEL + name, _shapes(feeds), feeds, source(feeds)))
         return cases
 
     def _cases_for(self, model: ir.Model, shapes: ShapeSet, cases: list[Case]) -> list[Case]:

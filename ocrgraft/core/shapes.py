@@ -185,6 +185,14 @@ class Case:
     def title(self) -> str:
         return f"{self.label} ({', '.join(f'{k}={fmt_dims(v)}' for k, v in self.shapes.items())})"
 
+    @property
+    def from_image(self) -> bool:
+        """A real image given with --images (its label: `image <name>`), not a random input."""
+        return self.label.startswith(IMAGE_LABEL)
+
+
+IMAGE_LABEL = "image "  # a case made from a real image is labelled IMAGE_LABEL + its name
+
 
 def random_inputs(
     inputs: list[ir.Value],

@@ -45,7 +45,7 @@ class OrtTarget(Target):
         if ctx.cases and not elements:
             summary = "ran in ONNX Runtime; nothing compared: every output was empty at the test shapes"
         elif ctx.cases:
-            drawn = [c for c in ctx.cases if not c.label.startswith("image ")] or ctx.cases
+            drawn = [c for c in ctx.cases if not c.from_image] or ctx.cases
             opt = drawn[len(drawn) // 2]
             details["latency_ms"] = runner.latency_ms(opt.feeds)
             details["latency_shapes"] = {k: list(v) for k, v in opt.shapes.items()}
