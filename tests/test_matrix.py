@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -97,10 +98,13 @@ def test_a_small_matrix_runs_on_ray_and_a_second_run_skips_every_cell(tmp_path, 
     accuracy = json.loads((tmp_path / "out" / "lprnet-F32-b1-sophon" / "report.json").read_text())["accuracy"]
     assert accuracy["items"] == 12 and list(accuracy["ran"].values()) == [f"{-(-12 // share)} Ray task(s)"]
     assert cells["lprnet-F32-b1-sophon"]["accuracy"] and cells["dyn-trt"]["accuracy"] is None
+    assert cells["lprnet-b1-ort"]["latency_ms"] > 0  # measured on this CPU
+    assert cells["lprnet-F32-b4-sophon"]["estimated_latency_ms"] > 0  # TPU-MLIR's estimate for the chip
     ort4 = json.loads((tmp_path / "out" / "lprnet-b4-ort" / "report.json").read_text())
     assert {tuple(s)[0] for s in ort4["shapes"]["x"]} == {4}  # batch fixed for a target without BModels
     md = (tmp_path / "out" / "matrix.md").read_text()
     assert "6 cells: 6 done" in md and "[lprnet-b1](lprnet-b1-ort/report.md)" in md
+    assert re.search(r"lprnet-F32-b4-sophon/report.md\).* \| [\d.]+ \(estimated\) \|", md)
     assert (tmp_path / "out" / "matrix.png").read_bytes()[:4] == b"\x89PNG"
 
     reports = {f: f.stat().st_mtime_ns for f in (tmp_path / "out").glob("*/report.json")}

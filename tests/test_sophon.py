@@ -458,6 +458,8 @@ def test_ppocrv4_rec_bmodel_reads_rendered_lines_like_onnx(tmp_path, toolchain):
     assert built[0]["file"] == "BM1684X/ppocrv4_rec_fp32_1b.bmodel" and built[0]["shapes"] == {
         "x": [1, 3, 48, 320]
     }
+    line = conv.report["build"]["details"]["bmodels"]["sophon/BM1684X/ppocrv4_rec_fp32_1b.bmodel"]
+    assert float(re.search(r"; ([\d.]+) ms per run as TPU-MLIR estimates it", line).group(1)) > 0
 
 
 @pytest.mark.slow
@@ -621,6 +623,9 @@ def test_ppocrv4_rec_int8_search_on_a_handful_of_lines(tmp_path, toolchain):
     assert bmodel["differ"] == 0
     report = (conv.out_dir / "report.md").read_text()
     assert all(f"'{k['node']}'" in report for k in found["keep"])  # every kept layer, by its ONNX name
+    before, after = found["cost"]["every layer INT8"], found["cost"]["kept in F32"]
+    assert all(c["mb"] > 0 and c["ms"] > 0 for c in (before, after))  # here ~9.5 MB, ~0.45 ms each
+    assert "cost of the kept layers (batch 1): BModel " in report
 
 
 @pytest.mark.slow

@@ -285,7 +285,8 @@ def summarize(folder: Path) -> dict:
         "precision": (build.get("precision") or {}).get("device"),
         "accuracy": accuracy_summary(report["accuracy"]) if report.get("accuracy") else None,
         "artifact_bytes": sum(p.stat().st_size for p in sizes if p.is_file()),
-        "latency_ms": details.get("latency_ms"),
+        "latency_ms": details.get("latency_ms"),  # measured (ort)
+        "estimated_latency_ms": details.get("estimated_latency_ms"),  # the compiler's estimate (sophon)
         "folder": str(folder),
     }
 
@@ -421,12 +422,19 @@ def write_matrix_report(report: dict, out: Path) -> None:
         folder = Path(c["folder"]).name
         size = f"{c['artifact_bytes'] / 1e6:.1f} MB" if c["artifact_bytes"] else "–"
         latency = f"{c['latency_ms']:.2f}" if c.get("latency_ms") else "–"
+        if not c.get("latency_ms") and c.get("estimated_latency_ms"):
+            latency = f"{c['estimated_latency_ms']:.2f} (estimated)"
         lines.append(
             f"| [{c['cell']}]({folder}/report.md) | {c['target']} | {'built' if c['built'] else 'scripts'}"
             f"{' (cached)' if c.get('cached') else ''} | {'yes' if c['verified'] else '**no**'} | "
             f"{c.get('precision') or '–'} | {c.get('accuracy') or '–'} | {size} | "
             f"{(c.get('seconds') or 0):.0f} | {latency} |"
         )
+    lines += [
+        "",
+        "Latency: ONNX Runtime's median on this machine's CPU (ort); for a BModel, one run on the chip as "
+        "TPU-MLIR's cycle count estimates it at compile time (no chip here to time it on).",
+    ]
     picture = _picture(cells, out)
     if picture:
         lines += ["", f"![{picture}]({picture})"]

@@ -101,6 +101,7 @@ SAMPLES_PER_BATCH = 2
 DEFAULT_MIN_AGREEMENT = 0.99  # INT8 precision search: share of images reading like the float model
 SEARCH_IMAGES = 50  # at most, from a --calib folder (--images gives its own, --limit trims them)
 BMODELS = "bmodels.json"  # in sophon/: what was built, at which shapes, for accuracy runs
+PROFILE = "compiler_profile_0.txt"  # model_deploy's cycle count of the program it just compiled
 CALIB_IMAGE_EXT = (*IMAGE_SUFFIXES, ".jfif")  # what TPU-MLIR reads as images
 
 
@@ -685,11 +686,8 @@ class SophonTarget(Target):
                 )
                 if b == plan.batches[0]:
                     self._keep_in_float(ctx, plan, tc, work, b, onnx_outputs)
-            tc.run(
-                plan.deploy(b),
-                cwd=work,
-                log=work / "logs" / f"deploy_{b}b.log",
-                what=f"model_deploy {plan.chip} {plan.quantize} (batch {b})",
+            cost = _deploy(
+                tc, plan, b, work, "deploy", f"model_deploy {plan.chip} {plan.quantize} (batch {b})"
             )
             if not (work / plan.bmodel(b)).is_file():
                 raise OcrgraftError(f"model_deploy reported success but wrote no {plan.bmodel(b)}")
@@ -744,6 +742,7 @@ class SophonTarget(Target):
             timings[f"{b}b"] = {
                 "compile_s": round(compile_s, 1),
                 "simulate_s": round(time.perf_counter() - t, 1),
+                "estimated_ms": cost["ms"],
             }
         if not rows:
             raise VerificationError("sophon: no BModel output was compared with ONNX Runtime")
@@ -797,10 +796,13 @@ class SophonTarget(Target):
         feeds = [{pre.input: np.repeat(pinned(path), b, axis=0)} for path in images]
         entry = {"batch": b, "chip": plan.chip, "outputs": outputs}
 
+        costs: dict[tuple, dict] = {}  # by keep-list: the BModel each attempt compiled
+
         def deploy(nodes: list[str]) -> Path:
             write_table(nodes)
-            log = work / "logs" / "search_deploy.log"
-            tc.run(plan.deploy(b), cwd=work, log=log, what="model_deploy (precision search)")
+            costs[tuple(nodes)] = _deploy(
+                tc, plan, b, work, "search_deploy", "model_deploy (precision search)"
+            )
             return next(work.glob(f"{plan.name}_{b}b_{plan.chip}_*_final.mlir"))
 
         def run_program(program: Path, batch: list[dict]) -> list[dict]:
@@ -827,8 +829,13 @@ class SophonTarget(Target):
         if given is not None:
             self.precision_note += f"; {found.describe()}"
             return
-        (ctx.out_dir / PRECISION_FILE).write_text(json.dumps(found.to_json(plan.chip), indent=1) + "\n")
-        self.precision_note = found.describe()
+        cost = {
+            "every layer INT8": costs.get(()),
+            "kept in F32": costs.get(tuple(k.node for k in found.keep)),
+        }
+        record = found.to_json(plan.chip) | {"cost": cost, "cost_batch": b}
+        (ctx.out_dir / PRECISION_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        self.precision_note = found.describe() + _cost_text(cost, b)
         if not found.reached:
             say(f"warning: sophon INT8: {found.describe()}")
 
@@ -961,6 +968,8 @@ class SophonTarget(Target):
             },
             "comparisons": "sophon/comparison.json",
             "toolchain": f"TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION} in {tpu_mlir_env.default_home()}",
+            # the first batch's BModel, one run on the chip as TPU-MLIR's cycle count estimates it
+            "estimated_latency_ms": timings[f"{plan.batches[0]}b"]["estimated_ms"],
         }
 
     @staticmethod
@@ -1047,7 +1056,39 @@ def _bmodel_line(rows: list[dict], timing: dict) -> str:
         f"max abs err {max(r['max_abs'] for r in rows):.3g}"
         + (f", text same {same}/{total}" if total else "")
         + f"; compile {timing['compile_s']}s, simulate {timing['simulate_s']}s"
+        + (
+            f"; {timing['estimated_ms']:.3f} ms per run as TPU-MLIR estimates it"
+            if timing["estimated_ms"]
+            else ""
+        )
     )
+
+
+def _cost_text(cost: dict, b: int) -> str:
+    """What the kept layers cost, from the two BModels the search compiled (batch b)."""
+    before, after = cost["every layer INT8"], cost["kept in F32"]
+    if not before or not after or before == after:
+        return ""
+    parts = [f"BModel {before['mb']:.2f} -> {after['mb']:.2f} MB"]
+    if before["ms"] and after["ms"]:
+        parts.append(f"{before['ms']:.3f} -> {after['ms']:.3f} ms per run as TPU-MLIR estimates it")
+    return f"; cost of the kept layers (batch {b}): " + ", ".join(parts)
+
+
+def _deploy(tc, plan: Plan, b: int, work: Path, log: str, what: str) -> dict:
+    """model_deploy, and what its BModel costs: its size (MB) and TPU-MLIR's compile-time estimate of one
+    run on the chip (ms, from the cycle count model_deploy writes; no chip here to time it on)."""
+    profile = work / PROFILE
+    profile.unlink(missing_ok=True)
+    tc.run(plan.deploy(b), cwd=work, log=work / "logs" / f"{log}_{b}b.log", what=what)
+    bmodel = work / plan.bmodel(b)
+    found = (
+        re.search(r"runtime: ([\d.]+)ms", profile.read_text(errors="replace")) if profile.is_file() else None
+    )
+    return {
+        "mb": round(bmodel.stat().st_size / 1e6, 3) if bmodel.is_file() else None,
+        "ms": float(found.group(1)) if found else None,
+    }
 
 
 def _decoder(options: dict | None):
