@@ -26,7 +26,7 @@ from ocrgraft.models.lprnet import CHARS
 LATIN = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # LPRNet's classes that the default font draws
 BLANK = len(CHARS) - 1
 SIZE = (94, 24)
-STEPS = 200  # batches of 64: ~3 minutes here, held-out plates read ~90%
+STEPS = 200  # batches of 64: ~6 minutes here with the rendering; held-out plates read ~96%
 
 
 def plate_text(rng: random.Random) -> str:

@@ -969,7 +969,7 @@ class SophonTarget(Target):
             "comparisons": "sophon/comparison.json",
             "toolchain": f"TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION} in {tpu_mlir_env.default_home()}",
             # the first batch's BModel, one run on the chip as TPU-MLIR's cycle count estimates it
-            "estimated_latency_ms": timings[f"{plan.batches[0]}b"]["estimated_ms"],
+            "estimated_latency_ms": timings[f"{plan.batches[0]}b"].get("estimated_ms"),
         }
 
     @staticmethod
@@ -1058,7 +1058,7 @@ def _bmodel_line(rows: list[dict], timing: dict) -> str:
         + f"; compile {timing['compile_s']}s, simulate {timing['simulate_s']}s"
         + (
             f"; {timing['estimated_ms']:.3f} ms per run as TPU-MLIR estimates it"
-            if timing["estimated_ms"]
+            if timing.get("estimated_ms")  # none where model_deploy writes no cycle count (bm1684)
             else ""
         )
     )
