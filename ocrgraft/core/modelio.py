@@ -31,8 +31,7 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
         raise OcrgraftError(f"{path} is empty")
     try:
         proto = onnx.load(str(path), load_external_data=False)
-        _check_external_data(proto, path)
-        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+        _load_external_data(proto, path)
     except OcrgraftError:
         raise
     except (DecodeError, RuntimeWarning, ValueError) as exc:
@@ -87,15 +86,19 @@ def _check_text(proto: onnx.ModelProto, path: Path, nodes: bool = False) -> None
             )
 
 
-def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    for tensor in _tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            if not (path.parent / location).is_file():
-                raise OcrgraftError(
-                    f"{path}: external data file '{location}' is missing "
-                    f"(tensor '{tensor.name}' expects it next to the model)"
-                )
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Read the tensors kept in files beside the model, after checking that every such file is there
+    (one walk over the tensors: on a large graph each walk costs a noticeable part of loading it)."""
+    external = [t for t in _tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL]
+    for tensor in external:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not (path.parent / location).is_file():
+            raise OcrgraftError(
+                f"{path}: external data file '{location}' is missing "
+                f"(tensor '{tensor.name}' expects it next to the model)"
+            )
+    for tensor in external:
+        onnx.external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
 
 
 def external_data_files(path: str | os.PathLike | None) -> list[Path]:
@@ -118,10 +121,21 @@ def external_data_files(path: str | os.PathLike | None) -> list[Path]:
     )
 
 
-def _tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return list(proto.graph.initializer) + [
-        a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")
-    ]
+def _tensors(proto: onnx.ModelProto, bodies: bool = True) -> list[onnx.TensorProto]:
+    """Every tensor of the model: initializers and node attributes, in If / Loop bodies too if asked."""
+    found, graphs = [], [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        found += graph.initializer
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    found.append(a.t)
+                elif a.type == onnx.AttributeProto.GRAPH and bodies:
+                    graphs.append(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS and bodies:
+                    graphs += a.graphs
+    return found
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -212,7 +226,7 @@ class SharedWeights:
 
         proto = onnx.load_from_string(data)
         with open(self.path, "ab") as fh:
-            for t in _tensors(proto):
+            for t in _tensors(proto, bodies=False):  # the main graph's
                 raw = t.raw_data
                 if t.data_location == onnx.TensorProto.EXTERNAL or len(raw) < self.MIN_BYTES:
                     continue

@@ -11,9 +11,7 @@ import logging
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from ocrgraft.core.graph import (
-    infer_shapes_fresh,
-)
+from ocrgraft.core.graph import all_nodes, infer_shapes_fresh
 from ocrgraft.passes.base import Pass, register
 
 # Fold constant subgraphs up to this many elements per tensor (LSTM weight re-packing, shape maths).
@@ -30,6 +28,17 @@ class FoldConstants(Pass):
 
     name = "fold-constants"
 
+    def applies(self, model: ir.Model) -> bool:
+        """Some node the folder could act on: one whose inputs are all constants, or an op it evaluates
+        from shapes (a Shape, a Reshape to the shape it has, ...). On a large graph with neither, the
+        shape inference and the folder's walk would cost seconds for nothing."""
+        by_shape = _shape_evaluated_ops()
+        return any(
+            (node.op_type in by_shape and node.domain in ("", "ai.onnx"))
+            or all(map(_is_constant, node.inputs))
+            for node in all_nodes(model)
+        )
+
     def rewrite(self, model: ir.Model) -> int:
         infer_shapes_fresh(model)
         before = list(model.graph)  # held, so no new node can take a removed one's id
@@ -38,6 +47,28 @@ class FoldConstants(Pass):
             common.RemoveUnusedNodesPass()(model)
         after = set(map(id, model.graph))
         return sum(id(n) not in after for n in before)
+
+
+def _is_constant(value: ir.Value | None) -> bool:
+    if value is None:  # an omitted optional input
+        return True
+    node = value.producer()
+    if node is not None:
+        return node.op_type == "Constant" and not node.domain
+    return value.const_value is not None and not value.is_graph_input()
+
+
+# The folder's evaluators for these act only on a shape value, which comes from a Shape or Size node
+# (evaluated themselves) or from constants (folded anyway): alone they can change nothing.
+_NEED_SHAPE_VALUES = frozenset({"Add", "Abs", "Gather", "Squeeze"})
+
+
+def _shape_evaluated_ops() -> set[str]:
+    """The standard ops onnxscript's folder has evaluators of its own for (shape arithmetic, no-op
+    removal)."""
+    from onnxscript.optimizer import _constant_folding
+
+    return {op for domain, op in _constant_folding.registry.op_evaluators if not domain} - _NEED_SHAPE_VALUES
 
 
 def _folder():
