@@ -108,7 +108,11 @@ def train(out: Path, seed: int = 0, steps: int | None = STEPS, minutes: float | 
     loss_fn = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
     deadline, step, accuracy = time.monotonic() + 60 * (minutes or 0), 0, 0.0
     x_all = torch.tensor(images)
-    while step < steps if minutes is None else time.monotonic() < deadline:
+
+    def more() -> bool:  # a step budget gives the same model every run; a clock budget does not
+        return time.monotonic() < deadline if minutes is not None else step < steps
+
+    while more():
         model.train()
         idx = torch.randint(0, len(texts), (64,))
         logits = model(x_all[idx])  # [N, 68, 18]
@@ -118,7 +122,7 @@ def train(out: Path, seed: int = 0, steps: int | None = STEPS, minutes: float | 
         loss.backward()
         opt.step()
         step += 1
-        if step % 25 == 0 or step == steps:
+        if step % 25 == 0 or (minutes is None and step == steps):
             model.eval()
             with torch.no_grad():
                 read = decode(model(test_x).numpy())

@@ -585,9 +585,6 @@ class SophonTarget(Target):
         ]
         (work / BMODELS).write_text(json.dumps(built, indent=1) + "\n")  # for accuracy runs, later too
         details["seconds"] = round(time.perf_counter() - t0, 1)
-        details["bmodel_size"] = ", ".join(  # what keeping layers in F32 costs shows here too
-            f"{plan.bmodel(b)} {(work / plan.bmodel(b)).stat().st_size / 1e6:.2f} MB" for b in plan.batches
-        )
         details["script"] = "build_bmodel.sh"
         if plan.quantize_table:  # found during the run: the script deploys with it too
             script.write_text(plan.script(home / "venv"))
@@ -743,6 +740,7 @@ class SophonTarget(Target):
                 "compile_s": round(compile_s, 1),
                 "simulate_s": round(time.perf_counter() - t, 1),
                 "estimated_ms": cost["ms"],
+                "mb": cost["mb"],
             }
         if not rows:
             raise VerificationError("sophon: no BModel output was compared with ONNX Runtime")
@@ -968,8 +966,14 @@ class SophonTarget(Target):
             },
             "comparisons": "sophon/comparison.json",
             "toolchain": f"TPU-MLIR {tpu_mlir_env.TPU_MLIR_VERSION} in {tpu_mlir_env.default_home()}",
-            # the first batch's BModel, one run on the chip as TPU-MLIR's cycle count estimates it
+            # the first batch's BModel, one run on the chip as TPU-MLIR's cycle count estimates it (a number
+            # for the matrix table, which would otherwise parse it out of the bmodels line)
             "estimated_latency_ms": timings[f"{plan.batches[0]}b"].get("estimated_ms"),
+            "bmodel_size": ", ".join(  # what keeping layers in F32 costs shows here too
+                f"{plan.bmodel(b)} {timings[f'{b}b']['mb']:.2f} MB"
+                for b in plan.batches
+                if timings[f"{b}b"].get("mb")
+            ),
         }
 
     @staticmethod

@@ -224,20 +224,19 @@ def search(
     # model, so the search always ends.
     nodes = [Kept(node, op_of.get(node, "?"), None) for node in layers]
     total = len(nodes)
-    ends = {
-        "first": lambda n: nodes[:n],
-        "last": lambda n: nodes[total - n :],
-    }
+    ends = ("first", "last")
 
     def try_end(end: str, n: int) -> bool:
-        span = f"1..{n}" if end == "first" else f"{total - n + 1}..{total}"
-        return attempt(ends[end](n), f"layers {span} of {total} in F32")
+        kept, span = (
+            (nodes[:n], f"1..{n}") if end == "first" else (nodes[total - n :], f"{total - n + 1}..{total}")
+        )
+        return attempt(kept, f"layers {span} of {total} in F32")
 
     n, found = 1, None
     while n < total and found is None:
         found = next((end for end in ends if try_end(end, n)), None)
         n *= 4
-    lo, hi = n // 16, n // 4  # ends[found](hi) reaches the goal, (lo) does not
+    lo, hi = n // 16, n // 4  # `found`'s end of length hi reaches the goal, of length lo does not
     if found is None:  # no end shorter than the network does it: bisect the tail up from the whole network
         found, lo, hi = "last", n // 4, total
         if not try_end(found, total):
