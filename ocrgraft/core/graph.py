@@ -8,6 +8,7 @@ LSTM output), and anything that trusts them folds wrong constants; here nothing 
 from __future__ import annotations
 
 import logging
+import operator
 
 import onnx
 import onnx_ir as ir
@@ -16,6 +17,8 @@ import onnx_ir as ir
 def all_nodes(model: ir.Model | ir.Graph) -> list[ir.Node]:
     """Every node, those in If/Loop bodies included, as a list (passes walk it before and after)."""
     nodes = list(model.graph if isinstance(model, ir.Model) else model)
+    if _STANDARD.issuperset(map(_domain, nodes)) and _SUBGRAPH_OPS.isdisjoint(map(_op_type, nodes)):
+        return nodes  # the usual case, settled without a Python-level loop: it runs after every pass
     for node in nodes:  # the list grows by each body found, which is scanned in turn
         if node.op_type not in _SUBGRAPH_OPS and node.domain in ("", "ai.onnx"):
             continue  # no standard op but these holds a graph (a custom domain's op may)
@@ -29,6 +32,8 @@ def all_nodes(model: ir.Model | ir.Graph) -> list[ir.Node]:
 
 
 _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
+_STANDARD = frozenset({"", "ai.onnx"})
+_op_type, _domain = operator.attrgetter("op_type"), operator.attrgetter("domain")
 
 
 def opset_of(model: ir.Model) -> int:
@@ -45,7 +50,8 @@ def infer_shapes_fresh(model: ir.Model) -> int:
 
     Inference is a function of the graph alone, so a graph unchanged since the last fresh inference
     (same nodes, wiring, attributes, constants and input shapes) keeps its shapes and costs nothing."""
-    if _same_state(model.meta.get(_FRESH), _graph_state(model)):
+    old = model.meta.get(_FRESH)
+    if old is not None and _same_state(old, _graph_state(model)):
         return 0
     computed = list(_computed_values(model))
     before = [v.shape for v in computed]
@@ -84,12 +90,7 @@ def _graph_state(model: ir.Model) -> tuple[list, list]:
 
 
 def _same_state(old, new) -> bool:
-    return (
-        old is not None
-        and old[1] == new[1]
-        and len(old[0]) == len(new[0])
-        and all(a is b for a, b in zip(old[0], new[0]))
-    )
+    return old[1] == new[1] and len(old[0]) == len(new[0]) and all(a is b for a, b in zip(old[0], new[0]))
 
 
 # ONNX shape inference reads the values of integer inputs (shapes, axes, sizes) and of these ops'

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import inspect
 import logging
+import operator
 from collections import Counter
 from typing import ClassVar
 
@@ -117,9 +118,9 @@ class Pass(ir.passes.InPlacePass):
             return PassResult(model, modified=False, rewrites=0)
         if self.refresh_shapes:
             ensure_shapes(model)
-        seen = set(map(id, before))
         after = all_nodes(model)
-        new = [n for n in after if id(n) not in seen]
+        made = set(map(id, after)).difference(map(id, before))
+        new = [n for n in after if id(n) in made] if made else []
         if new:  # so Netron shows which pass made each node (a pass that rebuilds the graph keeps the names)
             names = {n.name for n in before if n.name}
             for node in new:
@@ -127,7 +128,7 @@ class Pass(ir.passes.InPlacePass):
                     node.doc_string = node.doc_string or f"ocrgraft:{self.name}"
                     if not node.name:
                         node.name = f"{self.name}/{node.op_type}_{len(before)}_{id(node) % 100000}"
-        return PassResult(model, modified=count > 0, rewrites=count, ops=Counter(n.op_type for n in after))
+        return PassResult(model, modified=count > 0, rewrites=count, ops=Counter(map(_op_type, after)))
 
     def __call__(self, model, /) -> PassResult:
         """Run on an onnx_ir model in place; an onnx.ModelProto or a path is loaded first."""
@@ -141,6 +142,7 @@ class Pass(ir.passes.InPlacePass):
         return f"<pass {self.label}>"
 
 
+_op_type = operator.attrgetter("op_type")
 _REGISTRY: dict[str, type[Pass]] = {}
 
 
