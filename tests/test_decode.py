@@ -70,3 +70,22 @@ def test_text_agreement_counts_samples_and_steps():
     assert same == {"text_same": 2, "text_total": 2, "steps_same": 1.0, "texts": ["ab", "ca"]}
     diff = text_agreement(dec, got, ref)
     assert diff["text_same"] == 1 and diff["steps_same"] == pytest.approx(7 / 8) and diff["texts"][1] == "cb"
+
+
+def test_parity_table_lists_every_sample_that_reads_differently():
+    """Beyond the first rows of a batch only the disagreeing samples are listed, but each of them is."""
+    from types import SimpleNamespace
+
+    from ocrgraft.converter.parity import _text_parity
+    from ocrgraft.core.decode import ROWS_PER_CASE
+
+    dec = CTCDecoder(charset="abc", blank=0, layout="NTC", scores="logits")
+    batch = ROWS_PER_CASE + 3
+    ref = np.stack([one_hot_logits([1, 0, 2], 4)] * batch)
+    got = ref.copy()
+    got[batch - 1, 2] = one_hot_logits([3], 4)[0]  # the last sample reads "ac" instead of "ab"
+    case = SimpleNamespace(title="max#1 (x=5x3x32x100)")
+    table = _text_parity(dec, [case], [{"torch": ref, "final ONNX": got}], ["torch", "final ONNX"])
+    assert (table["agree"], table["samples"]) == (batch - 1, batch)
+    assert [r["index"] for r in table["rows"]] == [*range(ROWS_PER_CASE), batch - 1]
+    assert table["rows"][-1]["final ONNX"]["text"] == "ac" and not table["rows"][-1]["agree"]
