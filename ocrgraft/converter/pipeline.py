@@ -201,7 +201,11 @@ class Pipeline:
         raw_outputs = None
         current = self.verify  # `previous` holds the outputs of the model as it is now
         source_tol = self.tolerances.get("source", self.tolerance)
-        if self.verify:
+        if self.verify:  # on large inputs the reference runs take a while: say what is running
+            self.progress(
+                f"[0/{len(self.passes)}] source: {stage0.nodes} nodes; running the test inputs at "
+                f"{shapes.describe() or 'its static shapes'} for the reference outputs"
+            )
             t = time.perf_counter()
             try:
                 own = Runner(source_bytes, what=f"the {source_name} model")
@@ -229,8 +233,9 @@ class Pipeline:
         stage0.tolerance = str(source_tol)
         stages = [stage0]
         self.progress(
-            f"[0/{len(self.passes)}] source: {stage0.nodes} nodes"
-            + (f", {len(cases)} test inputs at {shapes.describe()}" if cases else "")
+            f"    {len(cases)} test inputs run on the source in {stage0.verify_seconds:.1f}s"
+            if cases
+            else f"[0/{len(self.passes)}] source: {stage0.nodes} nodes"
         )
         if floor is not None:
             self.progress(
