@@ -475,3 +475,81 @@ def test_inputs_file_checks_what_random_inputs_cannot(tmp_path, capsys):
         tmp_path / "objects.npz",
     )
     one_line_error(rc, err, "not a readable file of plain arrays")
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["convert", "--onnx", "m.onnx", "--atol", "-1"], "--atol: -1: give a finite number >= 0"),
+        (["convert", "--onnx", "m.onnx", "--rtol", "nan"], "--rtol: nan: give a finite number >= 0"),
+        (["apply", "a.onnx", "b.onnx", "-p", "eliminate-identity", "--atol", "inf"], "give a finite number"),
+        (["compare", "a.onnx", "b.onnx", "--atol", "abc"], "'abc' is not a number"),
+        (["eval", "out/x", "--images", "imgs", "--limit", "0"], "--limit: 0: give a whole number >= 1"),
+        (["samples", "s", "--count", "-1"], "--count: -1: give a whole number >= 1"),
+        (["samples", "s", "--pages", "-2"], "--pages: -2: give a whole number >= 0"),
+        (["view", "m.onnx", "--port", "99999"], "a port is 0..65535"),
+        (["matrix", "m.toml", "--workers", "0"], "--workers: 0: give a whole number >= 1"),
+        (["convert", "lprnet", "--exporter", "bogus"], "invalid choice: 'bogus'"),
+    ],
+)
+def test_bad_option_values_are_one_line(tmp_path, capsys, monkeypatch, argv, needle):
+    """A negative tolerance fails every check and inf or nan passes any; a count of 0 or less, or a port
+    out of range, means nothing: each is refused before any work, in one line (argparse's usage block is
+    one --help away)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("ocrgraft: error: "), err
+    assert needle in err and "--help" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_apply_replaces_a_model_but_not_another_file(tmp_path, capsys, dynamic_model_file):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    flags = ["-p", "eliminate-identity", "--no-verify"]
+    rc, _, err = run_cli(capsys, "apply", dynamic_model_file, notes, *flags)
+    one_line_error(rc, err, "exists and is not an ONNX model: refusing to replace it")
+    assert notes.read_text() == "my notes\n"
+    old = tmp_path / "old.onnx"
+    old.write_bytes(dynamic_model_file.read_bytes())
+    rc, _, err = run_cli(capsys, "apply", dynamic_model_file, old, *flags)
+    assert rc == 0, err
+
+
+def test_view_refuses_what_it_could_not_show(tmp_path, capsys):
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    one_line_error(*run_cli(capsys, "view", empty, "--no-wait")[::2], "is empty")
+    one_line_error(
+        *run_cli(capsys, "view", tmp_path / "gone.onnx", "--no-wait")[::2], "no such file or folder"
+    )
+
+
+@pytest.mark.parametrize("flag", ["--onnx", "--out", "--weights"])
+def test_an_empty_path_is_refused(tmp_path, capsys, monkeypatch, flag, dynamic_model_file):
+    monkeypatch.chdir(tmp_path)
+    source = [] if flag == "--onnx" else ["--onnx", dynamic_model_file]
+    rc, _, err = run_cli(capsys, "convert", *source, flag, "", "--shapes", DYN_SHAPES)
+    one_line_error(rc, err, f"{flag} is an empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]
+
+
+def test_target_files_and_dictionary_are_checked_before_any_work(tmp_path, capsys):
+    """A keep-list that is not one, a calibration folder that is not there, or an empty dictionary is
+    said at once, not after the export, the passes and a build have run."""
+    text = tmp_path / "afile.txt"
+    text.write_text("hello\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out, none = tmp_path / "out", tmp_path / "none"
+    for flags, needle in (
+        (["--target", "sophon", "--quantize", "INT8", "--keep", text], "not a precision.json"),
+        (["--target", "sophon", "--quantize", "INT8", "--calib", none], "no such file or folder"),
+        (["--target", "trt", "--quantize", "INT8", "--calib", none], "no such file or folder"),
+        (["--dict", empty], "is empty"),
+    ):
+        rc, _, err = run_cli(capsys, "convert", "lprnet", *flags, "--out", out)
+        one_line_error(rc, err, needle)
+        assert "exporting" not in err and not out.exists(), err

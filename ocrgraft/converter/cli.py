@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,44 @@ EPILOG = """shapes: NAME:MIN[,OPT,MAX] with dims joined by x, repeat per input, 
   --shapes x:1x3x48x32,1x3x48x320,8x3x48x1280
 passes: comma-separated names, arguments in parentheses, e.g.
   -p eliminate-identity,fold-constants,fix-dims(x.0=1)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (a bad flag or value) as the one line every other error is."""
+
+    def error(self, message: str):
+        self.exit(2, f"ocrgraft: error: {message} (see: {self.prog} --help)\n")
+
+
+def _tolerance_value(text: str) -> float:
+    """--atol / --rtol: a finite number >= 0 (a negative one fails every check, inf or nan passes any)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a finite number >= 0")
+    return value
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text}: give a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text}: a port is 0..65535")
+    return value
 
 
 def _tolerance(args):
@@ -155,7 +194,7 @@ def cmd_samples(args) -> int:
 def cmd_apply(args) -> int:
     from ocrgraft.converter.pipeline import FLOOR_MULTIPLE, Pipeline
     from ocrgraft.core.errors import OcrgraftError
-    from ocrgraft.core.modelio import external_data_files, load, refuse_overwrite, save
+    from ocrgraft.core.modelio import external_data_files, load, load_proto, refuse_overwrite, save
 
     src, dst = Path(args.input), Path(args.output)
     if dst.is_dir():
@@ -163,6 +202,14 @@ def cmd_apply(args) -> int:
     inputs = [src, *external_data_files(src), args.inputs]
     refuse_overwrite(inputs, outputs=[dst], folders=[args.stages] if args.stages else [])
     model = load(src)
+    if dst.exists():  # replacing a model is what OUT is for; replacing anything else loses a user's file
+        try:
+            load_proto(dst)
+        except OcrgraftError:
+            raise _err(
+                f"OUT {dst} exists and is not an ONNX model: refusing to replace it (remove it or give "
+                "another path)"
+            ) from None
     pipeline = Pipeline(
         args.passes,
         tolerance=_tolerance(args),
@@ -331,6 +378,7 @@ def cmd_compare(args) -> int:
 
 def cmd_view(args) -> int:
     from ocrgraft.converter.view import serve
+    from ocrgraft.core.modelio import load_proto
 
     path = Path(args.path)
     if path.is_dir():
@@ -340,6 +388,7 @@ def cmd_view(args) -> int:
         if not files:
             raise _err(f"{path} holds no stages/*.onnx or model.onnx: is it a conversion's output folder?")
     elif path.exists():
+        load_proto(path)  # an empty or damaged file is said here, not shown as a blank page
         files = [path]
     else:
         raise _err(f"no such file or folder: {path}")
@@ -371,7 +420,7 @@ def _err(msg: str) -> Exception:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ocrgraft",
         description="Convert OCR models to ONNX and vendor targets, "
         "with every graph rewrite saved and verified.",
@@ -392,11 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     def tolerance_flags(sp):
         sp.add_argument(
             "--atol",
-            type=float,
+            type=_tolerance_value,
             help="absolute tolerance, used exactly (default 1e-5, raised to 4x the model's noise floor: "
             "how far ONNX Runtime's own optimizations move its outputs)",
         )
-        sp.add_argument("--rtol", type=float, help="relative tolerance, used exactly (default 1e-4)")
+        sp.add_argument(
+            "--rtol", type=_tolerance_value, help="relative tolerance, used exactly (default 1e-4)"
+        )
 
     def explain_flag(sp):
         sp.add_argument(
@@ -424,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="labels: a PaddleOCR label file (image<TAB>text), 'names' (from file names), 'none' "
             "(default: labels.txt / rec_gt.txt / gt.txt in DIR if there is one)",
         )
-        sp.add_argument("--limit", type=int, metavar="N", help="use the first N images only")
+        sp.add_argument("--limit", type=_at_least(1), metavar="N", help="use the first N images only")
 
     def inputs_flag(sp):
         sp.add_argument(
@@ -581,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("file", metavar="FILE.toml")
     mx.add_argument("--out", help="where the cells' folders go (default: the file's out, else out/matrix)")
     mx.add_argument("--address", help="an existing Ray cluster, e.g. ray://head:10001 or auto")
-    mx.add_argument("--workers", type=int, help="local Ray: cells at once (default: the CPU count)")
+    mx.add_argument("--workers", type=_at_least(1), help="local Ray: cells at once (default: the CPU count)")
     json_flag(mx)
     mx.set_defaults(func=cmd_matrix)
 
@@ -590,8 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="render labelled text-line images (and pages) offline, to try --images on",
     )
     sm.add_argument("folder", help="a new or empty folder")
-    sm.add_argument("--count", type=int, default=20, help="text lines (default 20)")
-    sm.add_argument("--pages", type=int, default=0, help="also this many pages of lines, for detectors")
+    sm.add_argument("--count", type=_at_least(1), default=20, help="text lines (default 20)")
+    sm.add_argument(
+        "--pages", type=_at_least(0), default=0, help="also this many pages of lines, for detectors"
+    )
     sm.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     sm.set_defaults(func=cmd_samples)
 
@@ -637,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("view", help="serve a model, or a conversion's stages, in Netron on localhost")
     v.add_argument("path", help="an .onnx file or an output folder out/<model>-<target>")
-    v.add_argument("--port", type=int, default=8080, help="port (the next free one if it is taken)")
+    v.add_argument("--port", type=_port, default=8080, help="port (the next free one if it is taken)")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--browse", action="store_true", help="also open a browser")
     v.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)

@@ -168,6 +168,9 @@ def convert(
     noise_floor: bool = True,
     name: str | None = None,
 ) -> Conversion:
+    for flag, path in (("--onnx", onnx), ("--paddle", paddle), ("--out", out), ("--weights", weights)):
+        if path is not None and not str(path).strip():
+            raise OcrgraftError(f"{flag} is an empty path")
     if sum(x is not None for x in (model, onnx, paddle)) != 1:
         raise OcrgraftError("give one of: a zoo model name, --onnx FILE, --paddle DIR")
     if model:
@@ -187,6 +190,8 @@ def convert(
         decoder.update({"dict": str(dictionary)} if dictionary else {})
         decoder.update({"space": dict_space} if dict_space is not None else {})
         decoder.pop("charset", None) if dictionary else None
+        if dictionary:
+            resolve_charset(decoder)  # a missing, empty or unreadable dictionary is said before any work
         recipe.options["decoder"] = decoder
     target_options = target_class(target).check_options(dict(target_options or {}))  # before any work
     tgt = get_target(target, target_options.get("version"))

@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from ocrgraft.core.compare import Tolerance
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.precision import read_keep_list
 from ocrgraft.core.shapes import Case, ShapeSet
 
 
@@ -130,6 +131,10 @@ class Target:
                 raise OcrgraftError(
                     f"{option.cli} {value}: not a valid value for target {cls.name} ({option.help})"
                 )
+            if key == "keep":
+                read_keep_list(text)  # a damaged keep-list is said here, not after the build has started
+            if key == "calib" and not Path(text).exists():
+                raise OcrgraftError(f"{option.cli} {text}: no such file or folder")
             out[key] = text
         return out
 
