@@ -553,3 +553,22 @@ def test_target_files_and_dictionary_are_checked_before_any_work(tmp_path, capsy
         rc, _, err = run_cli(capsys, "convert", "lprnet", *flags, "--out", out)
         one_line_error(rc, err, needle)
         assert "exporting" not in err and not out.exists(), err
+
+
+def test_a_pass_list_of_nothing_is_refused(tmp_path, capsys, dynamic_model_file):
+    for argv in (
+        ["apply", dynamic_model_file, tmp_path / "y.onnx", "-p", ",,"],
+        ["convert", "--onnx", dynamic_model_file, "--passes", "+", "--out", tmp_path / "out"],
+    ):
+        one_line_error(*run_cli(capsys, *argv)[::2], "names no pass")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx"]
+
+
+def test_onnx_runtime_errors_lose_their_cpp_source_line(tmp_path, capsys, dynamic_model_file):
+    """A model newer than ONNX Runtime reads: its own words, without model.cc:NNN and a C++ signature."""
+    model = onnx.load(dynamic_model_file)
+    model.ir_version = 14  # the checker reads it, this ONNX Runtime does not
+    onnx.save(model, tmp_path / "new.onnx")
+    rc, _, err = run_cli(capsys, "compare", tmp_path / "new.onnx", dynamic_model_file, "--shapes", DYN_SHAPES)
+    last = err.strip().splitlines()[-1]
+    assert rc == 1 and "IR version" in last and ".cc:" not in last and "::" not in last, last

@@ -62,6 +62,12 @@ def _port(text: str) -> int:
     return value
 
 
+def _check_pass_list(text: str | None) -> None:
+    """--passes ',,' (or '+'): a pipeline of nothing would pass every check without looking."""
+    if text is not None and not text.lstrip("+").replace(",", "").strip():
+        raise _err(f"--passes '{text}' names no pass (see: ocrgraft passes)")
+
+
 def _tolerance(args):
     from ocrgraft.core.compare import FP32, Tolerance
 
@@ -79,6 +85,7 @@ def cmd_convert(args) -> int:
         for r in list_recipes():
             print(f"{r.name:16s} {r.description}")
         return 0
+    _check_pass_list(args.passes)
     t = time.perf_counter()
     options = {
         k: v
@@ -196,6 +203,7 @@ def cmd_apply(args) -> int:
     from ocrgraft.core.errors import OcrgraftError
     from ocrgraft.core.modelio import external_data_files, load, load_proto, refuse_overwrite, save
 
+    _check_pass_list(args.passes)
     src, dst = Path(args.input), Path(args.output)
     if dst.is_dir():
         raise _err(f"OUT {dst} is a folder: give a file path, e.g. {dst / src.name}")
@@ -629,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or a cluster with --address); a cell whose inputs are unchanged since it finished is not run "
         "again; writes matrix.md, matrix.json and matrix.png. The file format is in the README.",
     )
-    mx.add_argument("file", metavar="FILE.toml")
+    mx.add_argument("file", metavar="FILE.toml", help="the matrix: models, targets and the axes to cross")
     mx.add_argument("--out", help="where the cells' folders go (default: the file's out, else out/matrix)")
     mx.add_argument("--address", help="an existing Ray cluster, e.g. ray://head:10001 or auto")
     mx.add_argument("--workers", type=_at_least(1), help="local Ray: cells at once (default: the CPU count)")
@@ -639,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser(
         "samples",
         help="render labelled text-line images (and pages) offline, to try --images on",
+        description="Render text lines with known labels (labels.txt beside them) with the DejaVu Sans font "
+        "matplotlib ships, and optionally pages of lines for detectors: real text to check a conversion "
+        "on, made offline.",
     )
     sm.add_argument("folder", help="a new or empty folder")
     sm.add_argument("--count", type=_at_least(1), default=20, help="text lines (default 20)")
@@ -654,8 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    a.add_argument("input", metavar="IN")
-    a.add_argument("output", metavar="OUT")
+    a.add_argument("input", metavar="IN", help="the .onnx file to rewrite (left as it is)")
+    a.add_argument("output", metavar="OUT", help="the .onnx file to write (an existing model is replaced)")
     a.add_argument("--passes", "-p", required=True, help="comma-separated pass names")
     a.add_argument("--stages", metavar="DIR", help="also save every stage that changed the graph into DIR")
     a.add_argument(
@@ -691,7 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("view", help="serve a model, or a conversion's stages, in Netron on localhost")
     v.add_argument("path", help="an .onnx file or an output folder out/<model>-<target>")
     v.add_argument("--port", type=_port, default=8080, help="port (the next free one if it is taken)")
-    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)"
+    )
     v.add_argument("--browse", action="store_true", help="also open a browser")
     v.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
     v.set_defaults(func=cmd_view)

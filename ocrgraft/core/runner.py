@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import numpy as np
@@ -55,5 +56,6 @@ class Runner:
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """ONNX Runtime's message without the C++ source line and function signature it carries."""
+    text = re.sub(r"/[\w./-]+\.(?:cc|cpp|h):\d+ [\w:~<>]+\([^)]*\)\s*", " ", " ".join(str(exc).split()))
     return text[:400] or type(exc).__name__
