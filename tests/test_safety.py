@@ -572,3 +572,26 @@ def test_onnx_runtime_errors_lose_their_cpp_source_line(tmp_path, capsys, dynami
     rc, _, err = run_cli(capsys, "compare", tmp_path / "new.onnx", dynamic_model_file, "--shapes", DYN_SHAPES)
     last = err.strip().splitlines()[-1]
     assert rc == 1 and "IR version" in last and ".cc:" not in last and "::" not in last, last
+
+
+def test_an_empty_weights_file_and_a_text_inputs_file_say_what_they_are(tmp_path, capsys, dynamic_model_file):
+    empty = tmp_path / "w.pth"
+    empty.write_bytes(b"")
+    one_line_error(
+        *run_cli(capsys, "convert", "lprnet", "--weights", empty)[::2], f"weights {empty} is empty"
+    )
+    text = tmp_path / "inputs.npz"
+    text.write_text("x = 1\n")
+    rc, _, err = run_cli(capsys, "compare", dynamic_model_file, dynamic_model_file, "--inputs", text)
+    one_line_error(rc, err, "not an .npz or .npy file")
+
+
+def test_a_file_name_that_is_not_utf8_converts(tmp_path, capsys):
+    """The name comes from the file name: its undecodable bytes reach the pictures, report.md and
+    recipe.json as escapes instead of failing the conversion at its last step."""
+    src = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xff\xfename.onnx"))
+    onnx.save(make_dynamic_model(), src)
+    rc, _, err = run_cli(capsys, "convert", "--onnx", src, "--shapes", DYN_SHAPES, "--out", tmp_path / "out")
+    assert rc == 0, err
+    (folder,) = (tmp_path / "out").iterdir()
+    assert "bad\\udcff\\udcfename" in (folder / "report.md").read_text(encoding="utf-8")

@@ -291,25 +291,20 @@ def evaluate_folder(
     from ocrgraft.converter.report import write_report
 
     out = Path(out_dir)
-    try:
-        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-        recipe = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise OcrgraftError(
-            f"{out}: not a conversion's output folder with report.json and recipe.json ({exc})"
-        ) from None
-    if not recipe.get("decoder"):
-        raise OcrgraftError(f"{out}: its recipe has no [decoder], so outputs cannot be read as text or masks")
-    preprocess = Preprocess.from_recipe(recipe.get("preprocess"), recipe["shapes"])
-    items = load_items(images, preprocess, labels, limit)
-    progress(f"images: {len(items)} from {images} ({preprocess.describe()})")
+    report, recipe, preprocess = _saved_conversion(out)
     first = sorted((out / "stages").glob("00_*.onnx"))
     framework = report.get("source", {}).get("framework", "onnx")
-    artifacts = (
-        [(("source ONNX" if framework == "onnx" else "raw ONNX"), onnx_runner(first[0]))] if first else []
-    )
-    artifacts.append(("final ONNX", onnx_runner(out / report.get("final_model", "model.onnx"))))
+    saved = [("source ONNX" if framework == "onnx" else "raw ONNX", first[0])] if first else []
+    saved.append(("final ONNX", out / str(report.get("final_model", "model.onnx"))))
+    artifacts = []
+    for label, path in saved:  # loaded now: a damaged file is an error, not a row quietly left out
+        try:
+            artifacts.append((label, onnx_runner(load(path))))
+        except OcrgraftError as exc:
+            raise OcrgraftError(f"cannot evaluate the {label} model: {exc}; convert again") from None
     artifacts += get_target(report["target"]).artifacts(out)
+    items = load_items(images, preprocess, labels, limit)
+    progress(f"images: {len(items)} from {images} ({preprocess.describe()})")
     table = accuracy_table(
         items,
         artifacts,
@@ -319,6 +314,9 @@ def evaluate_folder(
         str(images),
         preprocess,
     )
+    for label, path in saved:  # ONNX Runtime could not run it: the conversion's own output is broken
+        if label in table["skipped"]:
+            raise OcrgraftError(f"{path}: {table['skipped'][label]}; convert again")
     from ocrgraft.converter.pictures import draw
 
     maps = table.pop("maps", None)
@@ -326,3 +324,40 @@ def evaluate_folder(
     report["pictures"] = draw(report, out, {item.name: item.path for item in items}, maps)
     write_report(report, out)
     return table, f"accuracy: {accuracy_summary(table)}; wrote {out}/report.md"
+
+
+def _saved_conversion(out: Path) -> tuple[dict, dict, Preprocess]:
+    """The report and recipe a conversion saved, and the preprocessing they give, checked before any
+    image is read: a damaged file is named in one line, not found out by a KeyError half-way."""
+    from ocrgraft.converter.report import render_markdown
+
+    try:
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        recipe = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OcrgraftError(
+            f"{out}: not a conversion's output folder with report.json and recipe.json ({exc})"
+        ) from None
+    try:
+        if not isinstance(report, dict):
+            raise TypeError("not a JSON object")
+        get_target(report["target"])
+        render_markdown(report)  # reads every field the report is written again with
+    except (OcrgraftError, KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        raise _damaged(out / "report.json", "a conversion report", exc) from None
+    if isinstance(recipe, dict) and not recipe.get("decoder"):
+        raise OcrgraftError(f"{out}: its recipe has no [decoder], so outputs cannot be read as text or masks")
+    try:
+        if not isinstance(recipe, dict):
+            raise TypeError("not a JSON object")
+        decoder_from(recipe["decoder"])
+        recipe["decoder"].get("output")
+        preprocess = Preprocess.from_recipe(recipe.get("preprocess"), recipe["shapes"])
+    except (OcrgraftError, KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        raise _damaged(out / "recipe.json", "a conversion's recipe", exc) from None
+    return report, recipe, preprocess
+
+
+def _damaged(path: Path, what: str, exc: Exception) -> OcrgraftError:
+    reason = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:200]
+    return OcrgraftError(f"{path} is not {what} ({reason}); convert again")

@@ -715,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     """Every failure is one line on stderr and a non-zero exit; SIGTERM ends a run like Ctrl-C (the
     temporary output is removed, nothing is half-written); `--debug` anywhere shows tracebacks."""
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(sys.stdout, "reconfigure"):  # a name from a non-UTF-8 file name prints with \x escapes
+        sys.stdout.reconfigure(errors="backslashreplace")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

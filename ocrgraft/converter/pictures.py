@@ -6,6 +6,7 @@ matplotlib the report says how to get them.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,23 @@ def draw(
         import matplotlib.pyplot as plt
     except ImportError:
         return []
+    with warnings.catch_warnings():
+        # Labels in scripts DejaVu Sans lacks (lprnet's Chinese provinces) are drawn as boxes; saying so
+        # on stderr for every picture is noise.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        return _draw(plt, report, out_dir, images, maps)
+
+
+def _text(value) -> str:
+    """Text matplotlib can draw: a name taken from a non-UTF-8 file name holds surrogate escapes, which
+    it refuses; they are shown as backslash escapes instead."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _draw(plt, report: dict, out_dir: Path, images: dict[str, Path] | None, maps: dict | None) -> list[str]:
     made = []
     stages = report["stages"]
-    names = [f"{s['index']:02d} {s['name']}" for s in stages]
+    names = [_text(f"{s['index']:02d} {s['name']}") for s in stages]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for key, label in (("max_abs", "vs the source"), ("max_abs_prev", "vs the previous stage")):
         points = [(i, s.get(key)) for i, s in enumerate(stages) if s.get(key) is not None]
@@ -42,7 +57,7 @@ def draw(
     ax.set_yscale("log")
     ax.set_ylabel("max abs error (0 drawn at 1e-12)")
     ax.set_xticks(range(len(stages)), names, rotation=40, ha="right", fontsize=7)
-    ax.set_title(f"{report['model']} -> {report['target']}: how far each stage moved the outputs")
+    ax.set_title(_text(f"{report['model']} -> {report['target']}: how far each stage moved the outputs"))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / ERRORS, dpi=110)
@@ -77,7 +92,7 @@ def draw(
                 texts = [f"{a}: {row[a]}" for a in artifacts]
                 if row.get("label") is not None:
                     texts.insert(0, f"label: {row['label']}")
-                ax.set_title("   |   ".join(texts), fontsize=6, loc="left")
+                ax.set_title(_text("   |   ".join(texts)), fontsize=6, loc="left")
             fig.tight_layout()
             fig.savefig(out_dir / READINGS, dpi=110)
             plt.close(fig)
@@ -96,7 +111,7 @@ def _heatmap(plt, maps: dict, threshold: float, reference: str, path: Path) -> N
     fig, axes = plt.subplots(1, 3 if diff is not None else 2, figsize=(12, 3.6), squeeze=False)
     for ax, (title, plane) in zip(axes[0], panels):
         shown = ax.imshow(plane, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{title}: probability", fontsize=7)
+        ax.set_title(_text(f"{title}: probability"), fontsize=7)
     if diff is not None:
         ax = axes[0][2]
         shown = ax.imshow(diff, cmap="magma")
@@ -111,7 +126,8 @@ def _heatmap(plt, maps: dict, threshold: float, reference: str, path: Path) -> N
     for ax in axes[0]:
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(
-        f"{maps['image']}: the page where {maps['artifact']} agrees least (IoU {maps['iou']:.4f})", fontsize=8
+        _text(f"{maps['image']}: the page where {maps['artifact']} agrees least (IoU {maps['iou']:.4f})"),
+        fontsize=8,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

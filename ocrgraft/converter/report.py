@@ -78,7 +78,8 @@ def write_report(report: dict, out_dir: Path) -> None:
     with atomic_file(out_dir / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     with atomic_file(out_dir / "report.md") as tmp:
-        tmp.write_text(render_markdown(report))
+        # a name from a file name that is not UTF-8 keeps its bytes visible as \x escapes
+        tmp.write_text(render_markdown(report), encoding="utf-8", errors="backslashreplace")
 
 
 def write_recipe(recipe, shapes, out_dir: Path) -> None:
@@ -90,7 +91,9 @@ def write_recipe(recipe, shapes, out_dir: Path) -> None:
         **{k: v for k, v in recipe.options.items() if k in ("preprocess", "decoder", "verify")},
     }
     with atomic_file(out_dir / "recipe.json") as tmp:
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        tmp.write_text(
+            json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8", errors="backslashreplace"
+        )
 
 
 def _json_default(obj):

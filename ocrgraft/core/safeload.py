@@ -71,6 +71,10 @@ def plain_arrays(path: str | Path, flag: str) -> dict[str, np.ndarray]:
 
     path = Path(path)
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        if head[:2] != b"PK" and head != b"\x93NUMPY":  # numpy would guess "pickled data" for any other file
+            raise ValueError("not an .npz or .npy file")
         if path.suffix.lower() == ".npy":
             return {"": np.load(path, allow_pickle=False)}
         with np.load(path, allow_pickle=False) as data:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ocrgraft.core.errors import OcrgraftError
+from ocrgraft.core.modelio import atomic_dir
 
 WORDS = (
     "invoice total amount date number street road city station open closed exit entry price "
@@ -65,20 +66,27 @@ def render_page(rng: random.Random, size: tuple[int, int] = (640, 480), lines: i
 
 
 def write_samples(folder: str | Path, count: int = 20, pages: int = 0, seed: int = 0) -> Path:
-    """`count` labelled lines (and `pages` pages) into `folder`, which must be new or empty."""
+    """`count` labelled lines (and `pages` pages) into `folder`, which must be new or empty. They are
+    written beside it and moved into place at the end, so an interrupted run leaves no partial set."""
     folder = Path(folder)
+    if count < 1:
+        raise OcrgraftError(f"{folder}: --count {count}: give at least 1 text line")
+    if pages < 0:
+        raise OcrgraftError(f"{folder}: --pages {pages}: give 0 or more pages")
+    if folder.is_symlink() or folder.exists() and not folder.is_dir():
+        raise OcrgraftError(f"{folder} exists and is not a folder; give a new folder for the samples")
     if folder.exists() and any(folder.iterdir()):
         raise OcrgraftError(f"{folder} is not empty; give a new folder for the samples")
-    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     labels = []
-    for i in range(count):
-        text = text_for(rng)
-        render_line(text, rng).save(folder / f"line_{i:03d}.png")
-        labels.append(f"line_{i:03d}.png\t{text}")
-    (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    if pages:
-        (folder / "pages").mkdir()
-        for i in range(pages):
-            render_page(rng).save(folder / "pages" / f"page_{i:03d}.png")
+    with atomic_dir(folder, force=True) as tmp:  # force: an empty folder the user made is replaced
+        for i in range(count):
+            text = text_for(rng)
+            render_line(text, rng).save(tmp / f"line_{i:03d}.png")
+            labels.append(f"line_{i:03d}.png\t{text}")
+        (tmp / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+        if pages:
+            (tmp / "pages").mkdir()
+            for i in range(pages):
+                render_page(rng).save(tmp / "pages" / f"page_{i:03d}.png")
     return folder

@@ -241,6 +241,8 @@ def load_weights(
         raise OcrgraftError(
             f"weights file not found: {path}" if not path.exists() else f"weights {path} is not a file"
         )
+    if path.stat().st_size == 0:
+        raise OcrgraftError(f"weights {path} is empty")
     jit = None
     if zipfile.is_zipfile(path) and _is_torchscript(path):
         if trust_code:
