@@ -17,7 +17,7 @@ import onnx
 import pytest
 
 from ocrgraft.converter.cli import main
-from ocrgraft.converter.matrix import read_matrix
+from ocrgraft.converter.matrix import read_matrix, run_matrix
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.models.train_lprnet import write_set
 from ocrgraft.targets import tpu_mlir_env
@@ -206,6 +206,52 @@ def test_bad_matrix_files_are_one_clear_error(tmp_path, text, message):
     (tmp_path / "m.toml").write_text(text)
     with pytest.raises(OcrgraftError, match=message.replace("[", r"\[").replace("]", r"\]")):
         read_matrix(tmp_path / "m.toml")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[model]]\nzoo = "nosuch"\n[target.ort]\n', "[[model]] unknown model 'nosuch' (known: crnn,"),
+        ('[[model]]\nonnx = "missing.onnx"\n[target.ort]\n', "[[model]] onnx: {dir}/missing.onnx not found"),
+        (
+            '[[model]]\nzoo = "crnn"\nrecipe = "r.toml"\n[target.ort]\n',
+            "[[model]] recipe {dir}/r.toml: not valid TOML",
+        ),
+        ('[[model]]\nzoo = "crnn"\nshapes = 5\n[target.ort]\n', "[[model]] shapes must be a string, got 5"),
+        (
+            '[[model]]\nzoo = "crnn"\n[target.ort]\nbatch = ["a"]\n',
+            "[target.ort] batch must be a positive whole number",
+        ),
+        (
+            '[[model]]\nzoo = "crnn"\n[target.sophon]\nbatch = 0\n',
+            "[target.sophon] batch must be a positive whole number",
+        ),
+        (
+            '[[model]]\nzoo = "crnn"\n[target]\nort = 5\n',
+            "target must be [target.<name>] tables, got {{'ort': 5}}",
+        ),
+        (
+            '[[model]]\nzoo = "crnn"\n[target.ort]\nbatch = 1\n[[exclude]]\nfoo = "bar"\n',
+            "[[exclude]] unknown key(s) foo (known: batch, model, target)",
+        ),
+    ],
+)
+def test_a_bad_matrix_is_refused_before_its_out_folder_is_made(tmp_path, capsys, text, message):
+    """Through the CLI: one line naming the file and what is wrong, exit 1, and no empty --out left."""
+    (tmp_path / "r.toml").write_text("[verify\n")
+    (tmp_path / "m.toml").write_text(text)
+    rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--out", tmp_path / "out")
+    assert rc == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"ocrgraft: error: {tmp_path / 'm.toml'}: {message.format(dir=tmp_path)}"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_workers_below_one_are_refused_before_ray_starts(tmp_path, workers):
+    (tmp_path / "m.toml").write_text('[[model]]\nzoo = "crnn"\n[target.ort]\n')
+    with pytest.raises(OcrgraftError, match=f"^--workers {workers}: give a whole number >= 1$"):
+        run_matrix(tmp_path / "m.toml", tmp_path / "out", workers=workers)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cells_start_longest_first(tmp_path):

@@ -43,6 +43,14 @@ from ocrgraft.core.modelio import atomic_file
 from ocrgraft.core.progress import say, steps
 
 MODEL_KEYS = set("zoo onnx paddle name shapes weights exporter recipe passes dict images".split())
+MODEL_FILES = ("onnx", "paddle", "weights", "recipe", "dict", "images")  # paths relative to the matrix file
+MATRIX_KEYS = {
+    "model": "a list of [[model]] tables",
+    "target": "[target.<name>] tables",
+    "exclude": "a list of [[exclude]] tables",
+    "out": "a folder (a string)",
+    "images": "a folder (a string)",
+}
 CELL_FILE = "matrix_cell.json"  # in a finished cell's folder: the key of the inputs it was made from
 SOPHON_MEMORY = 4 << 30  # TPU-MLIR's steps hold a few GB each: Ray places no more per node than fit
 # each cell gets one core and keeps to it: ONNX Runtime, torch and TPU-MLIR's tools one thread each
@@ -92,9 +100,18 @@ def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
         raise OcrgraftError(
             f"{path}: unknown key(s) {', '.join(unknown)} (known: out, images, model, target, exclude)"
         )
-    models, targets = spec.get("model", []), spec.get("target", {})
+    models, targets, excludes = spec.get("model", []), spec.get("target", {}), spec.get("exclude", [])
     if not models or not targets:
         raise OcrgraftError(f"{path}: give at least one [[model]] and one [target.<name>]")
+    for key, value, ok in (
+        ("model", models, isinstance(models, list) and all(isinstance(m, dict) for m in models)),
+        ("target", targets, isinstance(targets, dict) and all(isinstance(t, dict) for t in targets.values())),
+        ("exclude", excludes, isinstance(excludes, list) and all(isinstance(x, dict) for x in excludes)),
+        ("out", spec.get("out"), isinstance(spec.get("out", ""), str)),
+        ("images", spec.get("images"), isinstance(spec.get("images", ""), str)),
+    ):
+        if not ok:
+            raise OcrgraftError(f"{path}: {key} must be {MATRIX_KEYS[key]}, got {value!r}")
     base = path.parent
     for m in models:
         sources = [k for k in ("zoo", "onnx", "paddle") if k in m]
@@ -104,12 +121,12 @@ def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
                 f"{path}: each [[model]] names one of zoo / onnx / paddle"
                 + (f"; unknown key(s) {', '.join(bad)}" if bad else "")
             )
-        for k in ("onnx", "paddle", "weights", "recipe", "dict", "images"):  # relative to the matrix file
-            if k in m and not Path(m[k]).is_absolute():
-                m[k] = str(base / m[k])
+        _check_model(m, path)
     images = spec.get("images")
     if images and not Path(images).is_absolute():
         images = str(base / images)
+    if images and not Path(images).exists():
+        raise OcrgraftError(f"{path}: images: {images} not found")
     cells = []
     for target, axes in targets.items():
         if target not in TARGETS:
@@ -122,12 +139,24 @@ def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
                     f"{path}: [target.{target}] {key}: target {target} takes "
                     f"{', '.join(sorted(takes | {'batch'})) or 'batch only'}"
                 )
+        for batch in axes.get("batch", []):  # one batch size per cell
+            if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+                raise OcrgraftError(
+                    f"{path}: [target.{target}] batch must be a positive whole number or a list of them, "
+                    f"got {batch!r}"
+                )
         for m in models:
             for values in itertools.product(*axes.values()):
                 options = dict(zip(axes, values))
                 target_class(target).check_options({k: v for k, v in options.items() if k in takes})
                 cells.append(Cell(m, target, options, m.get("images", images)))  # the model's own first
-    excludes = spec.get("exclude", [])
+    known = {"model", "target", *(k for axes in targets.values() for k in axes)}
+    for x in excludes:
+        if set(x) - known:
+            raise OcrgraftError(
+                f"{path}: [[exclude]] unknown key(s) {', '.join(sorted(set(x) - known))} "
+                f"(known: {', '.join(sorted(known))})"
+            )
     cells = [c for c in cells if not any(_matches(c, x) for x in excludes)]
     names = [c.folder(Path(".")) for c in cells]
     if len(set(names)) != len(names):
@@ -136,6 +165,33 @@ def read_matrix(path: str | Path) -> tuple[list[Cell], dict]:
     if out and not Path(out).is_absolute():
         out = str(base / out)
     return cells, {"out": out, "images": images}
+
+
+def _check_model(m: dict, path: Path) -> None:
+    """A [[model]]'s files exist, its zoo name, recipe and shapes read: said now, before any folder is
+    made or any cell runs, rather than as the same failure in every cell."""
+    from ocrgraft.converter.recipes import get_recipe
+    from ocrgraft.core.recipe import read_recipe_file
+    from ocrgraft.core.shapes import ShapeSet
+
+    for k, v in m.items():
+        listed = k in ("shapes", "passes") and isinstance(v, list) and all(isinstance(s, str) for s in v)
+        if not isinstance(v, str) and not listed:
+            raise OcrgraftError(f"{path}: [[model]] {k} must be a string, got {v!r}")
+    for k in MODEL_FILES:
+        if k in m and not m[k].startswith(("package:", "metadata:")):  # a dictionary may be either
+            m[k] = str(path.parent / m[k])  # an absolute path stays as it is
+            if not Path(m[k]).exists():
+                raise OcrgraftError(f"{path}: [[model]] {k}: {m[k]} not found")
+    try:
+        if "zoo" in m:
+            get_recipe(m["zoo"])
+        if "recipe" in m:
+            read_recipe_file(m["recipe"])
+        if "shapes" in m:
+            ShapeSet.parse(m["shapes"])
+    except OcrgraftError as exc:
+        raise OcrgraftError(f"{path}: [[model]] {exc}") from None
 
 
 def _matches(cell: Cell, exclude: dict) -> bool:
@@ -295,10 +351,12 @@ def run_matrix(
     path: str | Path, out: str | Path | None = None, address: str | None = None, workers: int | None = None
 ) -> dict:
     """Every cell not already finished, as Ray tasks; returns the matrix report (also written)."""
+    if workers is not None and workers < 1:
+        raise OcrgraftError(f"--workers {workers}: give a whole number >= 1")
     cells, settings = read_matrix(path)
     out = Path(out or settings["out"] or "out/matrix")
-    out.mkdir(parents=True, exist_ok=True)
     keys = {c.folder(out).name: cell_key(c) for c in cells}  # the folder name is the cell's identity
+    out.mkdir(parents=True, exist_ok=True)  # only now: a matrix refused leaves no folder behind
     rows, todo = {}, []
     for c in cells:
         if finished(c, out, keys[c.folder(out).name]):

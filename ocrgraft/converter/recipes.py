@@ -23,4 +23,4 @@ def get_recipe(name: str) -> Recipe:
             f"unknown model '{name}' (known: {', '.join(sorted(files)) or 'none'}; "
             "or convert any file with --onnx FILE)"
         )
-    return Recipe.from_toml(name, files[name].read_text())
+    return Recipe.from_toml(name, files[name].read_text(), f"ocrgraft/recipes/{name}.toml")
