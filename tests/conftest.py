@@ -94,3 +94,14 @@ def dynamic_model_file(tmp_path) -> Path:
     path = tmp_path / "dyn.onnx"
     onnx.save(make_dynamic_model(), path)
     return path
+
+
+def cli_error(capsys, *argv):
+    """Run the command in-process; it must fail with exactly one line on stderr and nothing on stdout."""
+    from ocrgraft.converter.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert err.startswith("ocrgraft: error: ") and err.count("\n") == 1, err
+    return err

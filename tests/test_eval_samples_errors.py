@@ -16,13 +16,7 @@ from ocrgraft.core import samples
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.models.train_lprnet import write_set
 
-
-def cli_error(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 1 and out == ""
-    assert err.startswith("ocrgraft: error: ") and err.count("\n") == 1, err
-    return err
+from conftest import cli_error
 
 
 @pytest.fixture(scope="module")

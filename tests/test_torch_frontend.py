@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from ocrgraft import models
-from ocrgraft.converter.cli import main
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.core.runner import Runner
 from ocrgraft.frontends import torch as frontend
 from ocrgraft.frontends.torch import DynamicDim, apply_rewrites, check_dims, export_onnx, load_weights
 from ocrgraft.models.crnn import BidirectionalLSTM
 
+from conftest import cli_error
 from zoo_weights import FORMS, sample, save_weights, trained
 
 ZOO = list(models.ZOO)
@@ -40,14 +40,6 @@ def test_weights_load_in_every_form(tmp_path, name, form):
         got, want = model(sample(name, 2)), weights(sample(name, 2))
         for g, w in zip(*(o if isinstance(o, tuple) else (o,) for o in (got, want)), strict=True):
             assert torch.equal(g, w)
-
-
-def cli_error(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 1 and out == ""
-    assert err.startswith("ocrgraft: error: ") and err.count("\n") == 1, err
-    return err
 
 
 def test_unknown_model_is_one_line(capsys):

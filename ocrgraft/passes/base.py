@@ -9,7 +9,6 @@ import dataclasses
 import difflib
 import inspect
 import logging
-import operator
 from collections import Counter
 from typing import ClassVar
 
@@ -128,7 +127,7 @@ class Pass(ir.passes.InPlacePass):
                     node.doc_string = node.doc_string or f"ocrgraft:{self.name}"
                     if not node.name:
                         node.name = f"{self.name}/{node.op_type}_{len(before)}_{id(node) % 100000}"
-        return PassResult(model, modified=count > 0, rewrites=count, ops=Counter(map(_op_type, after)))
+        return PassResult(model, modified=count > 0, rewrites=count, ops=Counter(n.op_type for n in after))
 
     def __call__(self, model, /) -> PassResult:
         """Run on an onnx_ir model in place; an onnx.ModelProto or a path is loaded first."""
@@ -142,7 +141,6 @@ class Pass(ir.passes.InPlacePass):
         return f"<pass {self.label}>"
 
 
-_op_type = operator.attrgetter("op_type")
 _REGISTRY: dict[str, type[Pass]] = {}
 
 
