@@ -96,12 +96,18 @@ def dynamic_model_file(tmp_path) -> Path:
     return path
 
 
-def cli_error(capsys, *argv):
-    """Run the command in-process; it must fail with exactly one line on stderr and nothing on stdout."""
+def run_cli(capsys, *argv):
+    """Run the command in-process: its exit code, stdout and stderr."""
     from ocrgraft.converter.cli import main
 
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def cli_error(capsys, *argv):
+    """Run the command in-process; it must fail with exactly one line on stderr and nothing on stdout."""
+    rc, out, err = run_cli(capsys, *argv)
     assert rc == 1 and out == ""
     assert err.startswith("ocrgraft: error: ") and err.count("\n") == 1, err
     return err

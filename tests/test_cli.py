@@ -18,16 +18,10 @@ from ocrgraft.core.runner import Runner
 from ocrgraft.core.shapes import random_inputs
 from ocrgraft.passes import GENERIC_PASSES
 
-from conftest import DYN_SHAPES, make_dynamic_model
+from conftest import DYN_SHAPES, make_dynamic_model, run_cli
 from perturb import PerturbWeight  # noqa: F401  (registers test-perturb-weight)
 
 PPOCR_SHAPES = "x:1x3x48x32,1x3x48x320,8x3x48x1280"
-
-
-def run_cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def sha(path) -> str:

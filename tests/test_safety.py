@@ -27,15 +27,9 @@ from ocrgraft.core import modelio
 from ocrgraft.core.errors import OcrgraftError
 from ocrgraft.frontends.torch import load_source
 
-from conftest import DYN_SHAPES, make_dynamic_model
+from conftest import DYN_SHAPES, make_dynamic_model, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_line_error(rc, err, *needles):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ocrgraft.core.errors import OcrgraftError
-from ocrgraft.core.recipe import package_path
+from ocrgraft.core.recipe import CTC_SCORES, DECODER_KINDS, package_path
 
 ROWS_PER_CASE = 2  # decoded samples listed per test input (all of its batch are compared)
 
@@ -43,9 +43,7 @@ class CTCDecoder:
             return e / e.sum(axis=-1, keepdims=True)
         if self.scores == "probs":
             return x
-        raise OcrgraftError(
-            f"CTC decoder: unknown scores '{self.scores}' (known: logits, log_softmax, probs)"
-        )
+        raise OcrgraftError(f"CTC decoder: unknown scores '{self.scores}' (known: {', '.join(CTC_SCORES)})")
 
     def decode(self, out: np.ndarray) -> list[tuple[str, float]]:
         p = self.probs(out)
@@ -130,4 +128,4 @@ def decoder_from(options: dict):
         )
     if kind == "probability-map":
         return ProbMapDecoder(threshold=float(options.get("threshold", 0.3)))
-    raise OcrgraftError(f"unknown decoder kind '{kind}' (known: ctc, probability-map)")
+    raise OcrgraftError(f"unknown decoder kind '{kind}' (known: {', '.join(DECODER_KINDS)})")

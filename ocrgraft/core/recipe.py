@@ -37,6 +37,10 @@ DIMS = (
     "a list of positive integers",
 )
 PASS_NAMES = (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of pass names")
+# The decoder's choices (core.decode reads them from here).
+DECODER_KINDS = ("ctc", "probability-map")
+CTC_SCORES = ("logits", "log_softmax", "probs")
+CTC_CONFIDENCE = ("mean", "product")
 
 # The keys of the tables ocrgraft itself reads, each with its test and what it expects: a bad value is
 # refused when the recipe is read, before any work, instead of failing as a Python error mid-conversion.
@@ -56,14 +60,14 @@ SCHEMA = {
         "pad_width": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     },
     "decoder": {  # as core.decode.decoder_from reads them
-        "kind": _one_of("ctc", "probability-map"),
+        "kind": _one_of(*DECODER_KINDS),
         "charset": (_one_or_list(lambda c: isinstance(c, str)), "a string or a list of strings"),
         "dict": TEXT,
         "space": (lambda v: isinstance(v, bool), "true or false"),
         "blank": (_integer, "an integer (-1: the last class)"),
         "layout": _one_of(*("".join(p) for p in itertools.permutations("NTC"))),
-        "scores": _one_of("logits", "log_softmax", "probs"),
-        "confidence": _one_of("mean", "product"),
+        "scores": _one_of(*CTC_SCORES),
+        "confidence": _one_of(*CTC_CONFIDENCE),
         "output": TEXT,
         "threshold": (_number, "a number"),
     },
