@@ -23,7 +23,7 @@ from ocrgraft.models.train_lprnet import write_set
 from ocrgraft.targets import tpu_mlir_env
 from ocrgraft.targets.sophon_simulator import RAY_SHARE
 
-from conftest import DYN_SHAPES, make_dynamic_model
+from conftest import DYN_SHAPES, cli_error, make_dynamic_model
 
 MATRIX = f"""
 out = "out"
@@ -251,6 +251,22 @@ def test_workers_below_one_are_refused_before_ray_starts(tmp_path, workers):
     (tmp_path / "m.toml").write_text('[[model]]\nzoo = "crnn"\n[target.ort]\n')
     with pytest.raises(OcrgraftError, match=f"^--workers {workers}: give a whole number >= 1$"):
         run_matrix(tmp_path / "m.toml", tmp_path / "out", workers=workers)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("127.0.0.1:1", "no Ray cluster answers there (Connection refused)"),
+        ("ray://127.0.0.1:1", "no Ray cluster answers there (Connection refused)"),
+        ("head-node", "give host:port, ray://host:port or auto"),
+    ],
+)
+def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path, capsys, address, message):
+    """Ray retries such an address for minutes; ocrgraft says so in one line, before any folder is made."""
+    (tmp_path / "m.toml").write_text('[[model]]\nzoo = "crnn"\n[target.ort]\n')
+    err = cli_error(capsys, "matrix", tmp_path / "m.toml", "--out", tmp_path / "out", "--address", address)
+    assert err == f"ocrgraft: error: --address {address}: {message}\n"
     assert not (tmp_path / "out").exists()
 
 

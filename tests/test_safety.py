@@ -398,6 +398,9 @@ def test_disk_full_and_read_only_say_what_to_do():
     assert describe_os_error(full.value).startswith("no space left on the device while writing out/crnn-ort")
     ro = OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/out")
     assert "read-only file system: choose another --out" in describe_os_error(ro)
+    # a library's own OSError (Ray's ConnectionError) carries its message, not a file name
+    ray = ConnectionError("Failed to connect to Ray cluster at head:6379\nmore")
+    assert describe_os_error(ray) == "ConnectionError: Failed to connect to Ray cluster at head:6379"
 
 
 def test_undecodable_text_in_a_model_is_named(tmp_path, capsys):

@@ -788,4 +788,6 @@ def describe_os_error(exc: OSError) -> str:
         errno.EISDIR: f"{where} is a folder where a file was expected",
         errno.ENAMETOOLONG: f"{where}: the file name is too long",
     }
+    if exc.errno is None:  # raised by a library with a message of its own, not by the system
+        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
     return advice.get(exc.errno, f"{exc.strerror or type(exc).__name__}: {where}")

@@ -354,9 +354,10 @@ def run_matrix(
     if workers is not None and workers < 1:
         raise OcrgraftError(f"--workers {workers}: give a whole number >= 1")
     cells, settings = read_matrix(path)
+    if address:
+        check_address(address)
     out = Path(out or settings["out"] or "out/matrix")
     keys = {c.folder(out).name: cell_key(c) for c in cells}  # the folder name is the cell's identity
-    out.mkdir(parents=True, exist_ok=True)  # only now: a matrix refused leaves no folder behind
     rows, todo = {}, []
     for c in cells:
         if finished(c, out, keys[c.folder(out).name]):
@@ -380,6 +381,7 @@ def run_matrix(
     if todo:
         with _ray(address, workers) as (ray, ray_start):
             ray_ready_at = time.time()
+            out.mkdir(parents=True, exist_ok=True)  # only now: a matrix refused leaves no folder behind
             for cell, row in _run_cells(ray, sorted(todo, key=_longest_first, reverse=True), out, keys):
                 rows[cell.folder(out).name] = row
     report = {
@@ -390,8 +392,26 @@ def run_matrix(
         "ray_start_s": ray_start,
         "ray_ready_at": ray_ready_at,
     }
+    out.mkdir(parents=True, exist_ok=True)
     write_matrix_report(report, out)
     return report
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse, in one line, a cluster address where nothing answers: Ray itself retries such an address
+    for minutes, printing a warning every few seconds. Addresses Ray resolves itself (`auto`) pass."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        if address != "auto":
+            raise OcrgraftError(f"--address {address}: give host:port, ray://host:port or auto")
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+        raise OcrgraftError(
+            f"--address {address}: no Ray cluster answers there ({reason or 'timed out'})"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -408,7 +428,10 @@ def _ray(address: str | None, workers: int | None):
     if started_here:
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if address:
-            ray.init(address=address, **kwargs)
+            try:
+                ray.init(address=address, **kwargs)
+            except ConnectionError as exc:  # something answers there, but not a Ray cluster
+                raise OcrgraftError(f"--address {address}: {exc}") from None
         else:
             ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
     try:
@@ -425,14 +448,21 @@ def _longest_first(cell: Cell) -> tuple:
     return cell.target == "sophon", quantize == "INT8", int(cell.options.get("batch", 1))
 
 
+def _run_cell_on_one_core(cell_data: dict, out: str, key: str) -> dict:
+    """run_cell in a Ray worker, its libraries and tools held to the one core the task asked for. Set here
+    rather than as the task's runtime_env: a runtime_env gets workers of its own, started when the first
+    cell asks (about 0.6 s each), while these are the workers Ray started with itself."""
+    os.environ.update(ONE_CORE)
+    return run_cell(cell_data, out, key)
+
+
 def _run_cells(ray, todo: list[Cell], out: Path, keys: dict):
     """Yield each cell and its row as it finishes. Each cell is one task needing a core (and, for sophon,
     SOPHON_MEMORY of memory), so Ray runs as many at once as the machine holds."""
-    task = ray.remote(run_cell)
+    task = ray.remote(_run_cell_on_one_core)
     pending = {}
     for c in todo:
         resources = {"num_cpus": 1, **({"memory": SOPHON_MEMORY} if c.target == "sophon" else {})}
-        resources["runtime_env"] = {"env_vars": ONE_CORE}
         ref = task.options(**resources).remote(asdict(c), str(out), keys[c.folder(out).name])
         pending[ref] = c
     try:
