@@ -24,7 +24,7 @@ help:
 	@echo "make convert MODEL=<name> TARGET=<ort|trt|ascend|sophon> [ARGS='--shapes ...']"
 	@echo "make test                    lint, then run the test suite"
 	@echo "make lint                    ruff check + ruff format --check"
-	@echo "make test-slow               the full zoo matrix: every model x exporter x weights form (~10 min)"
+	@echo "make test-slow               the full zoo matrix: every model x exporter x weights form (~80 min)"
 	@echo "make sophon-toolchain        set up TPU-MLIR for TARGET=sophon (once; cached in ~/.cache/ocrgraft)"
 	@echo "make trained-lprnet          train LPRNet on rendered plates (~6 min, once; ~/.cache/ocrgraft/trained)"
 	@echo "make bench [BENCH=full]      benchmark: scale vs onnxsim/onnxslim/graphsurgeon, zoo latency, conversion cost"
@@ -63,7 +63,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ocrgraft tests bench
 	$(BIN)/ruff format --check --quiet ocrgraft tests bench
 
-# The full zoo matrix (every model x exporter x weights form converted and verified): ~10 min on 2 cores.
+# The full zoo matrix (every model x exporter x weights form converted and verified): ~80 min on 2 cores.
 .PHONY: test-slow
 test-slow: $(STAMP) $(PADDLE_STAMP)
 	$(BIN)/python -m pytest -q -m slow $(ARGS)

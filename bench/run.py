@@ -4,8 +4,9 @@
     python bench/run.py --full     also the 48k- and 192k-node graphs and every target's conversion cost
 
 Both modes also convert the seeds at their own full shape ranges (crnn at width 32...6400, starnet at batch
-1...64) with every stage verified, and run a 6-cell conversion matrix one cell after another and on a
-local Ray (--no-matrix skips it).
+1...64) with every stage verified, and run two 6-cell conversion matrices (LPRNet BModels, and LPRNet for
+ONNX Runtime, whose cells keep one core busy each) one cell after another and on a local Ray
+(--matrix chooses; 'none' skips).
 
 Every tool runs in its own process (its peak memory is that process's VmHWM) under a time limit; a tool that
 runs out of time or fails is reported as such. All tools run in the same invocation, so ratios between
@@ -286,33 +287,45 @@ def seeds(chosen: list[str], limit: float, work: Path) -> list[dict]:
     return rows
 
 
-def matrix_table(m: dict) -> str:
-    if m.get("status") != "ok":
-        return f"matrix: {m.get('status')}: {m.get('error', '')[:200]}"
-    goal, n = 0.85 * m["workers"], m["workers"]
-    return "\n".join(
-        [
-            "| cells | workers | one after another (s) | the same, one thread each (s) | on local Ray (s) "
-            "| speed-up | speed-up over one thread each | Ray's cost per cell (s) |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {m['cells']} | {n} | {m['sequential_s']:.1f} | {m['one_core_s']:.1f} | "
+MATRIX_KINDS = {
+    "bmodel": "6 LPRNet BModel cells (bm1684x F32/INT8, bm1684 F32; batch 1, 4)",
+    "cpu": "6 LPRNet ONNX Runtime cells (batch 1 ... 32): one core busy each",
+}
+
+
+def matrix_table(figures: dict) -> str:
+    """A row per matrix (the BModel cells and the CPU-bound ones) and what each says of the goals."""
+    lines = [
+        "| cells | workers | one after another (s) | the same, one thread each (s) | on local Ray (s) "
+        "| speed-up | speed-up over one thread each | Ray's cost per cell (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for kind, m in figures.items():
+        if m.get("status") != "ok":
+            lines.append(f"| {MATRIX_KINDS[kind]} | {m.get('status')}: {m.get('error', '')[:160]} ||||||")
+            continue
+        goal, n = 0.85 * m["workers"], m["workers"]
+        lines.append(
+            f"| {MATRIX_KINDS[kind]} | {n} | {m['sequential_s']:.1f} | {m['one_core_s']:.1f} | "
             f"{m['ray_s']:.1f} | {m['speedup']:.2f} | {m['speedup_one_core']:.2f} | "
-            f"{m['overhead_per_cell_s']:.2f} |",
-            "",
-            f"- speed-up over the cells one after another, each held to one thread as on Ray: "
+            f"{m['overhead_per_cell_s']:.2f} |"
+        )
+        notes += [
+            f"- {kind}: speed-up over the cells one after another, each held to one thread as on Ray: "
             f"{m['speedup_one_core']:.2f} (goal >= {goal:.2f}, 0.85 x {n} cores): "
             f"{_ok(m['speedup_one_core'] >= goal)}; with the libraries' own threads: {m['speedup']:.2f}",
-            f"- what this machine gives {n} of these cells side by side without Ray: {m['ceiling']:.2f} x "
-            f"one at a time (the ceiling for any scheduler here; Ray reaches "
+            f"- {kind}: what this machine gives {n} of these cells side by side without Ray: "
+            f"{m['ceiling']:.2f} x one at a time (the ceiling for any scheduler here; Ray reaches "
             f"{m['speedup_one_core'] / m['ceiling']:.0%} of it). {m['cell_s_ray']:.0f} s of cell time on Ray "
-            f"against {m['cell_s_one_core']:.0f} s one at a time: the cells slow each other down",
-            f"- Ray's cost {m['overhead_per_cell_s']:.2f} s per cell (goal <= 1): "
+            f"against {m['cell_s_one_core']:.0f} s one at a time",
+            f"- {kind}: Ray's cost {m['overhead_per_cell_s']:.2f} s per cell (goal <= 1): "
             f"{_ok(m['overhead_per_cell_s'] <= 1)}: starting Ray {m['ray_start_s']:.1f} s, workers' start "
             f"before their first cell {m['worker_start_s']:.1f} s, gaps between cells {m['gaps_s']:.1f} s "
             f"(in all); workers idle at the end for want of cells: {m['tail_s']:.1f} s"
             + (f"; failed cells: {'; '.join(m['failed'])}" if m["failed"] else ""),
         ]
-    )
+    return "\n".join([*lines, "", *notes])
 
 
 def seed_table(rows: list[dict]) -> str:
@@ -488,9 +501,16 @@ def main() -> None:
         + ",".join(m for m, *_ in SEED_RANGES)
         + "; 'none' skips)",
     )
-    parser.add_argument("--no-matrix", action="store_true", help="skip the sequential vs Ray matrix figure")
+    parser.add_argument(
+        "--matrix",
+        default=",".join(MATRIX_KINDS),
+        help=f"matrix figures, comma-separated (default {','.join(MATRIX_KINDS)}; 'none' skips)",
+    )
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
+    kinds = [] if args.matrix == "none" else args.matrix.split(",")
+    if set(kinds) - set(MATRIX_KINDS):
+        parser.error(f"--matrix {args.matrix}: give some of {', '.join(MATRIX_KINDS)}, or none")
     sizes_arg = args.sizes or ("12000,48000,192000" if args.full else "12000")
     sizes = [] if sizes_arg == "none" else [int(s) for s in sizes_arg.split(",")]
     limit = args.timeout or (600.0 if args.full else 120.0)
@@ -522,12 +542,11 @@ def main() -> None:
     print(f"== seeds at their full shape ranges: {', '.join(chosen) or 'none'}", flush=True)
     seed_rows = seeds(chosen, max(limit, 900.0), work)
     matrix = None
-    if not args.no_matrix:
-        print(
-            "== matrix: 6 LPRNet BModel cells: one after another, two side by side, on local Ray",
-            flush=True,
-        )
-        matrix = child(["matrix", str(work / "matrix")], 3600)
+    if kinds:
+        matrix = {}
+        for kind, what in ((k, MATRIX_KINDS[k]) for k in kinds):
+            print(f"== matrix: {what}: one after another, side by side, on local Ray", flush=True)
+            matrix[kind] = child(["matrix", str(work / f"matrix-{kind}"), kind], 3600)
 
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

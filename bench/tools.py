@@ -202,9 +202,21 @@ chip = "bm1684"
 quantize = "INT8"
 """  # the README's example: the LPRNet write-up's BModels but bm1684 INT8 (random weights fail it there)
 
+# Cells that keep one core busy and no more: ONNX Runtime conversions (export, passes, every stage
+# verified), where the BModel cells' chip simulator runs engine threads of its own.
+MATRIX_CPU_BENCH = """
+[[model]]
+zoo = "lprnet"
 
-def cmd_matrix(work: str) -> dict:
-    """The same 6-cell matrix (LPRNet BModels: bm1684x F32/INT8, bm1684 F32, batch 1/4) four ways: one
+[target.ort]
+batch = [1, 2, 4, 8, 16, 32]
+"""
+MATRICES = {"bmodel": MATRIX_BENCH, "cpu": MATRIX_CPU_BENCH}
+
+
+def cmd_matrix(work: str, kind: str = "bmodel") -> dict:
+    """The same 6-cell matrix (MATRICES[kind]: LPRNet BModels for bm1684x F32/INT8 and bm1684 F32 at
+    batch 1/4, or LPRNet for ONNX Runtime at six batch sizes) four ways: one
     cell after another in this process as a user would (threads as the libraries choose), one after
     another held to one thread each (what every Ray cell gets), two of those cells at once without Ray
     (what this machine gives two such conversions side by side: the ceiling for any scheduler), and on a
@@ -219,11 +231,12 @@ def cmd_matrix(work: str) -> dict:
     from ocrgraft.converter.matrix import ONE_CORE, cell_key, read_matrix, run_cell, run_matrix
     from ocrgraft.targets import tpu_mlir_env
 
-    tpu_mlir_env.ensure(progress=lambda m: None)
+    if kind == "bmodel":
+        tpu_mlir_env.ensure(progress=lambda m: None)
     root = Path(work)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    (root / "m.toml").write_text(MATRIX_BENCH)
+    (root / "m.toml").write_text(MATRICES[kind])
     cells, _ = read_matrix(root / "m.toml")
     jobs = [(asdict(c), str(root / "pair"), cell_key(c)) for c in cells]
 
@@ -258,6 +271,7 @@ def cmd_matrix(work: str) -> dict:
     gaps = sum(b["started_at"] - a["ended_at"] for cs in by_worker.values() for a, b in zip(cs, cs[1:]))
     tail = sum(end - cs[-1]["ended_at"] for cs in by_worker.values())
     return {
+        "kind": kind,
         "cells": len(cells),
         "workers": workers,
         "sequential_s": seq_wall,
