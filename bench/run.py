@@ -4,9 +4,9 @@
     python bench/run.py --full     also the 48k- and 192k-node graphs and every target's conversion cost
 
 Both modes also convert the seeds at their own full shape ranges (crnn at width 32...6400, starnet at batch
-1...64) with every stage verified, and run two 6-cell conversion matrices (LPRNet BModels, and LPRNet for
-ONNX Runtime, whose cells keep one core busy each) one cell after another and on a local Ray
-(--matrix chooses; 'none' skips).
+1...64) with every stage verified, and run two conversion matrices (6 LPRNet BModels, and 12 CRNN cells for
+the targets that verify on ONNX Runtime, which keep one core busy each) one cell after another and on a
+local Ray (--matrix chooses; 'none' skips).
 
 Every tool runs in its own process (its peak memory is that process's VmHWM) under a time limit; a tool that
 runs out of time or fails is reported as such. All tools run in the same invocation, so ratios between
@@ -289,7 +289,7 @@ def seeds(chosen: list[str], limit: float, work: Path) -> list[dict]:
 
 MATRIX_KINDS = {
     "bmodel": "6 LPRNet BModel cells (bm1684x F32/INT8, bm1684 F32; batch 1, 4)",
-    "cpu": "6 LPRNet ONNX Runtime cells (batch 1 ... 32): one core busy each",
+    "cpu": "12 CRNN cells (ort, trt, ascend; batch 1, 2, 4, 8): one core busy each",
 }
 
 

@@ -382,7 +382,7 @@ def run_matrix(
         with _ray(address, workers) as (ray, ray_start):
             ray_ready_at = time.time()
             out.mkdir(parents=True, exist_ok=True)  # only now: a matrix refused leaves no folder behind
-            for cell, row in _run_cells(ray, sorted(todo, key=_longest_first, reverse=True), out, keys):
+            for cell, row in _run_cells(ray, sorted(todo, key=rough_cost, reverse=True), out, keys):
                 rows[cell.folder(out).name] = row
     report = {
         "matrix": str(path),
@@ -441,9 +441,10 @@ def _ray(address: str | None, workers: int | None):
             ray.shutdown()
 
 
-def _longest_first(cell: Cell) -> tuple:
-    """A rough order of cost, longest first, so that the cells left running alone at the end are short
-    ones: BModel builds before scripts, INT8 (calibration) before float, larger batches first."""
+def rough_cost(cell: Cell) -> tuple:
+    """A rough order of cost (sorted in reverse, longest first, so that the cells left running alone at
+    the end are short ones): BModel builds before scripts, INT8 (calibration) before float, larger
+    batches first."""
     quantize = str(cell.options.get("quantize", "")).upper()
     return cell.target == "sophon", quantize == "INT8", int(cell.options.get("batch", 1))
 
