@@ -170,7 +170,7 @@ def cmd_convert(model: str, target: str, out: str, shapes: str = "") -> dict:
     )
     source = stages[0]
     cost = {
-        "export": first_stage - start - source["verify_seconds"] - source.get("save_seconds", 0.0),
+        "export": first_stage - start - source.get("save_seconds", 0.0),  # the [0/n] line follows the save
         "passes": {s["name"]: s["seconds"] for s in stages[1:]},
         "checks": {s["name"]: s["verify_seconds"] for s in stages if s["verify_seconds"]},
         "cases": len(report["test_inputs"]),
