@@ -236,7 +236,7 @@ def cmd_matrix(work: str, kind: str = "bmodel") -> dict:
 
     import torch
 
-    from ocrgraft.converter.matrix import ONE_CORE, cell_key, read_matrix, rough_cost, run_cell, run_matrix
+    from ocrgraft.converter.matrix import cell_key, read_matrix, rough_cost, run_cell, run_matrix, thread_env
     from ocrgraft.targets import tpu_mlir_env
 
     if kind == "bmodel":
@@ -256,7 +256,7 @@ def cmd_matrix(work: str, kind: str = "bmodel") -> dict:
         return time.perf_counter() - start, rows
 
     seq_wall, sequential = one_after_another("seq")
-    os.environ.update(ONE_CORE)  # read by ocrgraft's ONNX Runtime sessions and TPU-MLIR's tools
+    os.environ.update(thread_env(1))  # read by ocrgraft's ONNX Runtime sessions and TPU-MLIR's tools
     torch.set_num_threads(1)
     one_wall, one_core = one_after_another("seq-one-core")
     with multiprocessing.get_context("spawn").Pool(workers) as pool:  # those first cells at once

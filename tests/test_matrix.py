@@ -246,12 +246,39 @@ def test_a_bad_matrix_is_refused_before_its_out_folder_is_made(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("workers", [0, -1])
-def test_workers_below_one_are_refused_before_ray_starts(tmp_path, workers):
+@pytest.mark.parametrize("flag, n", [("workers", 0), ("workers", -1), ("threads", 0)])
+def test_workers_and_threads_below_one_are_refused_before_ray_starts(tmp_path, flag, n):
     (tmp_path / "m.toml").write_text('[[model]]\nzoo = "crnn"\n[target.ort]\n')
-    with pytest.raises(OcrgraftError, match=f"^--workers {workers}: give a whole number >= 1$"):
-        run_matrix(tmp_path / "m.toml", tmp_path / "out", workers=workers)
+    with pytest.raises(OcrgraftError, match=f"^--{flag} {n}: give a whole number >= 1$"):
+        run_matrix(tmp_path / "m.toml", tmp_path / "out", **{flag: n})
     assert not (tmp_path / "out").exists()
+
+
+def test_cells_get_the_threads_asked_for_and_more_than_a_node_has_is_refused(tmp_path, capsys):
+    """--threads N: each cell asks Ray for N cores and its libraries use N threads; a cell no node can
+    hold would wait forever, so it is refused in one line (here: a Ray the caller started on 1 core)."""
+    import ray
+
+    onnx.save(make_dynamic_model(), tmp_path / "dyn.onnx")
+    (tmp_path / "m.toml").write_text(f'[[model]]\nonnx = "dyn.onnx"\nshapes = "{DYN_SHAPES}"\n[target.ort]\n')
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--out", tmp_path / "out", "--threads", "2")
+        assert ray.is_initialized()  # the caller's Ray is left alone
+    finally:
+        ray.shutdown()
+    assert rc == 1 and "Traceback" not in err
+    assert (
+        err.splitlines()[-1]
+        == "ocrgraft: error: --threads 2: no Ray node has that many cores (the largest has 1)"
+    )
+    assert not (tmp_path / "out").exists()
+
+    rc, out, err = run(capsys, "matrix", tmp_path / "m.toml", "--out", tmp_path / "out", "--threads", "2")
+    report = json.loads((tmp_path / "out" / "matrix.json").read_text())
+    assert rc == 0 and report["threads_per_cell"] == 2
+    assert [(c["status"], c["threads"]) for c in report["cells"]] == [("done", 2)]
+    assert "2 thread(s) per cell" in (tmp_path / "out" / "matrix.md").read_text()
 
 
 @pytest.mark.parametrize(

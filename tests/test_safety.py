@@ -486,6 +486,7 @@ def test_inputs_file_checks_what_random_inputs_cannot(tmp_path, capsys):
         (["samples", "s", "--pages", "-2"], "--pages: -2: give a whole number >= 0"),
         (["view", "m.onnx", "--port", "99999"], "a port is 0..65535"),
         (["matrix", "m.toml", "--workers", "0"], "--workers: 0: give a whole number >= 1"),
+        (["matrix", "m.toml", "--threads", "0"], "--threads: 0: give a whole number >= 1"),
         (["convert", "lprnet", "--exporter", "bogus"], "invalid choice: 'bogus'"),
     ],
 )

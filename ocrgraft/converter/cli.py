@@ -173,7 +173,7 @@ def _print_json(summary: dict) -> int:
 def cmd_matrix(args) -> int:
     from ocrgraft.converter.matrix import run_matrix
 
-    report = run_matrix(args.file, args.out, args.address, args.workers)
+    report = run_matrix(args.file, args.out, args.address, args.workers, args.threads)
     cells = report["cells"]
     failed = [c for c in cells if c["status"] != "done"]
     if args.json:
@@ -640,7 +640,16 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("file", metavar="FILE.toml", help="the matrix: models, targets and the axes to cross")
     mx.add_argument("--out", help="where the cells' folders go (default: the file's out, else out/matrix)")
     mx.add_argument("--address", help="an existing Ray cluster, e.g. ray://head:10001 or auto")
-    mx.add_argument("--workers", type=_at_least(1), help="local Ray: cells at once (default: the CPU count)")
+    mx.add_argument(
+        "--workers", type=_at_least(1), help="local Ray: cells at once (default: the cores / --threads)"
+    )
+    mx.add_argument(
+        "--threads",
+        type=_at_least(1),
+        default=1,
+        help="cores per cell: each cell asks Ray for this many and its libraries use as many threads "
+        "(default 1; more where a conversion uses cores well and cells are few)",
+    )
     json_flag(mx)
     mx.set_defaults(func=cmd_matrix)
 

@@ -53,8 +53,13 @@ MATRIX_KEYS = {
 }
 CELL_FILE = "matrix_cell.json"  # in a finished cell's folder: the key of the inputs it was made from
 SOPHON_MEMORY = 4 << 30  # TPU-MLIR's steps hold a few GB each: Ray places no more per node than fit
-# each cell gets one core and keeps to it: ONNX Runtime, torch and TPU-MLIR's tools one thread each
-ONE_CORE = {"OCRGRAFT_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """What holds ocrgraft's ONNX Runtime sessions, torch and TPU-MLIR's tools to `threads` threads."""
+    return {name: str(threads) for name in ("OCRGRAFT_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
 CANCEL_WAIT_S = 30  # Ctrl-C: how long running cells get to stop their tools and remove their folders
 
 
@@ -264,6 +269,7 @@ def run_cell(cell_data: dict, out: str, key: str) -> dict:
     row = {"cell": cell.name, "target": cell.target, "model": cell.label, **cell.options}
     # where and when it ran, for the bench's account of Ray's costs (wall-clock: comparable across workers)
     row |= {"worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": time.time()}
+    row["threads"] = int(os.environ.get("OCRGRAFT_THREADS") or 0) or None  # None: the libraries' own choice
 
     def finish(**result) -> dict:
         return {**row, **result, "seconds": time.perf_counter() - start, "ended_at": time.time()}
@@ -348,11 +354,17 @@ def summarize(folder: Path) -> dict:
 
 
 def run_matrix(
-    path: str | Path, out: str | Path | None = None, address: str | None = None, workers: int | None = None
+    path: str | Path,
+    out: str | Path | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int = 1,
 ) -> dict:
-    """Every cell not already finished, as Ray tasks; returns the matrix report (also written)."""
-    if workers is not None and workers < 1:
-        raise OcrgraftError(f"--workers {workers}: give a whole number >= 1")
+    """Every cell not already finished, as Ray tasks of `threads` cores each; returns the matrix report
+    (also written)."""
+    for flag, n in (("--workers", workers), ("--threads", threads)):
+        if n is not None and n < 1:
+            raise OcrgraftError(f"{flag} {n}: give a whole number >= 1")
     cells, settings = read_matrix(path)
     if address:
         check_address(address)
@@ -379,10 +391,11 @@ def run_matrix(
     )
     started, ray_start, ray_ready_at = time.perf_counter(), 0.0, None
     if todo:
-        with _ray(address, workers) as (ray, ray_start):
+        with _ray(address, workers, threads) as (ray, ray_start):
             ray_ready_at = time.time()
             out.mkdir(parents=True, exist_ok=True)  # only now: a matrix refused leaves no folder behind
-            for cell, row in _run_cells(ray, sorted(todo, key=rough_cost, reverse=True), out, keys):
+            order = sorted(todo, key=rough_cost, reverse=True)
+            for cell, row in _run_cells(ray, order, out, keys, threads):
                 rows[cell.folder(out).name] = row
     report = {
         "matrix": str(path),
@@ -391,6 +404,7 @@ def run_matrix(
         "seconds": time.perf_counter() - started,
         "ray_start_s": ray_start,
         "ray_ready_at": ray_ready_at,
+        "threads_per_cell": threads,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_matrix_report(report, out)
@@ -415,9 +429,10 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def _ray(address: str | None, workers: int | None):
-    """Ray and how long it took to start: a local one sized to `workers` (default: the cores), or the
-    cluster at `address`; what this started is stopped after (a Ray the caller runs is left alone)."""
+def _ray(address: str | None, workers: int | None, threads: int = 1):
+    """Ray and how long it took to start: a local one running `workers` cells of `threads` cores at once
+    (default: as many as the cores hold), or the cluster at `address`; what this started is stopped after
+    (a Ray the caller runs is left alone). A cell no node has the cores for is refused, not left waiting."""
     try:
         import ray
     except ImportError:
@@ -433,8 +448,14 @@ def _ray(address: str | None, workers: int | None):
             except ConnectionError as exc:  # something answers there, but not a Ray cluster
                 raise OcrgraftError(f"--address {address}: {exc}") from None
         else:
-            ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+            cores = os.cpu_count() or 1
+            ray.init(num_cpus=(workers or max(1, cores // threads)) * threads, **kwargs)
     try:
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if threads > largest:
+            raise OcrgraftError(
+                f"--threads {threads}: no Ray node has that many cores (the largest has {largest:g})"
+            )
         yield ray, time.perf_counter() - start
     finally:
         if started_here:
@@ -449,22 +470,22 @@ def rough_cost(cell: Cell) -> tuple:
     return cell.target == "sophon", quantize == "INT8", int(cell.options.get("batch", 1))
 
 
-def _run_cell_on_one_core(cell_data: dict, out: str, key: str) -> dict:
-    """run_cell in a Ray worker, its libraries and tools held to the one core the task asked for. Set here
+def _run_cell_in_task(cell_data: dict, out: str, key: str, threads: int) -> dict:
+    """run_cell in a Ray worker, its libraries and tools held to the cores the task asked for. Set here
     rather than as the task's runtime_env: a runtime_env gets workers of its own, started when the first
     cell asks (about 0.6 s each), while these are the workers Ray started with itself."""
-    os.environ.update(ONE_CORE)
+    os.environ.update(thread_env(threads))
     return run_cell(cell_data, out, key)
 
 
-def _run_cells(ray, todo: list[Cell], out: Path, keys: dict):
-    """Yield each cell and its row as it finishes. Each cell is one task needing a core (and, for sophon,
-    SOPHON_MEMORY of memory), so Ray runs as many at once as the machine holds."""
-    task = ray.remote(_run_cell_on_one_core)
+def _run_cells(ray, todo: list[Cell], out: Path, keys: dict, threads: int = 1):
+    """Yield each cell and its row as it finishes. Each cell is one task needing `threads` cores (and, for
+    sophon, SOPHON_MEMORY of memory), so Ray runs as many at once as the machine holds."""
+    task = ray.remote(_run_cell_in_task)
     pending = {}
     for c in todo:
-        resources = {"num_cpus": 1, **({"memory": SOPHON_MEMORY} if c.target == "sophon" else {})}
-        ref = task.options(**resources).remote(asdict(c), str(out), keys[c.folder(out).name])
+        resources = {"num_cpus": threads, **({"memory": SOPHON_MEMORY} if c.target == "sophon" else {})}
+        ref = task.options(**resources).remote(asdict(c), str(out), keys[c.folder(out).name], threads)
         pending[ref] = c
     try:
         with steps("matrix", len(todo), "cell", announce=True) as bar:
@@ -496,7 +517,8 @@ def write_matrix_report(report: dict, out: Path) -> None:
         f"# Conversion matrix: {report['matrix']}",
         "",
         f"{len(cells)} cells: {len(done)} done ({sum(bool(c.get('cached')) for c in cells)} unchanged "
-        f"since an earlier run), {len(cells) - len(done)} failed; {report['seconds']:.0f} s.",
+        f"since an earlier run), {len(cells) - len(done)} failed; {report['seconds']:.0f} s; "
+        f"{report.get('threads_per_cell', 1)} thread(s) per cell.",
         "",
         "| cell | target | status | every stage verified | device precision | accuracy / agreement | "
         "artifacts | time (s) | latency (ms) |",
