@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -475,6 +476,8 @@ def _run_cell_in_task(cell_data: dict, out: str, key: str, threads: int) -> dict
     rather than as the task's runtime_env: a runtime_env gets workers of its own, started when the first
     cell asks (about 0.6 s each), while these are the workers Ray started with itself."""
     os.environ.update(thread_env(threads))
+    if "torch" in sys.modules:  # torch reads OMP_NUM_THREADS once: an earlier cell on this worker imported it
+        sys.modules["torch"].set_num_threads(threads)
     return run_cell(cell_data, out, key)
 
 
