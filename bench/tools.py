@@ -236,7 +236,14 @@ def cmd_matrix(work: str, kind: str = "bmodel") -> dict:
 
     import torch
 
-    from ocrgraft.converter.matrix import cell_key, read_matrix, rough_cost, run_cell, run_matrix, thread_env
+    from ocrgraft.converter.matrix import (
+        cell_key,
+        longest_first,
+        read_matrix,
+        run_cell,
+        run_matrix,
+        thread_env,
+    )
     from ocrgraft.targets import tpu_mlir_env
 
     if kind == "bmodel":
@@ -247,7 +254,7 @@ def cmd_matrix(work: str, kind: str = "bmodel") -> dict:
     (root / "m.toml").write_text(MATRICES[kind])
     cells, _ = read_matrix(root / "m.toml")
     workers = os.cpu_count() or 1
-    starters = sorted(cells, key=rough_cost, reverse=True)[:workers]  # the cells Ray starts with
+    starters = longest_first(cells)[:workers]  # the cells Ray starts with
     pair = [(asdict(c), str(root / "pair"), cell_key(c)) for c in starters]
 
     def one_after_another(folder: str) -> tuple[float, list[dict]]:
@@ -261,9 +268,8 @@ def cmd_matrix(work: str, kind: str = "bmodel") -> dict:
     one_wall, one_core = one_after_another("seq-one-core")
     with multiprocessing.get_context("spawn").Pool(workers) as pool:  # those first cells at once
         side_by_side = pool.starmap(run_cell, pair)
-    alone = sum(
-        r["seconds"] for r in one_core if (r["cell"], r["target"]) in {(c.name, c.target) for c in starters}
-    )
+    started = {(c.name, c.target) for c in starters}
+    alone = sum(r["seconds"] for r in one_core if (r["cell"], r["target"]) in started)
     together = max(r["seconds"] for r in side_by_side)  # each timed in its process: imports not counted
     start = time.perf_counter()
     report = run_matrix(root / "m.toml", root / "ray")

@@ -300,14 +300,14 @@ def test_an_address_where_no_cluster_answers_is_refused_at_once(tmp_path, capsys
 def test_cells_start_longest_first(tmp_path):
     """BModel builds before scripts, INT8 before float, larger batches first: the cells left running
     alone at the end of a matrix are the short ones."""
-    from ocrgraft.converter.matrix import rough_cost
+    from ocrgraft.converter.matrix import longest_first
 
     (tmp_path / "m.toml").write_text(
         '[[model]]\nzoo = "lprnet"\n[target.ort]\nbatch = [1, 4]\n'
         '[target.sophon]\nquantize = ["F32", "INT8"]\nbatch = [1, 4]\n'
     )
     cells, _ = read_matrix(tmp_path / "m.toml")
-    order = [c.folder(tmp_path).name for c in sorted(cells, key=rough_cost, reverse=True)]
+    order = [c.folder(tmp_path).name for c in longest_first(cells)]
     assert order == [
         "lprnet-INT8-b4-sophon",
         "lprnet-INT8-b1-sophon",

@@ -54,14 +54,12 @@ MATRIX_KEYS = {
 }
 CELL_FILE = "matrix_cell.json"  # in a finished cell's folder: the key of the inputs it was made from
 SOPHON_MEMORY = 4 << 30  # TPU-MLIR's steps hold a few GB each: Ray places no more per node than fit
+CANCEL_WAIT_S = 30  # Ctrl-C: how long running cells get to stop their tools and remove their folders
 
 
 def thread_env(threads: int) -> dict[str, str]:
     """What holds ocrgraft's ONNX Runtime sessions, torch and TPU-MLIR's tools to `threads` threads."""
     return {name: str(threads) for name in ("OCRGRAFT_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
-CANCEL_WAIT_S = 30  # Ctrl-C: how long running cells get to stop their tools and remove their folders
 
 
 @dataclass
@@ -395,8 +393,7 @@ def run_matrix(
         with _ray(address, workers, threads) as (ray, ray_start):
             ray_ready_at = time.time()
             out.mkdir(parents=True, exist_ok=True)  # only now: a matrix refused leaves no folder behind
-            order = sorted(todo, key=rough_cost, reverse=True)
-            for cell, row in _run_cells(ray, order, out, keys, threads):
+            for cell, row in _run_cells(ray, longest_first(todo), out, keys, threads):
                 rows[cell.folder(out).name] = row
     report = {
         "matrix": str(path),
@@ -463,12 +460,15 @@ def _ray(address: str | None, workers: int | None, threads: int = 1):
             ray.shutdown()
 
 
-def rough_cost(cell: Cell) -> tuple:
-    """A rough order of cost (sorted in reverse, longest first, so that the cells left running alone at
-    the end are short ones): BModel builds before scripts, INT8 (calibration) before float, larger
-    batches first."""
-    quantize = str(cell.options.get("quantize", "")).upper()
-    return cell.target == "sophon", quantize == "INT8", int(cell.options.get("batch", 1))
+def longest_first(cells: list[Cell]) -> list[Cell]:
+    """The order cells start in, by a rough cost, so that the cells left running alone at the end are short
+    ones: BModel builds before scripts, INT8 (calibration) before float, larger batches first."""
+
+    def cost(cell: Cell) -> tuple:
+        quantize = str(cell.options.get("quantize", "")).upper()
+        return cell.target == "sophon", quantize == "INT8", int(cell.options.get("batch", 1))
+
+    return sorted(cells, key=cost, reverse=True)
 
 
 def _run_cell_in_task(cell_data: dict, out: str, key: str, threads: int) -> dict:
