@@ -634,8 +634,12 @@ def output_dynamic_axes(
 
 
 def _run_torch(model: nn.Module, outputs: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    with torch.inference_mode():
-        result = model(*(torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()))
+    try:
+        with torch.inference_mode():
+            result = model(*(torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()))
+    except (RuntimeError, ValueError, IndexError) as exc:  # e.g. an input shape the layers cannot take
+        at = ", ".join(f"{k}={fmt_dims(v.shape)}" for k, v in feeds.items())
+        raise OcrgraftError(f"the model fails in torch at {at}: {_first_line(exc)}") from exc
     result = result if isinstance(result, (tuple, list)) else (result,)
     if len(result) != len(outputs):
         raise OcrgraftError(
@@ -701,7 +705,14 @@ def load_source(
     )
     with busy("    export running", line=False):
         probe = probe_shapes(example, dyn)
-        output_axes, torch_probe = output_dynamic_axes(model, outputs, example, probe, dyn)
+        try:
+            output_axes, torch_probe = output_dynamic_axes(model, outputs, example, probe, dyn)
+        except OcrgraftError as exc:
+            if not shapes:
+                raise
+            raise OcrgraftError(
+                f"{exc} (--shapes {shapes.describe()}; the recipe's: {recipe.shapes.describe()})"
+            ) from exc
 
         rewritten, rewrite_notes = apply_rewrites(model, target, exporter)
         opset = int(opts.get("opset", DEFAULT_OPSET))
