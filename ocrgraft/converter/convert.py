@@ -17,7 +17,7 @@ from ocrgraft.core.compare import FP32, Tolerance
 from ocrgraft.core.decode import resolve_charset
 from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import opset_of
-from ocrgraft.core.images import Preprocess, load_items
+from ocrgraft.core.images import Preprocess, list_images, load_items
 from ocrgraft.core.modelio import (
     atomic_dir,
     check_replaceable,
@@ -208,6 +208,8 @@ def convert(
         force,
         [onnx, *external_data_files(onnx), paddle, weights, target_options.get("calib"), images, recipe_file],
     )
+    if images:
+        list_images(images, labels, limit)  # a missing folder or label file is said before the export
     if recipe.frontend in NEEDS:  # the framework a model needs, before anything else is said
         require(recipe.frontend, f"model '{recipe.name}' ({recipe.frontend})")
     source = load_source(
