@@ -352,10 +352,14 @@ def cmd_inspect(args) -> int:
 def cmd_compare(args) -> int:
     from ocrgraft.core.compare import compare_outputs
     from ocrgraft.core.modelio import load
-    from ocrgraft.core.runner import Runner
+    from ocrgraft.core.runner import Runner, fit_ir_version
     from ocrgraft.core.shapes import ShapeSet, random_inputs
 
     a, b = load(args.a), load(args.b)
+    for path, model in ((args.a, a), (args.b, b)):
+        lowered = fit_ir_version(model)
+        if lowered:
+            print(f"note: {path}: {lowered}", file=sys.stderr)
     tol = _tolerance(args)
     shapes = ShapeSet.parse(args.shapes).resolve(list(a.graph.inputs))
     ra, rb = Runner(a, what=args.a), Runner(b, what=args.b)

@@ -23,7 +23,7 @@ from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import all_nodes
 from ocrgraft.core.modelio import SharedWeights, atomic_file, cycle_collector_paused, to_bytes, to_ir
 from ocrgraft.core.progress import busy, steps
-from ocrgraft.core.runner import Runner
+from ocrgraft.core.runner import Runner, fit_ir_version
 from ocrgraft.core.shapes import IMAGE_LABEL, Case, ShapeSet, is_static, random_inputs, require_tensor
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
 
@@ -186,6 +186,9 @@ class Pipeline:
     def _run(self, model, shapes, source: SourceFn | None, source_name: str) -> PipelineResult:
         self._weights = None  # each run writes its own stages/weights.bin
         model = to_ir(model)
+        lowered = fit_ir_version(model)  # a file from the newest onnx, which ONNX Runtime would refuse
+        if lowered:
+            self.progress(f"note: {lowered}")
         shapes = ShapeSet.parse(shapes)
         if self.verify:
             shapes = shapes.resolve(self._drawn(model, shapes))

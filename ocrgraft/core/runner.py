@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
@@ -32,6 +34,13 @@ class Runner:
             data = model if isinstance(model, bytes) else to_bytes(model)
             self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
+            custom = re.search(r"([\w.]+:\w+)\(-?\d+\) is not a registered function/op", str(exc))
+            if custom:  # a custom op: nothing can be checked, and ONNX Runtime's words do not say why
+                raise OcrgraftError(
+                    f"ONNX Runtime cannot load {what}: it has no operator {custom.group(1)} (a custom op), "
+                    "so it cannot be run or checked here; `ocrgraft apply --no-verify` rewrites a model "
+                    "unchecked"
+                ) from exc
             raise OcrgraftError(f"ONNX Runtime cannot load {what}: {_short(exc)}") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -53,6 +62,41 @@ class Runner:
             self.session.run(None, feeds)
             times.append((time.perf_counter() - t) * 1e3)
         return float(np.median(times))
+
+
+def fit_ir_version(model: ir.Model) -> str | None:
+    """Lower the model's IR version to the newest ONNX Runtime reads, when the file's is newer but one
+    the onnx package knows; a note saying so, else None. The newest onnx writes an IR version a release
+    ahead of ONNX Runtime's (onnx 1.23: 14, ONNX Runtime 1.31: 13), in files that use nothing of it."""
+    newest = _newest_ir_version()
+    if newest is None or not newest < model.ir_version <= onnx.IR_VERSION:  # one onnx does not know: left
+        return None
+    note = (
+        f"ir_version {model.ir_version} lowered to {newest}, the newest ONNX Runtime {ort.__version__} "
+        "reads (the graph is unchanged)"
+    )
+    model.ir_version = newest
+    return note
+
+
+@functools.cache
+def _newest_ir_version() -> int | None:
+    """The newest IR version ONNX Runtime loads (None: at least onnx's own), from loading a one-node model."""
+    node = onnx.helper.make_node("Identity", ["x"], ["y"])
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [node], "probe", [value("x", onnx.TensorProto.FLOAT, [1])], [value("y", onnx.TensorProto.FLOAT, [1])]
+    )
+    probe = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    probe.ir_version = onnx.IR_VERSION
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        found = re.search(r"max supported IR version: (\d+)", str(exc))
+        return int(found.group(1)) if found else None
+    return None
 
 
 def _short(exc: BaseException) -> str:
