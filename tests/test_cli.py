@@ -336,6 +336,34 @@ def test_module_entry_point_prints_one_line_and_no_traceback(tmp_path):
     assert proc.stderr.strip() == f"ocrgraft: error: no such file: {tmp_path / 'x.onnx'}"
 
 
+def test_a_model_written_by_the_newest_onnx_converts(tmp_path, capsys):
+    """onnx's own IR version can be newer than ONNX Runtime reads: convert, apply and compare lower it,
+    say so, and leave the user's file as it was."""
+    from ocrgraft.core.runner import _newest_ir_version
+
+    proto = make_dynamic_model()
+    proto.ir_version = onnx.IR_VERSION
+    src = tmp_path / "new.onnx"
+    onnx.save(proto, src)
+    before = src.read_bytes()
+    newest = _newest_ir_version() or onnx.IR_VERSION
+    rc, _, err = run_cli(capsys, "convert", "--onnx", src, "--out", tmp_path / "out", "--shapes", DYN_SHAPES)
+    assert rc == 0, err
+    report = (tmp_path / "out" / "new-ort" / "report.md").read_text()
+    assert onnx.load(tmp_path / "out" / "new-ort" / "model.onnx").ir_version == newest
+    rc, out, err = run_cli(
+        capsys, "apply", src, tmp_path / "applied.onnx", "-p", "eliminate-identity", "--shapes", DYN_SHAPES
+    )
+    assert rc == 0, err
+    assert onnx.load(tmp_path / "applied.onnx").ir_version == newest
+    rc, _, err = run_cli(capsys, "compare", src, tmp_path / "applied.onnx", "--shapes", DYN_SHAPES)
+    assert rc == 0, err
+    if newest < onnx.IR_VERSION:  # so with onnx 1.23 (14) and ONNX Runtime 1.31 (13)
+        assert f"ir_version {onnx.IR_VERSION} lowered to {newest}" in report
+        assert f"ir_version {onnx.IR_VERSION} lowered to {newest}" in out + err
+    assert src.read_bytes() == before
+
+
 def test_source_with_external_data(tmp_path, capsys):
     """A model saved with its weights in a separate .data file converts into one self-contained file."""
     src_dir = tmp_path / "src"
