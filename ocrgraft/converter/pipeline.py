@@ -23,6 +23,7 @@ from ocrgraft.core.errors import OcrgraftError, VerificationError
 from ocrgraft.core.graph import all_nodes
 from ocrgraft.core.modelio import SharedWeights, atomic_file, cycle_collector_paused, to_bytes, to_ir
 from ocrgraft.core.progress import busy, steps
+from ocrgraft.core.reuse import Layout, StageRun, TensorKeys, layout, plan
 from ocrgraft.core.runner import Runner, fit_ir_version
 from ocrgraft.core.shapes import IMAGE_LABEL, Case, ShapeSet, is_static, random_inputs, require_tensor
 from ocrgraft.passes.base import CHANGES, EXACT, LEGALIZE, Pass, parse_pass_list
@@ -54,6 +55,7 @@ class Stage:
     comparisons: list[dict] = field(default_factory=list)
     explain: list[str] = field(default_factory=list)  # with explain on: where the pass did not fire, and why
     tolerance: str = ""  # the tolerance this stage was checked at against the previous one
+    ran: str = ""  # what of the stage its check ran, when not all of it (core/reuse.py)
 
 
 @dataclass
@@ -73,6 +75,48 @@ class PipelineResult:
     @property
     def rewrites(self) -> int:
         return sum(s.rewrites for s in self.stages)
+
+
+@dataclass
+class _Step:
+    """A stage as the passes left it, and what its check will run."""
+
+    stage: Stage
+    pass_: Pass
+    check: str = ""  # EXACT: checked; CHANGES: run, the new reference; "": not run
+    data: bytes | None = None
+    cases: list[Case] = field(default_factory=list)
+    layout: Layout | None = None
+
+
+def _apply(p: Pass, model: ir.Model):
+    try:
+        return p(model)
+    except OcrgraftError:
+        raise
+    except Exception as exc:
+        raise OcrgraftError(
+            f"pass '{p.name}' failed on this model: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+
+
+def _forget(kept: dict, last_use: dict[bytes, int], run: int) -> None:
+    """Drop the kept tensors no check after `run` starts from."""
+    for key in [k for k in kept if last_use.get(k, -1) <= run]:
+        del kept[key]
+
+
+def _ran(run: StageRun, run_stage: list[int]) -> str:
+    """What a check ran, when it was not the whole stage."""
+    if not run.parts:
+        return ""
+    plan_ = run.plan
+    sources = ", ".join(f"{run_stage[r]:02d}" for r in sorted(plan_.sources))
+    whole = f"; {run.wholes} of {run.wholes + run.parts} cases ran whole" if run.wholes else ""
+    if not plan_.ran:
+        return f"ran no node: the same computation as stage {sources}{whole}"
+    return f"ran {plan_.ran} of {plan_.nodes} nodes; the rest as stage {sources} computed it{whole}"
 
 
 def op_histogram(model: ir.Model) -> Counter:
@@ -184,6 +228,8 @@ class Pipeline:
             return self._run(model, shapes, source, source_name)
 
     def _run(self, model, shapes, source: SourceFn | None, source_name: str) -> PipelineResult:
+        """Every pass first (they are quick beside the checks), then the checks in order: knowing every
+        stage, each check runs only what no earlier run computed (core/reuse.py)."""
         self._weights = None  # each run writes its own stages/weights.bin
         model = to_ir(model)
         lowered = fit_ir_version(model)  # a file from the newest onnx, which ONNX Runtime would refuse
@@ -199,11 +245,20 @@ class Pipeline:
         if self.stages_dir:
             stage0.file = self._save(source_bytes, 0, "source")
             stage0.save_seconds = time.perf_counter() - t
-        cases: list[Case] = []
+        cases = self._draw_cases(model, shapes) if self.verify else []
+        tensor_keys = TensorKeys()
+        source_layout = layout(model, tensor_keys) if self.verify else None
+        steps_, failure = self._rewrite(model, shapes, cases, hist, tensor_keys)
+
+        checks = [step for step in steps_ if step.check]
+        plans = plan([source_layout] + [step.layout for step in checks]) if self.verify else []
+        kept: dict[bytes, dict[str, np.ndarray]] = {}  # what later checks start from: key -> case -> tensor
+        last_use = {key: r for r, run in enumerate(plans) for key in run.cut.values()}
         previous: dict[str, Outputs] = {}
         raw_outputs = None
         current = self.verify  # `previous` holds the outputs of the model as it is now
         source_tol = self.tolerances.get("source", self.tolerance)
+        own = None
         if self.verify:  # on large inputs the reference runs take a while: say what is running
             self.progress(
                 f"[0/{len(self.passes)}] source: {stage0.nodes} nodes; running the test inputs at "
@@ -211,13 +266,15 @@ class Pipeline:
             )
             t = time.perf_counter()
             try:
-                own = Runner(source_bytes, what=f"the {source_name} model")
+                own = StageRun(source_bytes, plans[0], source_layout, kept, f"the {source_name} model")
+                own.whole()  # loaded now: a source ONNX Runtime cannot load is said here
             except OcrgraftError as exc:
                 if source is None:
                     raise
                 own = None  # e.g. a vendor-only form; later stages are still checked against the framework
                 stage0.verified = f"not checked: {exc}"
-            cases = self._make_cases(model, shapes, source or own.run)
+            for case in cases:
+                case.expected = source(case.feeds) if source else own(case.title, case.feeds)
             if source is None:
                 stage0.verified = "reference"
                 previous = {c.title: c.expected for c in cases}
@@ -250,25 +307,91 @@ class Pipeline:
                     else ""
                 )
             )
-        vendor_form, changed_at = "", 0
+        _forget(kept, last_use, 0)
+        changed_at = 0
         checked = source_bytes  # the last stage that was checked: a failing one is bisected against it
+        run_stage = [0] + [step.stage.index for step in checks]  # each run's stage
+        for step in steps_:
+            stage, p = step.stage, step.pass_
+            current = current and not stage.changed  # until a run below says otherwise
+            if step.check:
+                r = run_stage.index(stage.index)
+                t = time.perf_counter()
+                run = StageRun(step.data, plans[r], step.layout, kept, f"stage {stage.index:02d} '{p.label}'")
+                if step.check == CHANGES:
+                    # changes the numbers on purpose: later stages are compared with this one, not the source
+                    previous = {c.title: run(c.title, c.feeds) for c in step.cases}
+                    changed_at = stage.index
+                else:
+                    # against the source, a pass that loosened the tolerance (fp16) loosens it for all
+                    # later stages
+                    source_tol = Tolerance(
+                        max(source_tol.atol, self.tolerance_for(p).atol),
+                        max(source_tol.rtol, self.tolerance_for(p).rtol),
+                    )
+                    stage.tolerance = str(self.tolerance_for(p))
+                    try:
+                        previous = self._check(
+                            stage,
+                            run,
+                            step.cases,
+                            previous,
+                            self.tolerance_for(p),
+                            None if changed_at else source_tol,
+                            models=(checked, step.data, source_bytes),
+                        )
+                    except VerificationError:
+                        # the stage files so far, as a run that stopped here would have left them
+                        for later in steps_[steps_.index(step) + 1 :]:
+                            if later.stage.file:
+                                Path(later.stage.file).unlink(missing_ok=True)
+                        raise
+                checked, current = step.data, True
+                step.data = None  # held once, as the last checked stage
+                stage.verify_seconds = time.perf_counter() - t
+                stage.ran = _ran(run, run_stage)
+                _forget(kept, last_use, r)
+            elif stage.verified == "unchanged":
+                stage.max_abs, stage.max_rel = stages[-1].max_abs, stages[-1].max_rel
+            stages.append(stage)
+            self.progress(_progress_line(stage, len(self.passes)))
+            for line in stage.explain[:EXPLAIN_LINES]:
+                self.progress(f"    not rewritten: {line}")
+            if len(stage.explain) > EXPLAIN_LINES:
+                self.progress(f"    … {len(stage.explain) - EXPLAIN_LINES} more in the report")
+        if failure is not None:  # a pass that failed, once the stages before it are checked
+            raise failure
+        given = {k: [v] for k, v in _shapes(self.inputs).items() if k not in shapes.shapes}
+        return PipelineResult(
+            model,
+            stages,
+            cases,
+            self._tolerance,
+            ShapeSet({**shapes.shapes, **given}),
+            noise_floor=floor,
+            raw_outputs=raw_outputs,
+            final_outputs=previous if current else None,
+        )
+
+    def _rewrite(
+        self, model: ir.Model, shapes: ShapeSet, cases: list[Case], hist: Counter, tensor_keys: TensorKeys
+    ) -> tuple[list[_Step], OcrgraftError | None]:
+        """Run every pass, saving each changed stage; what each stage's check will run. A pass that fails
+        ends the list; its error is raised once the stages before it are checked."""
+        steps_: list[_Step] = []
+        vendor_form = ""
         for i, p in enumerate(self.passes, 1):
             t = time.perf_counter()
             # a pass that measures the model (to-fp16's activation ranges) gets this stage's test inputs,
             # unless it was given its own
             lend = bool(cases) and p.uses_samples and p.samples is None
-            if lend:
-                p.samples = [c.feeds for c in self._cases_for(model, shapes, cases)]
             p.explain = self.explain is True or isinstance(self.explain, set) and p.name in self.explain
             try:
-                result = p(model)
-            except OcrgraftError:
-                raise
-            except Exception as exc:
-                raise OcrgraftError(
-                    f"pass '{p.name}' failed on this model: {type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
-                ) from exc
+                if lend:
+                    p.samples = [c.feeds for c in self._cases_for(model, shapes, cases)]
+                result = _apply(p, model)
+            except OcrgraftError as exc:
+                return steps_, exc
             finally:
                 if lend:
                     p.samples = None
@@ -287,13 +410,13 @@ class Pipeline:
                 delta,
                 time.perf_counter() - t,
             )
-            data = None
+            stage.explain = list(p.misses)
+            step = _Step(stage, p)
             if self.stages_dir and result.modified:  # one serialization for the file and the check;
                 t = time.perf_counter()  # a pass that changed nothing leaves no copy of the same graph
-                data = to_bytes(model)
-                stage.file = self._save(data, i, p.name)
+                step.data = to_bytes(model)
+                stage.file = self._save(step.data, i, p.name)
                 stage.save_seconds = time.perf_counter() - t
-            current = current and not result.modified  # until a run below says otherwise
             if not self.verify:
                 stage.verified = "verification off"
             elif vendor_form:
@@ -301,57 +424,20 @@ class Pipeline:
             elif p.semantics == LEGALIZE and result.modified:
                 stage.verified = "not checked: a vendor-only form ('legalize' pass)"
                 vendor_form = f"vendor-only form made at stage {i:02d}"
-            elif p.semantics == CHANGES and result.modified:
-                # changes the numbers on purpose: later stages are compared with this one, not the source
-                stage.verified = "not checked: changes the numbers on purpose ('changes' pass)"
-                checked = data or to_bytes(model)
-                runner = Runner(checked, what=f"stage {i:02d} '{p.label}'")
-                previous = {c.title: runner.run(c.feeds) for c in self._cases_for(model, shapes, cases)}
-                changed_at, current = i, True
             elif not result.modified:
                 stage.verified = "unchanged"
-                stage.max_abs, stage.max_rel = stages[-1].max_abs, stages[-1].max_rel
             else:
-                t = time.perf_counter()
-                data = data or to_bytes(model)
-                runner = Runner(data, what=f"stage {i:02d} '{p.label}'")
-                stage_cases = self._cases_for(model, shapes, cases)
-                # against the source, a pass that loosened the tolerance (fp16) loosens it for all later
-                # stages
-                source_tol = Tolerance(
-                    max(source_tol.atol, self.tolerance_for(p).atol),
-                    max(source_tol.rtol, self.tolerance_for(p).rtol),
-                )
-                stage.tolerance = str(self.tolerance_for(p))
-                previous = self._check(
-                    stage,
-                    runner,
-                    stage_cases,
-                    previous,
-                    self.tolerance_for(p),
-                    None if changed_at else source_tol,
-                    models=(checked, data, source_bytes),
-                )
-                checked, current = data, True
-                stage.verify_seconds = time.perf_counter() - t
-            stage.explain = list(p.misses)
-            stages.append(stage)
-            self.progress(_progress_line(stage, len(self.passes)))
-            for line in stage.explain[:EXPLAIN_LINES]:
-                self.progress(f"    not rewritten: {line}")
-            if len(stage.explain) > EXPLAIN_LINES:
-                self.progress(f"    … {len(stage.explain) - EXPLAIN_LINES} more in the report")
-        given = {k: [v] for k, v in _shapes(self.inputs).items() if k not in shapes.shapes}
-        return PipelineResult(
-            model,
-            stages,
-            cases,
-            self._tolerance,
-            ShapeSet({**shapes.shapes, **given}),
-            noise_floor=floor,
-            raw_outputs=raw_outputs,
-            final_outputs=previous if current else None,
-        )
+                if p.semantics == CHANGES:
+                    stage.verified = "not checked: changes the numbers on purpose ('changes' pass)"
+                step.check = CHANGES if p.semantics == CHANGES else EXACT
+                step.data = step.data or to_bytes(model)
+                try:
+                    step.cases = self._cases_for(model, shapes, cases)
+                except OcrgraftError as exc:
+                    return steps_, exc
+                step.layout = layout(model, tensor_keys)
+            steps_.append(step)
+        return steps_, None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -363,9 +449,10 @@ class Pipeline:
             require_tensor(value)
         return drawn
 
-    def _make_cases(self, model: ir.Model, shapes: ShapeSet, source: SourceFn) -> list[Case]:
+    def _draw_cases(self, model: ir.Model, shapes: ShapeSet) -> list[Case]:
         """`samples` random cases per shape case (a model without inputs: one case), given inputs fixed;
-        plus the given inputs as one case of their own when they are all the inputs."""
+        plus the given inputs as one case of their own when they are all the inputs; plus each image.
+        Their reference outputs are filled in later, when the source runs."""
         inputs = list(model.graph.inputs)
         given = {k: v for k, v in self.inputs.items() if k not in shapes.shapes}
         unknown = sorted(set(self.inputs) - {v.name for v in inputs})
@@ -375,15 +462,15 @@ class Pipeline:
                 f"{', '.join(v.name for v in inputs)}"
             )
         if not inputs:  # nothing to draw: one run
-            return [Case("opt", {}, {}, source({}))]
+            return [Case("opt", {}, {}, {})]
         cases = []
         for ci, (label, case_shapes) in enumerate(shapes.cases()):
             for s in range(self.samples):
                 feeds = random_inputs(inputs, case_shapes, seed=self.seed * 1000 + ci * 10 + s, given=given)
                 name = label if self.samples == 1 else f"{label}#{s + 1}"
-                cases.append(Case(name, {**case_shapes, **_shapes(given)}, feeds, source(feeds)))
+                cases.append(Case(name, {**case_shapes, **_shapes(given)}, feeds, {}))
         if inputs and len(self.inputs) == len(inputs):
-            cases.append(Case("given", _shapes(self.inputs), dict(self.inputs), source(dict(self.inputs))))
+            cases.append(Case("given", _shapes(self.inputs), dict(self.inputs), {}))
         for name, image_feeds in self.images:
             feeds = {**given, **image_feeds}
             missing = [v.name for v in inputs if v.name not in feeds]
@@ -392,7 +479,7 @@ class Pipeline:
                     f"image {name} feeds {', '.join(image_feeds)}; the model also reads {', '.join(missing)} "
                     "(give them with --inputs FILE.npz)"
                 )
-            cases.append(Case(IMAGE_LABEL + name, _shapes(feeds), feeds, source(feeds)))
+            cases.append(Case(IMAGE_LABEL + name, _shapes(feeds), feeds, {}))
         return cases
 
     def _cases_for(self, model: ir.Model, shapes: ShapeSet, cases: list[Case]) -> list[Case]:
@@ -414,7 +501,7 @@ class Pipeline:
     def _check(
         self,
         stage: Stage,
-        runner: Runner,
+        run: StageRun,
         cases: list[Case],
         previous: dict[str, Outputs],
         tol: Tolerance,
@@ -429,7 +516,7 @@ class Pipeline:
         worst_prev: list[OutputDiff] = []
         with steps(f"    checking {stage.name}", len(cases), "case", show=self.verbose) as bar:
             for case in cases:
-                got = runner.run(case.feeds)
+                got = run(case.title, case.feeds)
                 self._compare(stage, case, got, previous, tol, source_tol, models, worst_src, worst_prev)
                 outputs[case.title] = got
                 bar.advance(note=case.title)
@@ -499,6 +586,7 @@ def _progress_line(stage: Stage, total: int) -> str:
         f", max abs err {stage.max_abs:.2g}" if stage.max_abs is not None and stage.verified == "yes" else ""
     )
     check = f", checked in {stage.verify_seconds:.2f}s" if stage.verify_seconds >= 0.01 else ""
+    check += f" ({stage.ran})" if stage.ran else ""
     return (
         f"[{stage.index}/{total}] {stage.name}: {stage.rewrites} rewrites, {stage.nodes} nodes, "
         f"{stage.seconds:.2f}s{check}, verified: {stage.verified}{err}"

@@ -177,6 +177,15 @@ def render_markdown(r: dict) -> str:
             f"{s['seconds']:.2f} | {s['verify_seconds']:.2f} | {s['verified']} | {_err(s['max_abs'])} | "
             f"{_err(s['max_rel'])} | {_err(s.get('max_abs_prev'))} | {s.get('tolerance') or '–'} |"
         )
+    partial = [s for s in r["stages"] if s.get("ran")]
+    if partial:
+        lines += [
+            "",
+            "Checked in part: a tensor that a stage computes exactly as an earlier stage did (the same "
+            "operators, attributes, weights and inputs) is taken from that stage's run on the same test "
+            "input, so these checks ran only the nodes that changed:",
+            "",
+        ] + [f"- {s['index']:02d} {s['name']}: {s['ran']}" for s in partial]
     explained = [s for s in r["stages"] if s.get("explain")]
     if explained:
         lines += ["", "## Where passes did not rewrite (--explain)", ""]

@@ -42,6 +42,7 @@ class Runner:
                     "unchecked"
                 ) from exc
             raise OcrgraftError(f"ONNX Runtime cannot load {what}: {_short(exc)}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
