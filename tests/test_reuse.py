@@ -126,3 +126,17 @@ def test_value_keys_follow_the_computation_not_the_names():
     opset = make_model()
     opset.opset_import[0].version = 14  # an operator's meaning can change between opsets
     assert _keys(opset)["c1"] != base["c1"]
+
+
+def test_a_graph_with_a_subgraph_runs_whole_at_every_stage():
+    """An If's branches read outer tensors by name: no keys for such a graph; every check runs it whole."""
+    model = make_model()
+    out = helper.make_tensor_value_info("b", TensorProto.FLOAT, None)
+    branch = helper.make_graph([helper.make_node("Identity", ["y"], ["b"])], "branch", [], [out])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    model.graph.initializer.append(cond)
+    model.graph.node.append(helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch))
+    model.graph.output[0].name = "z"
+    assert layout(to_ir(model), TensorKeys()) is None
+    result = Pipeline([DoubleByAdd()]).run(model, SHAPES)
+    assert result.stages[1].verified == "yes" and result.stages[1].ran == ""

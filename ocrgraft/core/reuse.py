@@ -124,8 +124,8 @@ def _node_key(node: ir.Node, version: bytes, inputs: list[bytes], tensor_keys: T
             value = b"".join(tensor_keys(t) for t in attr.value)
         elif attr.type in (ir.AttributeType.SPARSE_TENSOR, ir.AttributeType.SPARSE_TENSORS):
             return None
-        else:
-            value = repr(attr.value).encode()
+        else:  # a list attribute as a list, whether a pass wrote it as a tuple or a list
+            value = repr(list(attr.value) if isinstance(attr.value, (list, tuple)) else attr.value).encode()
         parts += [name.encode(), str(attr.type).encode(), value]
     return _digest(*parts, b"inputs", *inputs)
 
@@ -273,7 +273,7 @@ class StageRun:
             if self._part is None:
                 try:
                     self._part = Runner(part_of(self.data, run, cut), self.what, **self.runner_args)
-                except (OcrgraftError, ValueError, KeyError) as exc:  # e.g. a kept value that is no tensor
+                except Exception as exc:  # e.g. a kept value that is no tensor: the whole stage still runs
                     self.part_failed = str(exc)
                     self.wholes += 1
                     return self.whole().run(feeds)
