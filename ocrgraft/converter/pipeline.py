@@ -248,6 +248,9 @@ class Pipeline:
         cases = self._draw_cases(model, shapes) if self.verify else []
         tensor_keys = TensorKeys()
         source_layout = layout(model, tensor_keys) if self.verify else None
+        if self.verify and self.passes:
+            n = len(self.passes)
+            self.progress(f"running {n} pass{'es' if n > 1 else ''} first, then checking every changed stage")
         steps_, failure = self._rewrite(model, shapes, cases, hist, tensor_keys)
 
         checks = [step for step in steps_ if step.check]
