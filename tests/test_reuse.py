@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ocrgraft import Pipeline, VerificationError
 from ocrgraft.core.compare import Tolerance, compare_outputs
 from ocrgraft.core.modelio import to_ir
-from ocrgraft.core.reuse import TensorKeys, layout
+from ocrgraft.core.reuse import TensorKeys, layout, plan
 from ocrgraft.core.runner import Runner
 from ocrgraft.passes.base import Pass
 
@@ -85,6 +85,10 @@ def test_a_head_rewrite_runs_only_the_head_and_gets_the_whole_models_numbers():
 
 
 def test_a_wrong_head_is_caught_from_the_kept_tensors_and_later_stages_are_not_left(tmp_path):
+    skewed = to_ir(make_model())
+    SkewHead()(skewed)
+    keys = TensorKeys()
+    assert plan([layout(to_ir(make_model()), keys), layout(skewed, keys)])[1].part == {"y"}  # only the Add
     with pytest.raises(VerificationError, match="stage 01 'test-skew-head' changed the outputs"):
         Pipeline([SkewHead(), DoubleByAdd()], stages_dir=tmp_path, floor_multiple=None).run(
             make_model(), SHAPES

@@ -314,11 +314,12 @@ class Pipeline:
         changed_at = 0
         checked = source_bytes  # the last stage that was checked: a failing one is bisected against it
         run_stage = [0] + [step.stage.index for step in checks]  # each run's stage
-        for step in steps_:
+        r = 0  # the run index of the last check
+        for at, step in enumerate(steps_):
             stage, p = step.stage, step.pass_
             current = current and not stage.changed  # until a run below says otherwise
             if step.check:
-                r = run_stage.index(stage.index)
+                r += 1
                 t = time.perf_counter()
                 run = StageRun(step.data, plans[r], step.layout, kept, f"stage {stage.index:02d} '{p.label}'")
                 if step.check == CHANGES:
@@ -345,7 +346,7 @@ class Pipeline:
                         )
                     except VerificationError:
                         # the stage files so far, as a run that stopped here would have left them
-                        for later in steps_[steps_.index(step) + 1 :]:
+                        for later in steps_[at + 1 :]:
                             if later.stage.file:
                                 Path(later.stage.file).unlink(missing_ok=True)
                         raise

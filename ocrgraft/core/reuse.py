@@ -223,9 +223,8 @@ class StageRun:
     """Runs one stage's check by its plan: the part when every tensor it starts from was kept for the
     case, else the whole stage; keeps what later runs start from in `kept` (key -> case -> tensor)."""
 
-    def __init__(self, data: bytes, run: RunPlan, lay: Layout | None, kept: dict, what: str, **runner_args):
+    def __init__(self, data: bytes, run: RunPlan, lay: Layout | None, kept: dict, what: str):
         self.data, self.plan, self.lay, self.kept, self.what = data, run, lay, kept, what
-        self.runner_args = runner_args
         self._whole: Runner | None = None
         self._part: Runner | None = None
         self.part_failed: str | None = None  # why the part could not be loaded (then it runs whole)
@@ -235,12 +234,12 @@ class StageRun:
         if self._whole is None:
             try:
                 data = whole_with(self.data, self.plan.keep) if self.plan.keep else self.data
-                self._whole = Runner(data, self.what, **self.runner_args)
+                self._whole = Runner(data, self.what)
             except OcrgraftError:
                 if not self.plan.keep:
                     raise
                 self.plan.keep = {}  # kept tensors as outputs refused: later checks run whole instead
-                self._whole = Runner(self.data, self.what, **self.runner_args)
+                self._whole = Runner(self.data, self.what)
         return self._whole
 
     def _startable(self, title: str) -> bool:
@@ -272,7 +271,7 @@ class StageRun:
             cut = {name: self.kept[key][title] for name, key in run.cut.items()}
             if self._part is None:
                 try:
-                    self._part = Runner(part_of(self.data, run, cut), self.what, **self.runner_args)
+                    self._part = Runner(part_of(self.data, run, cut), self.what)
                 except Exception as exc:  # e.g. a kept value that is no tensor: the whole stage still runs
                     self.part_failed = str(exc)
                     self.wholes += 1
